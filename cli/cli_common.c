@@ -1,0 +1,1 @@
+/* cli/cli_common.c — being written. */

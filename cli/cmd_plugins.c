@@ -1,0 +1,1 @@
+/* cli/cmd_plugins.c — being written. */

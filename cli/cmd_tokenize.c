@@ -1,0 +1,1 @@
+/* cli/cmd_tokenize.c — being written. */

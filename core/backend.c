@@ -1,0 +1,1 @@
+/* core/backend.c — being written. */

@@ -1,0 +1,90 @@
+/* tensorplug/model.h — model presets (plugins) and the model object.
+ *
+ * A model plugin describes an architecture: the config keys it reads (HF
+ * config.json), its parameters (HF names and shapes), and forward() written
+ * only with core ops (tensorplug/ops.h); backward comes from autograd. */
+#pragma once
+#include <stdbool.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include "tensorplug/params.h"
+#include "tensorplug/tensor.h"
+
+G_BEGIN_DECLS
+
+#define TP_MAX_LABELS 16
+
+typedef struct tp_model_config {
+  char model_type[32]; /* HF model_type: "bert", "distilbert" */
+  int vocab_size, hidden, layers, heads, ffn, max_positions, type_vocab_size, num_labels;
+  int pad_token_id;
+  float layer_norm_eps, hidden_dropout, attention_dropout, classifier_dropout;
+  float initializer_range;
+  char label_names[TP_MAX_LABELS][32]; /* id2label */
+} tp_model_config;
+
+/* Size overrides from the command line (0 = keep). */
+typedef struct tp_model_overrides {
+  int layers, hidden, heads, ffn, max_positions, vocab_size, num_labels;
+} tp_model_overrides;
+
+struct tp_model_iface {
+  size_t struct_size;  /* sizeof(tp_model_iface) the plugin was built with */
+  const char *model_type;          /* matched against config.json's model_type */
+  const char *const *presets;      /* NULL-terminated preset names */
+  const char *description;
+  /* A prefix some checkpoints put before every backbone key ("bert."). Keys
+   * are matched with and without it; LayerNorm gamma/beta match weight/bias. */
+  const char *weight_prefix;
+  /* Fills cfg for a preset name; FALSE when the name is not one of its presets. */
+  bool (*preset_config)(const char *preset, tp_model_config *cfg);
+  /* Reads HF config.json keys (sizes, eps, dropouts, labels). */
+  bool (*config_from_json)(JsonObject *o, tp_model_config *cfg, GError **err);
+  /* Writes HF config.json members into an open object of b. */
+  void (*config_to_json)(const tp_model_config *cfg, JsonBuilder *b);
+  /* Declares every parameter with its HF name, shape and initialiser. */
+  bool (*declare)(const tp_model_config *cfg, tp_params *p, GError **err);
+  /* ids, mask [B, T] i32 -> logits [B, num_labels]; core ops only. */
+  tp_tensor *(*forward)(tp_ctx *ctx, const tp_model_config *cfg, tp_params *p, tp_tensor *ids,
+                        tp_tensor *mask);
+};
+
+typedef struct tp_model {
+  const tp_model_iface *iface;
+  tp_model_config cfg;
+  tp_params *params;
+} tp_model;
+
+/* What a weight load did, for the user. */
+typedef struct tp_load_report {
+  guint loaded;      /* parameters read from the file */
+  guint initialised; /* head parameters absent from the file, initialised */
+  guint ignored;     /* tensors of the file that the model does not use */
+  GString *initialised_names, *ignored_names; /* comma lists (may be NULL) */
+} tp_load_report;
+void tp_load_report_clear(tp_load_report *r);
+
+/* Applies overrides to a config, checking hidden % heads == 0 etc. */
+bool tp_model_config_apply(tp_model_config *cfg, const tp_model_overrides *ov, GError **err);
+/* Reads config.json with the plugin that matches its model_type. */
+bool tp_model_config_load(tp_registry *reg, const char *config_path, const tp_model_iface **iface,
+                          tp_model_config *cfg, GError **err);
+
+/* Declares and materialises parameters on ctx's backend (random init, seeded). */
+tp_model *tp_model_new(const tp_model_iface *iface, const tp_model_config *cfg, tp_ctx *ctx,
+                       uint64_t seed, GError **err);
+void tp_model_free(tp_model *m);
+
+/* Loads weights from a safetensors file (validated; every tensor's shape
+ * checked against the config; key variants accepted; missing head tensors
+ * initialised; extra tensors ignored). Errors name file, tensor, expected vs found. */
+bool tp_model_load_weights(tp_model *m, tp_ctx *ctx, const char *path, uint64_t seed,
+                           tp_load_report *rep, GError **err);
+/* Writes DIR/model.safetensors (HF names, f32), DIR/config.json (HF keys) and,
+ * when vocab_path is given, DIR/vocab.txt. */
+bool tp_model_save(tp_model *m, tp_ctx *ctx, const char *dir, const char *vocab_path,
+                   GError **err);
+
+tp_tensor *tp_model_forward(tp_model *m, tp_ctx *ctx, tp_tensor *ids, tp_tensor *mask);
+
+G_END_DECLS

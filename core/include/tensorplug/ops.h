@@ -1,0 +1,42 @@
+/* tensorplug/ops.h — differentiable ops. Each runs its forward kernel on the
+ * context's backend and, in training mode, records its backward on the tape.
+ * Every op returns NULL (and records the error in ctx) on a shape mismatch or
+ * after an earlier failure, so model code can chain ops and check once. */
+#pragma once
+#include "tensorplug/tensor.h"
+
+G_BEGIN_DECLS
+
+/* ids [B, T] i32, table [V, H] -> [B, T, H] */
+tp_tensor *tp_embedding(tp_ctx *ctx, tp_tensor *table, tp_tensor *ids);
+/* a + b, same shapes */
+tp_tensor *tp_add(tp_ctx *ctx, tp_tensor *a, tp_tensor *b);
+/* x [..., in], w [out, in] (HF/PyTorch layout), b [out] or NULL -> [..., out] */
+tp_tensor *tp_linear(tp_ctx *ctx, tp_tensor *x, tp_tensor *w, tp_tensor *b);
+/* x [..., H], gamma/beta [H] */
+tp_tensor *tp_layernorm(tp_ctx *ctx, tp_tensor *x, tp_tensor *gamma, tp_tensor *beta, float eps);
+tp_tensor *tp_gelu(tp_ctx *ctx, tp_tensor *x);
+tp_tensor *tp_relu(tp_ctx *ctx, tp_tensor *x);
+tp_tensor *tp_tanh(tp_ctx *ctx, tp_tensor *x);
+/* Identity unless training and p > 0. */
+tp_tensor *tp_dropout(tp_ctx *ctx, tp_tensor *x, float p);
+/* x [B, T, nh*hd] -> [B, nh, T, hd] */
+tp_tensor *tp_split_heads(tp_ctx *ctx, tp_tensor *x, int heads);
+/* x [B, nh, T, hd] -> [B, T, nh*hd] */
+tp_tensor *tp_merge_heads(tp_ctx *ctx, tp_tensor *x);
+/* Batched over the leading dims: a [..., m, k] (or [..., k, m] when ta),
+ * b [..., k, n] (or [..., n, k] when tb) -> alpha * op(a) @ op(b) [..., m, n]. */
+tp_tensor *tp_matmul(tp_ctx *ctx, tp_tensor *a, tp_tensor *b, bool ta, bool tb, float alpha);
+/* x [B, nh, Tq, Tk], mask [B, Tk] i32 (NULL = none) -> softmax(scale * x) over Tk */
+tp_tensor *tp_softmax_masked(tp_ctx *ctx, tp_tensor *x, tp_tensor *mask, float scale);
+/* x [B, T, H] -> [B, H] (the [CLS] position) */
+tp_tensor *tp_first_token(tp_ctx *ctx, tp_tensor *x);
+/* logits [B, C], labels [B] i32 -> mean cross-entropy, shape [1] */
+tp_tensor *tp_cross_entropy(tp_ctx *ctx, tp_tensor *logits, tp_tensor *labels);
+
+/* Multi-head self-attention core: q, k, v [B, T, H] -> [B, T, H], composed of
+ * the ops above (split, matmul, masked softmax, dropout, matmul, merge). */
+tp_tensor *tp_attention(tp_ctx *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_tensor *mask,
+                        int heads, float attn_dropout);
+
+G_END_DECLS

@@ -1,0 +1,95 @@
+/* tensorplug/tensor.h — tensors, the execution context and its arena.
+ *
+ * A tp_ctx runs ops on one backend. Activations of one step are carved from
+ * an arena that tp_ctx_begin_step() resets (one device buffer, grown only when
+ * a step needed more: no device allocation per op in the steady state).
+ * Errors are sticky: the first failing op records a GError in the context and
+ * every later op returns NULL; check once with tp_ctx_check(). */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "tensorplug/backend.h"
+#include "tensorplug/dtype.h"
+
+G_BEGIN_DECLS
+
+#define TP_MAX_DIMS 4
+
+typedef struct tp_tensor tp_tensor;
+struct tp_tensor {
+  tp_dtype dtype;
+  int ndim;
+  int64_t shape[TP_MAX_DIMS];
+  tp_mem mem;
+  tp_tensor *grad;    /* same shape, f32; allocated by backward when needed */
+  bool requires_grad; /* parameters, and every op output that depends on one */
+  const char *name;   /* parameters only */
+};
+
+int64_t tp_tensor_numel(const tp_tensor *t);
+size_t tp_tensor_nbytes(const tp_tensor *t);
+
+typedef struct tp_ctx tp_ctx;
+
+tp_ctx *tp_ctx_new(tp_backend *be, GError **err);
+void tp_ctx_free(tp_ctx *ctx);
+tp_backend *tp_ctx_backend(tp_ctx *ctx);
+const tp_kernels *tp_ctx_kernels(tp_ctx *ctx);
+
+/* Training mode records ops on the tape and enables dropout. */
+void tp_ctx_set_training(tp_ctx *ctx, bool training);
+bool tp_ctx_training(const tp_ctx *ctx);
+/* Dropout masks come from (seed, a counter advanced by every dropout call). */
+void tp_ctx_set_rng(tp_ctx *ctx, uint64_t seed, uint64_t counter);
+uint64_t tp_ctx_rng_counter(const tp_ctx *ctx);
+
+/* Forget the previous step's activations and tape. */
+void tp_ctx_begin_step(tp_ctx *ctx);
+
+/* Sticky error handling. */
+bool tp_ctx_ok(const tp_ctx *ctx);
+void tp_ctx_fail(tp_ctx *ctx, GError *err); /* takes ownership; keeps the first */
+/* FALSE and the recorded error (moved to *err, cleared in ctx) after a failure;
+ * also synchronizes the backend so asynchronous kernel errors surface. */
+bool tp_ctx_check(tp_ctx *ctx, GError **err);
+
+/* A new uninitialised activation from the arena (NULL after an error). */
+tp_tensor *tp_tensor_new(tp_ctx *ctx, tp_dtype dtype, int ndim, const int64_t *shape);
+tp_tensor *tp_tensor_zeros(tp_ctx *ctx, tp_dtype dtype, int ndim, const int64_t *shape);
+/* Copies host data (of t's dtype, numel elements) into a new activation. */
+tp_tensor *tp_tensor_from_host(tp_ctx *ctx, tp_dtype dtype, int ndim, const int64_t *shape,
+                               const void *data);
+/* Copies a tensor's contents to host memory (synchronizes). */
+bool tp_tensor_to_host(tp_ctx *ctx, const tp_tensor *t, void *dst, GError **err);
+
+/* Reverse-mode autograd over the tape recorded since tp_ctx_begin_step():
+ * seeds d(loss) = 1 (loss must have one element) and accumulates into every
+ * requires_grad tensor's grad (parameter gradients are not zeroed here). */
+bool tp_ctx_backward(tp_ctx *ctx, tp_tensor *loss, GError **err);
+
+/* Bytes the arena holds (for reports). */
+size_t tp_ctx_arena_bytes(const tp_ctx *ctx);
+
+/* ---- for op implementations (core/ops_*.c) ---- */
+typedef struct tp_tape_node tp_tape_node;
+typedef void (*tp_backward_fn)(tp_ctx *ctx, tp_tape_node *node);
+#define TP_NODE_MAX_IN 4
+struct tp_tape_node {
+  tp_backward_fn backward;
+  tp_tensor *out;
+  tp_tensor *in[TP_NODE_MAX_IN];
+  tp_tensor *saved[2]; /* extra tensors an op keeps (softmax probs, LN stats) */
+  int64_t i[6];        /* sizes the backward needs */
+  float f[2];
+  uint64_t u[2];
+};
+/* Appends a node when training and some input requires grad; marks out. */
+tp_tape_node *tp_ctx_record(tp_ctx *ctx, tp_backward_fn fn, tp_tensor *out, int n_in,
+                            tp_tensor *const *in);
+/* The gradient buffer of t, allocated and zeroed on first use. */
+tp_tensor *tp_tensor_grad(tp_ctx *ctx, tp_tensor *t);
+/* A tp_mem for "no tensor" (mask absent). */
+static inline tp_mem tp_mem_null(void) { tp_mem m = {NULL, 0}; return m; }
+
+G_END_DECLS

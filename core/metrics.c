@@ -1,0 +1,1 @@
+/* core/metrics.c — being written. */

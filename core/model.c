@@ -1,0 +1,1 @@
+/* core/model.c — being written. */

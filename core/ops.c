@@ -1,0 +1,1 @@
+/* core/ops.c — being written. */

@@ -1,0 +1,1 @@
+/* core/params.c — being written. */

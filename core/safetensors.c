@@ -1,0 +1,1 @@
+/* core/safetensors.c — being written. */

@@ -1,0 +1,1 @@
+/* core/split.c — being written. */

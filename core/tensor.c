@@ -1,0 +1,1 @@
+/* core/tensor.c — being written. */

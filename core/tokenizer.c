@@ -1,0 +1,1 @@
+/* core/tokenizer.c — being written. */

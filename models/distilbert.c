@@ -1,0 +1,1 @@
+/* models/distilbert.c — being written. */

@@ -1,0 +1,1 @@
+/* plugins/cpu/cpu_backend.c — being written. */

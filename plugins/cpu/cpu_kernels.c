@@ -1,0 +1,1 @@
+/* plugins/cpu/cpu_kernels.c — being written. */
