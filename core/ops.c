@@ -1,1 +1,471 @@
-/* core/ops.c — being written. */
+/* core/ops.c — differentiable ops: forward kernel + backward on the tape,
+ * side by side. Shapes in comments use B batch, T sequence, H hidden,
+ * nh heads, hd head size, V vocabulary, C classes. */
+#include "tensorplug/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "tensorplug/error.h"
+
+void tp_ctx_take_rng(tp_ctx *c, int64_t n, uint64_t *seed, uint64_t *offset);
+
+#define DEV(c) (tp_ctx_backend(c)->dev)
+#define K(c) tp_ctx_kernels(c)
+
+static bool fail(tp_ctx *c, const char *op, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static bool fail(tp_ctx *c, const char *op, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  tp_ctx_fail(c, g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "%s: %s", op, msg));
+  g_free(msg);
+  return false;
+}
+
+static char *shape_str(const tp_tensor *t) {
+  GString *s = g_string_new("[");
+  for (int i = 0; i < t->ndim; i++)
+    g_string_append_printf(s, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+  g_string_append_c(s, ']');
+  return g_string_free(s, FALSE);
+}
+
+/* Inputs must exist (earlier ops succeeded) and be of the given dtype. */
+static bool ready(tp_ctx *c, const char *op, int n, tp_tensor *const *ts, tp_dtype dt) {
+  if (!tp_ctx_ok(c)) return false;
+  for (int i = 0; i < n; i++) {
+    if (!ts[i]) return fail(c, op, "input %d is missing", i);
+    if (ts[i]->dtype != dt)
+      return fail(c, op, "input %d has dtype %s, expected %s", i, tp_dtype_name(ts[i]->dtype),
+                  tp_dtype_name(dt));
+  }
+  return true;
+}
+
+static bool same_shape(tp_ctx *c, const char *op, const tp_tensor *a, const tp_tensor *b) {
+  bool eq = a->ndim == b->ndim;
+  for (int i = 0; eq && i < a->ndim; i++) eq = a->shape[i] == b->shape[i];
+  if (!eq) {
+    char *sa = shape_str(a), *sb = shape_str(b);
+    fail(c, op, "shapes %s and %s differ", sa, sb);
+    g_free(sa);
+    g_free(sb);
+  }
+  return eq;
+}
+
+static tp_tensor *new_like(tp_ctx *c, const tp_tensor *x) {
+  return tp_tensor_new(c, TP_F32, x->ndim, x->shape);
+}
+
+/* ---- embedding: out [B, T, H] = table[ids] ---- */
+
+static void embedding_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *table = n->in[0], *ids = n->in[1];
+  tp_tensor *dt = tp_tensor_grad(c, table);
+  if (dt) K(c)->embedding_bwd(DEV(c), dt->mem, n->out->grad->mem, ids->mem, (int)n->i[0],
+                              (int)n->i[1]);
+}
+
+tp_tensor *tp_embedding(tp_ctx *c, tp_tensor *table, tp_tensor *ids) {
+  if (!ready(c, "embedding", 1, &table, TP_F32) || !ready(c, "embedding", 1, &ids, TP_I32))
+    return NULL;
+  if (table->ndim != 2) return fail(c, "embedding", "table must be [V, H]"), NULL;
+  int64_t shape[TP_MAX_DIMS];
+  for (int i = 0; i < ids->ndim; i++) shape[i] = ids->shape[i];
+  if (ids->ndim + 1 > TP_MAX_DIMS) return fail(c, "embedding", "ids have too many dims"), NULL;
+  shape[ids->ndim] = table->shape[1];
+  tp_tensor *out = tp_tensor_new(c, TP_F32, ids->ndim + 1, shape);
+  if (!out) return NULL;
+  int n = (int)tp_tensor_numel(ids), h = (int)table->shape[1];
+  K(c)->embedding_fwd(DEV(c), out->mem, table->mem, ids->mem, n, h);
+  tp_tensor *in[2] = {table, ids};
+  tp_tape_node *node = tp_ctx_record(c, embedding_bwd, out, 2, in);
+  if (node) {
+    node->i[0] = n;
+    node->i[1] = h;
+  }
+  return out;
+}
+
+/* ---- add: y = a + b ---- */
+
+static void add_bwd(tp_ctx *c, tp_tape_node *n) {
+  int64_t cnt = tp_tensor_numel(n->out);
+  for (int i = 0; i < 2; i++)
+    if (n->in[i]->requires_grad) {
+      tp_tensor *g = tp_tensor_grad(c, n->in[i]);
+      if (g) K(c)->axpy(DEV(c), g->mem, n->out->grad->mem, 1.0f, cnt);
+    }
+}
+
+tp_tensor *tp_add(tp_ctx *c, tp_tensor *a, tp_tensor *b) {
+  tp_tensor *in[2] = {a, b};
+  if (!ready(c, "add", 2, in, TP_F32) || !same_shape(c, "add", a, b)) return NULL;
+  tp_tensor *y = new_like(c, a);
+  if (!y) return NULL;
+  K(c)->add(DEV(c), y->mem, a->mem, b->mem, tp_tensor_numel(a));
+  tp_ctx_record(c, add_bwd, y, 2, in);
+  return y;
+}
+
+/* ---- linear: y [N, out] = x [N, in] @ w^T [in, out] + b ---- */
+
+static void linear_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *dy = n->out->grad;
+  int rows = (int)n->i[0], in = (int)n->i[1], out = (int)n->i[2];
+  if (x->requires_grad) { /* dx [N, in] += dy [N, out] @ w [out, in] */
+    tp_tensor *dx = tp_tensor_grad(c, x);
+    if (dx) K(c)->gemm(DEV(c), false, false, rows, in, out, 1.0f, dy->mem, out, 0, w->mem, in, 0,
+                       1.0f, dx->mem, in, 0, 1, TP_F32);
+  }
+  if (w->requires_grad) { /* dw [out, in] += dy^T [out, N] @ x [N, in] */
+    tp_tensor *dw = tp_tensor_grad(c, w);
+    if (dw) K(c)->gemm(DEV(c), true, false, out, in, rows, 1.0f, dy->mem, out, 0, x->mem, in, 0,
+                       1.0f, dw->mem, in, 0, 1, TP_F32);
+  }
+  if (b && b->requires_grad) {
+    tp_tensor *db = tp_tensor_grad(c, b);
+    if (db) K(c)->bias_grad(DEV(c), db->mem, dy->mem, rows, out);
+  }
+}
+
+tp_tensor *tp_linear(tp_ctx *c, tp_tensor *x, tp_tensor *w, tp_tensor *b) {
+  tp_tensor *in2[2] = {x, w};
+  if (!ready(c, "linear", 2, in2, TP_F32)) return NULL;
+  if (b && !ready(c, "linear", 1, &b, TP_F32)) return NULL;
+  if (w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1] ||
+      (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))) {
+    char *sx = shape_str(x), *sw = shape_str(w), *sb = b ? shape_str(b) : g_strdup("none");
+    fail(c, "linear", "x %s, weight %s, bias %s do not fit (weight is [out, in])", sx, sw, sb);
+    g_free(sx);
+    g_free(sw);
+    g_free(sb);
+    return NULL;
+  }
+  int in = (int)w->shape[1], out = (int)w->shape[0];
+  int rows = (int)(tp_tensor_numel(x) / in);
+  int64_t shape[TP_MAX_DIMS];
+  memcpy(shape, x->shape, sizeof shape);
+  shape[x->ndim - 1] = out;
+  tp_tensor *y = tp_tensor_new(c, TP_F32, x->ndim, shape);
+  if (!y) return NULL;
+  K(c)->gemm(DEV(c), false, true, rows, out, in, 1.0f, x->mem, in, 0, w->mem, in, 0, 0.0f,
+             y->mem, out, 0, 1, TP_F32);
+  if (b) K(c)->bias_add(DEV(c), y->mem, b->mem, rows, out);
+  tp_tensor *in3[3] = {x, w, b};
+  tp_tape_node *n = tp_ctx_record(c, linear_bwd, y, 3, in3);
+  if (n) {
+    n->i[0] = rows;
+    n->i[1] = in;
+    n->i[2] = out;
+  }
+  return y;
+}
+
+/* ---- layernorm over the last axis ---- */
+
+static void layernorm_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *x = n->in[0], *g = n->in[1], *b = n->in[2];
+  tp_tensor *dx = x->requires_grad ? tp_tensor_grad(c, x) : NULL;
+  tp_tensor *dg = g->requires_grad ? tp_tensor_grad(c, g) : NULL;
+  tp_tensor *db = b->requires_grad ? tp_tensor_grad(c, b) : NULL;
+  if (!tp_ctx_ok(c)) return;
+  /* The kernel writes all three; route unwanted ones to scratch. */
+  int rows = (int)n->i[0], cols = (int)n->i[1];
+  int64_t xs[1] = {tp_tensor_numel(x)}, cs[1] = {cols};
+  if (!dx) dx = tp_tensor_zeros(c, TP_F32, 1, xs);
+  if (!dg) dg = tp_tensor_zeros(c, TP_F32, 1, cs);
+  if (!db) db = tp_tensor_zeros(c, TP_F32, 1, cs);
+  if (!tp_ctx_ok(c)) return;
+  K(c)->layernorm_bwd(DEV(c), dx->mem, dg->mem, db->mem, n->out->grad->mem, x->mem,
+                      n->saved[0]->mem, n->saved[1]->mem, g->mem, rows, cols);
+}
+
+tp_tensor *tp_layernorm(tp_ctx *c, tp_tensor *x, tp_tensor *gamma, tp_tensor *beta, float eps) {
+  tp_tensor *in[3] = {x, gamma, beta};
+  if (!ready(c, "layernorm", 3, in, TP_F32)) return NULL;
+  int cols = (int)x->shape[x->ndim - 1];
+  if (gamma->ndim != 1 || beta->ndim != 1 || gamma->shape[0] != cols || beta->shape[0] != cols)
+    return fail(c, "layernorm", "gamma/beta must be [%d]", cols), NULL;
+  int rows = (int)(tp_tensor_numel(x) / cols);
+  int64_t rs[1] = {rows};
+  tp_tensor *y = new_like(c, x);
+  tp_tensor *mean = tp_tensor_new(c, TP_F32, 1, rs);
+  tp_tensor *rstd = tp_tensor_new(c, TP_F32, 1, rs);
+  if (!y || !mean || !rstd) return NULL;
+  K(c)->layernorm_fwd(DEV(c), y->mem, mean->mem, rstd->mem, x->mem, gamma->mem, beta->mem, rows,
+                      cols, eps);
+  tp_tape_node *n = tp_ctx_record(c, layernorm_bwd, y, 3, in);
+  if (n) {
+    n->saved[0] = mean;
+    n->saved[1] = rstd;
+    n->i[0] = rows;
+    n->i[1] = cols;
+  }
+  return y;
+}
+
+/* ---- activations ---- */
+
+static void gelu_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
+  if (dx) K(c)->gelu_bwd(DEV(c), dx->mem, n->out->grad->mem, n->in[0]->mem, tp_tensor_numel(dx));
+}
+static void relu_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
+  if (dx) K(c)->relu_bwd(DEV(c), dx->mem, n->out->grad->mem, n->in[0]->mem, tp_tensor_numel(dx));
+}
+static void tanh_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
+  if (dx) K(c)->tanh_bwd(DEV(c), dx->mem, n->out->grad->mem, n->out->mem, tp_tensor_numel(dx));
+}
+
+typedef void (*unary_fwd)(tp_backend_dev *, tp_mem, tp_mem, int64_t);
+
+static tp_tensor *unary(tp_ctx *c, const char *op, tp_tensor *x, unary_fwd fwd,
+                        tp_backward_fn bwd) {
+  if (!ready(c, op, 1, &x, TP_F32)) return NULL;
+  tp_tensor *y = new_like(c, x);
+  if (!y) return NULL;
+  fwd(DEV(c), y->mem, x->mem, tp_tensor_numel(x));
+  tp_ctx_record(c, bwd, y, 1, &x);
+  return y;
+}
+
+tp_tensor *tp_gelu(tp_ctx *c, tp_tensor *x) { return unary(c, "gelu", x, K(c)->gelu_fwd, gelu_bwd); }
+tp_tensor *tp_relu(tp_ctx *c, tp_tensor *x) { return unary(c, "relu", x, K(c)->relu_fwd, relu_bwd); }
+tp_tensor *tp_tanh(tp_ctx *c, tp_tensor *x) { return unary(c, "tanh", x, K(c)->tanh_fwd, tanh_bwd); }
+
+/* ---- dropout (inverted; Philox mask recomputed in backward) ---- */
+
+static void dropout_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
+  if (dx) K(c)->dropout_bwd(DEV(c), dx->mem, n->out->grad->mem, tp_tensor_numel(dx), n->f[0],
+                            n->u[0], n->u[1]);
+}
+
+tp_tensor *tp_dropout(tp_ctx *c, tp_tensor *x, float p) {
+  if (!ready(c, "dropout", 1, &x, TP_F32)) return NULL;
+  if (!tp_ctx_training(c) || p <= 0.0f) return x;
+  if (p >= 1.0f) return fail(c, "dropout", "probability %g must be below 1", p), NULL;
+  tp_tensor *y = new_like(c, x);
+  if (!y) return NULL;
+  int64_t cnt = tp_tensor_numel(x);
+  uint64_t seed, off;
+  tp_ctx_take_rng(c, cnt, &seed, &off);
+  K(c)->dropout_fwd(DEV(c), y->mem, x->mem, cnt, p, seed, off);
+  tp_tape_node *n = tp_ctx_record(c, dropout_bwd, y, 1, &x);
+  if (n) {
+    n->f[0] = p;
+    n->u[0] = seed;
+    n->u[1] = off;
+  }
+  return y;
+}
+
+/* ---- head split / merge (permute of the middle axes) ---- */
+
+static void permute_bwd(tp_ctx *c, tp_tape_node *n) {
+  /* forward mapped [d0, d1, d2, d3] -> [d0, d2, d1, d3]; backward maps back */
+  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
+  if (dx) K(c)->permute_0213(DEV(c), dx->mem, n->out->grad->mem, (int)n->i[0], (int)n->i[2],
+                             (int)n->i[1], (int)n->i[3], 1.0f);
+}
+
+static tp_tensor *permute(tp_ctx *c, tp_tensor *x, const int64_t d[4], const int64_t yshape[],
+                          int yndim) {
+  tp_tensor *y = tp_tensor_new(c, TP_F32, yndim, yshape);
+  if (!y) return NULL;
+  K(c)->permute_0213(DEV(c), y->mem, x->mem, (int)d[0], (int)d[1], (int)d[2], (int)d[3], 0.0f);
+  tp_tape_node *n = tp_ctx_record(c, permute_bwd, y, 1, &x);
+  if (n) memcpy(n->i, d, 4 * sizeof(int64_t));
+  return y;
+}
+
+tp_tensor *tp_split_heads(tp_ctx *c, tp_tensor *x, int heads) {
+  if (!ready(c, "split_heads", 1, &x, TP_F32)) return NULL;
+  if (x->ndim != 3 || heads <= 0 || x->shape[2] % heads)
+    return fail(c, "split_heads", "x must be [B, T, H] with H divisible by %d heads", heads), NULL;
+  int64_t b = x->shape[0], t = x->shape[1], hd = x->shape[2] / heads;
+  int64_t d[4] = {b, t, heads, hd}, ys[4] = {b, heads, t, hd};
+  return permute(c, x, d, ys, 4);
+}
+
+tp_tensor *tp_merge_heads(tp_ctx *c, tp_tensor *x) {
+  if (!ready(c, "merge_heads", 1, &x, TP_F32)) return NULL;
+  if (x->ndim != 4) return fail(c, "merge_heads", "x must be [B, nh, T, hd]"), NULL;
+  int64_t b = x->shape[0], nh = x->shape[1], t = x->shape[2], hd = x->shape[3];
+  int64_t d[4] = {b, nh, t, hd}, ys[3] = {b, t, nh * hd};
+  return permute(c, x, d, ys, 3);
+}
+
+/* ---- batched matmul: C = alpha * op(A) @ op(B) ---- */
+
+static void matmul_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *a = n->in[0], *b = n->in[1], *dc = n->out->grad;
+  int m = (int)n->i[0], nn = (int)n->i[1], k = (int)n->i[2], batch = (int)n->i[3];
+  bool ta = n->i[4] & 1, tb = n->i[4] & 2;
+  float alpha = n->f[0];
+  int lda = ta ? m : k, ldb = tb ? k : nn;
+  int64_t sa = (int64_t)m * k, sb = (int64_t)k * nn, sc = (int64_t)m * nn;
+  if (a->requires_grad) {
+    tp_tensor *da = tp_tensor_grad(c, a);
+    if (da && !ta) /* dA [m,k] += alpha dC [m,n] @ op(B)^T [n,k] */
+      K(c)->gemm(DEV(c), false, !tb, m, k, nn, alpha, dc->mem, nn, sc, b->mem, ldb, sb, 1.0f,
+                 da->mem, lda, sa, batch, TP_F32);
+    else if (da) /* A stored [k,m]: dA += alpha op(B) [k,n] @ dC^T [n,m] */
+      K(c)->gemm(DEV(c), tb, true, k, m, nn, alpha, b->mem, ldb, sb, dc->mem, nn, sc, 1.0f,
+                 da->mem, lda, sa, batch, TP_F32);
+  }
+  if (b->requires_grad) {
+    tp_tensor *db = tp_tensor_grad(c, b);
+    if (db && !tb) /* dB [k,n] += alpha op(A)^T [k,m] @ dC [m,n] */
+      K(c)->gemm(DEV(c), !ta, false, k, nn, m, alpha, a->mem, lda, sa, dc->mem, nn, sc, 1.0f,
+                 db->mem, ldb, sb, batch, TP_F32);
+    else if (db) /* B stored [n,k]: dB += alpha dC^T [n,m] @ op(A) [m,k] */
+      K(c)->gemm(DEV(c), true, ta, nn, k, m, alpha, dc->mem, nn, sc, a->mem, lda, sa, 1.0f,
+                 db->mem, ldb, sb, batch, TP_F32);
+  }
+}
+
+tp_tensor *tp_matmul(tp_ctx *c, tp_tensor *a, tp_tensor *b, bool ta, bool tb, float alpha) {
+  tp_tensor *in[2] = {a, b};
+  if (!ready(c, "matmul", 2, in, TP_F32)) return NULL;
+  if (a->ndim < 2 || a->ndim != b->ndim) return fail(c, "matmul", "a and b need the same rank >= 2"), NULL;
+  int64_t batch = 1;
+  for (int i = 0; i < a->ndim - 2; i++) {
+    if (a->shape[i] != b->shape[i]) return fail(c, "matmul", "batch dims differ"), NULL;
+    batch *= a->shape[i];
+  }
+  int64_t ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
+  int64_t br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
+  int64_t m = ta ? ac : ar, k = ta ? ar : ac, kb = tb ? bc : br, n = tb ? br : bc;
+  if (k != kb) {
+    char *sa = shape_str(a), *sb = shape_str(b);
+    fail(c, "matmul", "inner sizes differ: a %s%s, b %s%s", sa, ta ? "^T" : "", sb, tb ? "^T" : "");
+    g_free(sa);
+    g_free(sb);
+    return NULL;
+  }
+  int64_t shape[TP_MAX_DIMS];
+  memcpy(shape, a->shape, sizeof shape);
+  shape[a->ndim - 2] = m;
+  shape[a->ndim - 1] = n;
+  tp_tensor *y = tp_tensor_new(c, TP_F32, a->ndim, shape);
+  if (!y) return NULL;
+  K(c)->gemm(DEV(c), ta, tb, (int)m, (int)n, (int)k, alpha, a->mem, (int)ac, ar * ac, b->mem,
+             (int)bc, br * bc, 0.0f, y->mem, (int)n, m * n, (int)batch, TP_F32);
+  tp_tape_node *node = tp_ctx_record(c, matmul_bwd, y, 2, in);
+  if (node) {
+    node->i[0] = m;
+    node->i[1] = n;
+    node->i[2] = k;
+    node->i[3] = batch;
+    node->i[4] = (ta ? 1 : 0) | (tb ? 2 : 0);
+    node->f[0] = alpha;
+  }
+  return y;
+}
+
+/* ---- scaled masked softmax over the last axis ---- */
+
+static void softmax_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
+  if (dx) K(c)->softmax_bwd(DEV(c), dx->mem, n->out->grad->mem, n->out->mem, (int)n->i[0],
+                            (int)n->i[1], (int)n->i[2], (int)n->i[3], n->f[0]);
+}
+
+tp_tensor *tp_softmax_masked(tp_ctx *c, tp_tensor *x, tp_tensor *mask, float scale) {
+  if (!ready(c, "softmax", 1, &x, TP_F32)) return NULL;
+  if (mask && !ready(c, "softmax", 1, &mask, TP_I32)) return NULL;
+  if (x->ndim != 4) return fail(c, "softmax", "x must be [B, nh, Tq, Tk]"), NULL;
+  int64_t b = x->shape[0], h = x->shape[1], r = x->shape[2], k = x->shape[3];
+  if (mask && (mask->ndim != 2 || mask->shape[0] != b || mask->shape[1] != k))
+    return fail(c, "softmax", "mask must be [%lld, %lld]", (long long)b, (long long)k), NULL;
+  tp_tensor *y = new_like(c, x);
+  if (!y) return NULL;
+  K(c)->softmax_fwd(DEV(c), y->mem, x->mem, mask ? mask->mem : tp_mem_null(), (int)b, (int)h,
+                    (int)r, (int)k, scale);
+  tp_tape_node *n = tp_ctx_record(c, softmax_bwd, y, 1, &x);
+  if (n) {
+    n->i[0] = b;
+    n->i[1] = h;
+    n->i[2] = r;
+    n->i[3] = k;
+    n->f[0] = scale;
+  }
+  return y;
+}
+
+/* ---- first token: [B, T, H] -> [B, H] ---- */
+
+static void first_token_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
+  if (dx) K(c)->first_token_bwd(DEV(c), dx->mem, n->out->grad->mem, (int)n->i[0], (int)n->i[1],
+                                (int)n->i[2]);
+}
+
+tp_tensor *tp_first_token(tp_ctx *c, tp_tensor *x) {
+  if (!ready(c, "first_token", 1, &x, TP_F32)) return NULL;
+  if (x->ndim != 3) return fail(c, "first_token", "x must be [B, T, H]"), NULL;
+  int64_t ys[2] = {x->shape[0], x->shape[2]};
+  tp_tensor *y = tp_tensor_new(c, TP_F32, 2, ys);
+  if (!y) return NULL;
+  K(c)->first_token_fwd(DEV(c), y->mem, x->mem, (int)x->shape[0], (int)x->shape[1],
+                        (int)x->shape[2]);
+  tp_tape_node *n = tp_ctx_record(c, first_token_bwd, y, 1, &x);
+  if (n) {
+    n->i[0] = x->shape[0];
+    n->i[1] = x->shape[1];
+    n->i[2] = x->shape[2];
+  }
+  return y;
+}
+
+/* ---- mean cross-entropy from logits ---- */
+
+static void cross_entropy_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *dl = tp_tensor_grad(c, n->in[0]);
+  if (dl) K(c)->cross_entropy_bwd(DEV(c), dl->mem, n->out->grad->mem, n->in[0]->mem,
+                                  n->in[1]->mem, (int)n->i[0], (int)n->i[1]);
+}
+
+tp_tensor *tp_cross_entropy(tp_ctx *c, tp_tensor *logits, tp_tensor *labels) {
+  if (!ready(c, "cross_entropy", 1, &logits, TP_F32) ||
+      !ready(c, "cross_entropy", 1, &labels, TP_I32))
+    return NULL;
+  if (logits->ndim != 2 || labels->ndim != 1 || labels->shape[0] != logits->shape[0])
+    return fail(c, "cross_entropy", "logits must be [B, C] and labels [B]"), NULL;
+  int64_t one[1] = {1};
+  tp_tensor *loss = tp_tensor_new(c, TP_F32, 1, one);
+  if (!loss) return NULL;
+  int b = (int)logits->shape[0], cl = (int)logits->shape[1];
+  K(c)->cross_entropy_fwd(DEV(c), loss->mem, logits->mem, labels->mem, b, cl);
+  tp_tensor *in[2] = {logits, labels};
+  tp_tape_node *n = tp_ctx_record(c, cross_entropy_bwd, loss, 2, in);
+  if (n) {
+    n->i[0] = b;
+    n->i[1] = cl;
+  }
+  return loss;
+}
+
+/* ---- attention, composed ---- */
+
+tp_tensor *tp_attention(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_tensor *mask,
+                        int heads, float attn_dropout) {
+  if (!tp_ctx_ok(c) || !q) return NULL;
+  tp_tensor *qh = tp_split_heads(c, q, heads); /* [B, nh, T, hd] */
+  tp_tensor *kh = tp_split_heads(c, k, heads);
+  tp_tensor *vh = tp_split_heads(c, v, heads);
+  if (!qh) return NULL;
+  float scale = 1.0f / sqrtf((float)qh->shape[3]);
+  tp_tensor *s = tp_matmul(c, qh, kh, false, true, scale); /* [B, nh, T, T] */
+  tp_tensor *p = tp_softmax_masked(c, s, mask, 1.0f);
+  p = tp_dropout(c, p, attn_dropout);
+  tp_tensor *o = tp_matmul(c, p, vh, false, false, 1.0f); /* [B, nh, T, hd] */
+  return tp_merge_heads(c, o);                              /* [B, T, H] */
+}

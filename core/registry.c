@@ -1,1 +1,246 @@
-/* core/registry.c — being written. */
+/* core/registry.c — plugin discovery and loading with dlopen.
+ * The registry is the one piece of global mutable state in libtensorplug:
+ * it is built once (g_once) and read-only afterwards. */
+#include "tensorplug/registry.h"
+
+#include <dlfcn.h>
+#include <string.h>
+
+#include "tensorplug/error.h"
+#include "tensorplug/model.h"
+
+struct tp_registry {
+  GPtrArray *records; /* tp_plugin_record*, in load order */
+  char **dirs;        /* searched folders, in order */
+};
+
+static void record_free(gpointer p) {
+  tp_plugin_record *r = p;
+  g_free(r->path);
+  g_free(r->name);
+  g_free(r->version);
+  g_free(r->why_not);
+  g_free(r);
+}
+
+/* The build tree is searched only when this library itself was loaded from
+ * it, so an installed tensorplug never picks up stale development plugins. */
+static bool running_from_build_tree(void) {
+  Dl_info info;
+  if (!dladdr((void *)running_from_build_tree, &info) || !info.dli_fname) return false;
+  return g_str_has_prefix(info.dli_fname, TP_BUILD_ROOT "/");
+}
+
+static char **default_dirs(void) {
+  GPtrArray *dirs = g_ptr_array_new();
+  const char *env = g_getenv("TENSORPLUG_PLUGIN_PATH");
+  if (env) {
+    char **parts = g_strsplit(env, ":", -1);
+    for (char **p = parts; *p; p++)
+      if (**p) g_ptr_array_add(dirs, g_strdup(*p));
+    g_strfreev(parts);
+  }
+  if (running_from_build_tree()) {
+    static const char *const sub[] = {"plugins/cpu", "plugins/cuda", "plugins/vulkan", "models"};
+    for (size_t i = 0; i < G_N_ELEMENTS(sub); i++)
+      g_ptr_array_add(dirs, g_build_filename(TP_BUILD_ROOT, sub[i], NULL));
+  }
+  g_ptr_array_add(dirs, g_strdup(TP_PLUGIN_INSTALL_DIR));
+  g_ptr_array_add(dirs, NULL);
+  return (char **)g_ptr_array_free(dirs, FALSE);
+}
+
+static bool record_is_loaded_name(const tp_registry *r, const char *name) {
+  for (guint i = 0; i < r->records->len; i++) {
+    const tp_plugin_record *x = g_ptr_array_index(r->records, i);
+    if (x->loaded && g_strcmp0(x->name, name) == 0) return true;
+  }
+  return false;
+}
+
+static const char *kind_word(uint32_t k) {
+  return k == TP_PLUGIN_BACKEND ? "backend" : k == TP_PLUGIN_MODEL ? "model" : "unknown";
+}
+
+/* Checks the entry's contents; returns a reason to refuse, or NULL. */
+static char *validate_entry(const tp_plugin *p) {
+  if (!p) return g_strdup("its tp_plugin_entry() returned NULL");
+  if (p->abi_version != TP_PLUGIN_ABI_VERSION)
+    return g_strdup_printf("plugin ABI version %u, but this tensorplug (%s) speaks ABI version "
+                           "%u: rebuild the plugin against this tensorplug's headers",
+                           p->abi_version, TP_VERSION, TP_PLUGIN_ABI_VERSION);
+  if (!p->name || !*p->name) return g_strdup("the plugin has no name");
+  if (p->kind != TP_PLUGIN_BACKEND && p->kind != TP_PLUGIN_MODEL)
+    return g_strdup_printf("unknown plugin kind %u (expected %d backend or %d model)", p->kind,
+                           TP_PLUGIN_BACKEND, TP_PLUGIN_MODEL);
+  if (!p->iface) return g_strdup("the plugin has no interface");
+  if (p->kind == TP_PLUGIN_BACKEND) {
+    const tp_backend_iface *b = p->iface;
+    if (b->struct_size < sizeof(tp_backend_iface))
+      return g_strdup_printf("backend interface of %zu bytes, expected at least %zu: rebuild "
+                             "the plugin", b->struct_size, sizeof(tp_backend_iface));
+  } else {
+    const tp_model_iface *m = p->iface;
+    if (m->struct_size < sizeof(tp_model_iface))
+      return g_strdup_printf("model interface of %zu bytes, expected at least %zu: rebuild "
+                             "the plugin", m->struct_size, sizeof(tp_model_iface));
+    if (!m->model_type || !m->forward || !m->declare || !m->config_from_json)
+      return g_strdup("model interface lacks model_type, declare, forward or config_from_json");
+  }
+  return NULL;
+}
+
+static void load_one(tp_registry *r, const char *path) {
+  tp_plugin_record *rec = g_new0(tp_plugin_record, 1);
+  rec->path = g_strdup(path);
+  g_ptr_array_add(r->records, rec);
+
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();
+    rec->name = g_path_get_basename(path);
+    rec->why_not = g_strdup_printf("cannot be loaded: %s", e ? e : "unknown dlopen error");
+    return;
+  }
+  tp_plugin_entry_fn entry = (tp_plugin_entry_fn)dlsym(h, TP_PLUGIN_ENTRY_SYMBOL);
+  if (!entry) {
+    rec->name = g_path_get_basename(path);
+    rec->why_not = g_strdup_printf("no %s symbol: not a tensorplug plugin (a plugin exports it "
+                                   "with TP_PLUGIN_EXPORT)", TP_PLUGIN_ENTRY_SYMBOL);
+    dlclose(h);
+    return;
+  }
+  const tp_plugin *p = entry();
+  if (p && p->name) rec->name = g_strdup(p->name);
+  else rec->name = g_path_get_basename(path);
+  if (p && p->version) rec->version = g_strdup(p->version);
+  if (p) rec->kind = (int)p->kind;
+  rec->why_not = validate_entry(p);
+  if (!rec->why_not && record_is_loaded_name(r, p->name))
+    rec->why_not = g_strdup_printf("a %s plugin named \"%s\" was already loaded from an earlier "
+                                   "folder; this one is shadowed", kind_word(p->kind), p->name);
+  if (rec->why_not) {
+    dlclose(h);
+    return;
+  }
+  rec->loaded = true;
+  rec->plugin = p; /* the handle stays open for the life of the process */
+}
+
+static gint cmp_str(gconstpointer a, gconstpointer b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void scan_dir(tp_registry *r, const char *dir) {
+  GDir *d = g_dir_open(dir, 0, NULL);
+  if (!d) return; /* absent folders are normal (no CUDA build, not installed) */
+  GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+  const char *n;
+  while ((n = g_dir_read_name(d)))
+    if (g_str_has_suffix(n, ".so")) g_ptr_array_add(names, g_strdup(n));
+  g_dir_close(d);
+  g_ptr_array_sort(names, cmp_str);
+  for (guint i = 0; i < names->len; i++) {
+    char *path = g_build_filename(dir, g_ptr_array_index(names, i), NULL);
+    load_one(r, path);
+    g_free(path);
+  }
+  g_ptr_array_unref(names);
+}
+
+static tp_registry *registry_scan(char **dirs) {
+  tp_registry *r = g_new0(tp_registry, 1);
+  r->records = g_ptr_array_new_with_free_func(record_free);
+  r->dirs = dirs;
+  for (char **d = dirs; *d; d++) scan_dir(r, *d);
+  return r;
+}
+
+tp_registry *tp_registry_get_default(void) {
+  static gsize once = 0;
+  static tp_registry *reg;
+  if (g_once_init_enter(&once)) {
+    reg = registry_scan(default_dirs());
+    g_once_init_leave(&once, 1);
+  }
+  return reg;
+}
+
+tp_registry *tp_registry_new_for_dirs(const char *const *dirs) {
+  return registry_scan(g_strdupv((char **)dirs));
+}
+
+void tp_registry_free(tp_registry *r) {
+  if (!r || r == tp_registry_get_default()) return;
+  g_ptr_array_unref(r->records);
+  g_strfreev(r->dirs);
+  g_free(r);
+}
+
+guint tp_registry_count(const tp_registry *r) { return r->records->len; }
+
+const tp_plugin_record *tp_registry_record(const tp_registry *r, guint i) {
+  return i < r->records->len ? g_ptr_array_index(r->records, i) : NULL;
+}
+
+const char *const *tp_registry_dirs(const tp_registry *r) { return (const char *const *)r->dirs; }
+
+/* "cpu, bert (refused: ...)" — what the registry holds, for error messages. */
+static char *registry_summary(const tp_registry *r, uint32_t kind) {
+  GString *s = g_string_new(NULL);
+  for (guint i = 0; i < r->records->len; i++) {
+    const tp_plugin_record *x = g_ptr_array_index(r->records, i);
+    if (x->loaded && x->plugin->kind != kind) continue;
+    if (!x->loaded && x->kind != 0 && (uint32_t)x->kind != kind) continue;
+    if (s->len) g_string_append(s, ", ");
+    g_string_append(s, x->name);
+    if (!x->loaded) g_string_append_printf(s, " (refused: %s)", x->why_not);
+  }
+  if (!s->len) g_string_append(s, "none");
+  return g_string_free(s, FALSE);
+}
+
+const tp_backend_iface *tp_registry_find_backend(const tp_registry *r, const char *name,
+                                                 GError **err) {
+  for (guint i = 0; i < r->records->len; i++) {
+    const tp_plugin_record *x = g_ptr_array_index(r->records, i);
+    if (x->loaded && x->plugin->kind == TP_PLUGIN_BACKEND && strcmp(x->name, name) == 0)
+      return x->plugin->iface;
+  }
+  char *have = registry_summary(r, TP_PLUGIN_BACKEND);
+  g_set_error(err, TP_ERROR, TP_ERROR_UNAVAILABLE,
+              "no backend plugin \"%s\" is loaded (backends found: %s); run `tensorplug "
+              "plugins` to see where plugins are searched, or set TENSORPLUG_PLUGIN_PATH",
+              name, have);
+  g_free(have);
+  return NULL;
+}
+
+static bool model_answers_to(const tp_model_iface *m, const char *name) {
+  if (strcmp(m->model_type, name) == 0) return true;
+  for (const char *const *p = m->presets; p && *p; p++)
+    if (strcmp(*p, name) == 0) return true;
+  return false;
+}
+
+const tp_model_iface *tp_registry_find_model(const tp_registry *r, const char *name,
+                                             GError **err) {
+  for (guint i = 0; i < r->records->len; i++) {
+    const tp_plugin_record *x = g_ptr_array_index(r->records, i);
+    if (x->loaded && x->plugin->kind == TP_PLUGIN_MODEL && model_answers_to(x->plugin->iface, name))
+      return x->plugin->iface;
+  }
+  GString *known = g_string_new(NULL);
+  for (guint i = 0; i < r->records->len; i++) {
+    const tp_plugin_record *x = g_ptr_array_index(r->records, i);
+    if (!x->loaded || x->plugin->kind != TP_PLUGIN_MODEL) continue;
+    const tp_model_iface *m = x->plugin->iface;
+    for (const char *const *p = m->presets; p && *p; p++)
+      g_string_append_printf(known, "%s%s", known->len ? ", " : "", *p);
+  }
+  g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+              "unknown model \"%s\": not a folder with config.json, nor a preset of a loaded "
+              "model plugin (presets: %s)", name, known->len ? known->str : "none loaded");
+  g_string_free(known, TRUE);
+  return NULL;
+}

@@ -19,7 +19,7 @@ typedef struct tp_dataset {
 } tp_dataset;
 
 /* Reads and concatenates, in order, each path: an aclImdb-style folder
- * ({train,test}/{pos,neg}/*.txt: train then test), a folder of *.jsonl[.gz]
+ * ({train,test}/{pos,neg}/NAME.txt: train then test), a folder of *.jsonl[.gz]
  * (train* before test*), a .jsonl[.gz] file ({"text", "label"[, "id"]}), or a
  * .csv/.tsv with a header (text|review, label|sentiment; labels 0/1 or
  * negative/positive/neg/pos). A malformed record is an error naming file and

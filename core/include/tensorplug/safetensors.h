@@ -32,6 +32,10 @@ typedef struct tp_safetensors tp_safetensors;
  * ranges inside the data section, not overlapping. Errors name the file and
  * the tensor (TP_ERROR_FORMAT / TP_ERROR_IO). */
 tp_safetensors *tp_safetensors_open(const char *path, GError **err);
+/* The same validation over an in-memory buffer (kept referenced until close);
+ * name stands for the path in error messages (NULL: "(memory)"). Used by the
+ * fuzzer and by callers that already hold the bytes. */
+tp_safetensors *tp_safetensors_open_bytes(GBytes *bytes, const char *name, GError **err);
 void tp_safetensors_close(tp_safetensors *st);
 
 const char *tp_safetensors_path(const tp_safetensors *st);
@@ -53,8 +57,10 @@ typedef struct tp_st_write_item {
   const void *data;
 } tp_st_write_item;
 
-/* Writes atomically (temp file + rename). Tensors are written in the given
- * order; metadata may be NULL (string -> string). */
+/* Writes atomically (temp file PATH.tmp-XXXXXX in the same folder, fsync,
+ * rename). Tensors are written in the given order, contiguous, after a header
+ * padded with spaces to a multiple of 8; metadata (string -> string) goes to
+ * "__metadata__", NULL meaning {"format": "pt"}. Names must be unique. */
 bool tp_safetensors_write(const char *path, const tp_st_write_item *items, guint n,
                           GHashTable *metadata, GError **err);
 
