@@ -247,23 +247,43 @@ tp_tensor *tp_tensor_grad(tp_ctx *c, tp_tensor *t) {
   return t->grad;
 }
 
-bool tp_ctx_backward(tp_ctx *c, tp_tensor *loss, GError **err) {
-  if (c->error) return tp_ctx_check(c, err);
-  if (!loss || tp_tensor_numel(loss) != 1) {
+static bool backward_check(tp_tensor *out, GError **err) {
+  if (!out || !out->requires_grad) {
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
-                "backward needs a loss with one element");
+                "backward from a tensor that depends on no parameter (was training mode on?)");
     return false;
   }
-  if (!loss->requires_grad) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
-                "backward on a loss that depends on no parameter (was training mode on?)");
-    return false;
-  }
-  tp_tensor *g = tp_tensor_grad(c, loss);
-  if (g) c->k->fill(c->be->dev, g->mem, 1.0f, 1);
+  return true;
+}
+
+static void walk_tape(tp_ctx *c) {
   for (guint i = c->tape->len; i-- > 0 && !c->error;) {
     tp_tape_node *n = g_ptr_array_index(c->tape, i);
     if (n->out->grad) n->backward(c, n);
   }
+}
+
+bool tp_ctx_backward(tp_ctx *c, tp_tensor *loss, GError **err) {
+  if (c->error) return tp_ctx_check(c, err);
+  if (loss && tp_tensor_numel(loss) != 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                "backward needs a loss with one element");
+    return false;
+  }
+  if (!backward_check(loss, err)) return false;
+  tp_tensor *g = tp_tensor_grad(c, loss);
+  if (g) c->k->fill(c->be->dev, g->mem, 1.0f, 1);
+  walk_tape(c);
+  return tp_ctx_check(c, err);
+}
+
+bool tp_ctx_backward_from(tp_ctx *c, tp_tensor *out, const float *dout, GError **err) {
+  if (c->error) return tp_ctx_check(c, err);
+  if (!backward_check(out, err)) return false;
+  tp_tensor *g = tp_tensor_grad(c, out);
+  GError *e = NULL;
+  if (g && !c->be->iface->upload(c->be->dev, g->mem, dout, tp_tensor_nbytes(g), &e))
+    tp_ctx_fail(c, e);
+  walk_tape(c);
   return tp_ctx_check(c, err);
 }

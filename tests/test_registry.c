@@ -1,1 +1,168 @@
+/* tests/test_registry.c — plugin discovery: good plugins load, broken ones
+ * are refused with a reason naming the file, and loading goes on. */
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "tensorplug/backend.h"
+#include "tensorplug/error.h"
+#include "tensorplug/registry.h"
 #include "tp_test.h"
+
+static const tp_plugin_record *find_record(tp_registry *r, const char *file_suffix) {
+  for (guint i = 0; i < tp_registry_count(r); i++) {
+    const tp_plugin_record *x = tp_registry_record(r, i);
+    if (g_str_has_suffix(x->path, file_suffix)) return x;
+  }
+  return NULL;
+}
+
+static char *copy_to(const char *src, const char *dir, const char *name) {
+  char *dst = g_build_filename(dir, name, NULL);
+  char *data = NULL;
+  gsize len = 0;
+  if (!g_file_get_contents(src, &data, &len, NULL) ||
+      !g_file_set_contents(dst, data, (gssize)len, NULL))
+    TP_FAILF("cannot copy %s to %s", src, dst);
+  g_free(data);
+  return dst;
+}
+
+/* A folder holding: the wrong-ABI plugin, a .so without entry symbol, a file
+ * that is not an ELF object, and a good CPU backend after them. */
+static char *mixed_plugin_dir(void) {
+  char *dir = tp_test_tmpdir();
+  const char *b = g_getenv("TP_BROKEN_PLUGIN_DIR");
+  char *abi = g_build_filename(b, "libtp_broken_abi.so", NULL);
+  char *nosym = g_build_filename(b, "libtp_broken_nosym.so", NULL);
+  char *cpu = g_build_filename(tp_test_build_dir(), "plugins", "cpu", "libtp_backend_cpu.so", NULL);
+  g_free(copy_to(abi, dir, "libaa_broken_abi.so"));
+  g_free(copy_to(nosym, dir, "libbb_broken_nosym.so"));
+  char *junk = g_build_filename(dir, "libcc_not_elf.so", NULL);
+  g_file_set_contents(junk, "this is not a shared object\n", -1, NULL);
+  g_free(copy_to(cpu, dir, "libzz_cpu.so"));
+  g_free(junk);
+  g_free(abi);
+  g_free(nosym);
+  g_free(cpu);
+  return dir;
+}
+
+TP_TEST(Registry, RefusesWrongAbiNamingBothVersions) {
+  char *dir = mixed_plugin_dir();
+  const char *dirs[] = {dir, NULL};
+  tp_registry *r = tp_registry_new_for_dirs(dirs);
+  const tp_plugin_record *x = find_record(r, "libaa_broken_abi.so");
+  TP_ASSERT(x != NULL);
+  TP_CHECK(!x->loaded);
+  TP_CHECK(strstr(x->why_not, "ABI version 999") != NULL);
+  TP_CHECK(strstr(x->why_not, "ABI version 1") != NULL);
+  TP_CHECK_STR_EQ(x->name, "future");
+  tp_registry_free(r);
+}
+
+TP_TEST(Registry, RefusesMissingEntrySymbol) {
+  char *dir = mixed_plugin_dir();
+  const char *dirs[] = {dir, NULL};
+  tp_registry *r = tp_registry_new_for_dirs(dirs);
+  const tp_plugin_record *x = find_record(r, "libbb_broken_nosym.so");
+  TP_ASSERT(x != NULL);
+  TP_CHECK(!x->loaded);
+  TP_CHECK(strstr(x->why_not, "tp_plugin_entry") != NULL);
+  tp_registry_free(r);
+}
+
+TP_TEST(Registry, RefusesUnloadableFileAndContinues) {
+  char *dir = mixed_plugin_dir();
+  const char *dirs[] = {dir, NULL};
+  tp_registry *r = tp_registry_new_for_dirs(dirs);
+  const tp_plugin_record *junk = find_record(r, "libcc_not_elf.so");
+  TP_ASSERT(junk != NULL);
+  TP_CHECK(!junk->loaded);
+  TP_CHECK(strstr(junk->why_not, "cannot be loaded") != NULL);
+  TP_CHECK(strstr(junk->why_not, "libcc_not_elf.so") != NULL); /* dlerror names the file */
+  const tp_plugin_record *cpu = find_record(r, "libzz_cpu.so");
+  TP_ASSERT(cpu != NULL);
+  TP_CHECK(cpu->loaded);
+  TP_CHECK_STR_EQ(cpu->name, "cpu");
+  GError *err = NULL;
+  TP_CHECK(tp_registry_find_backend(r, "cpu", &err) != NULL);
+  TP_ASSERT_NO_ERROR(err);
+  tp_registry_free(r);
+}
+
+TP_TEST(Registry, DefaultFindsCpuBackendAndModels) {
+  tp_registry *r = tp_registry_get_default();
+  GError *err = NULL;
+  const tp_backend_iface *cpu = tp_registry_find_backend(r, "cpu", &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_ASSERT(cpu != NULL);
+  tp_device_info info[4];
+  memset(info, 0, sizeof info);
+  TP_CHECK_INT_EQ(cpu->probe(info, 4, &err), 1);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK(strlen(info[0].description) > 0);
+}
+
+TP_TEST(Registry, UnknownBackendIsUnavailable) {
+  GError *err = NULL;
+  tp_backend *b = tp_backend_open(NULL, "no-such-backend", -1, 1, &err);
+  TP_CHECK(b == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_UNAVAILABLE, "no-such-backend");
+}
+
+TP_TEST(Registry, AutoFallsBackToCpu) {
+  GError *err = NULL;
+  tp_backend *b = tp_backend_open(NULL, "auto", -1, 1, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_ASSERT(b != NULL);
+  /* no CUDA device and no hardware Vulkan GPU on the test machines */
+  if (strcmp(b->name, "cpu") != 0) TP_FAILF("auto picked %s on a machine without a GPU", b->name);
+  tp_backend_close(b);
+}
+
+TP_TEST(Registry, BadDeviceIndexIsUnavailable) {
+  GError *err = NULL;
+  tp_backend *b = tp_backend_open(NULL, "cpu", 7, 1, &err);
+  TP_CHECK(b == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_UNAVAILABLE, "device 7 does not exist");
+}
+
+TP_TEST(Registry, CliListsRefusedPluginAndExitsZero) {
+  char *dir = mixed_plugin_dir();
+  char *exe = g_build_filename(tp_test_build_dir(), "cli", "tensorplug", NULL);
+  char *argv[] = {exe, "plugins", NULL};
+  char **envp = g_environ_setenv(g_get_environ(), "TENSORPLUG_PLUGIN_PATH", dir, TRUE);
+  char *out = NULL, *errout = NULL;
+  int status = 0;
+  GError *err = NULL;
+  gboolean ran = g_spawn_sync(NULL, argv, envp, 0, NULL, NULL, &out, &errout, &status, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_ASSERT(ran);
+  TP_CHECK(g_spawn_check_wait_status(status, NULL));
+  TP_CHECK(strstr(out, "refused") != NULL);
+  TP_CHECK(strstr(out, "ABI version 999") != NULL);
+  TP_CHECK(strstr(out, "libaa_broken_abi.so") != NULL);
+  TP_CHECK(strstr(out, "cpu") != NULL && strstr(out, "loaded") != NULL);
+  TP_CHECK(strstr(out, "device 0") != NULL);
+  g_free(out);
+  g_free(errout);
+  g_strfreev(envp);
+  g_free(exe);
+}
+
+TP_TEST(Registry, CliVersionAndUnknownCommand) {
+  char *exe = g_build_filename(tp_test_build_dir(), "cli", "tensorplug", NULL);
+  char *argv1[] = {exe, "--version", NULL};
+  char *out = NULL;
+  int status = 0;
+  TP_ASSERT(g_spawn_sync(NULL, argv1, NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &out, NULL,
+                         &status, NULL));
+  TP_CHECK(g_str_has_prefix(out, "tensorplug "));
+  TP_CHECK_INT_EQ(WEXITSTATUS(status), 0);
+  g_free(out);
+  char *argv2[] = {exe, "frobnicate", NULL};
+  TP_ASSERT(g_spawn_sync(NULL, argv2, NULL, G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                         NULL, NULL, NULL, NULL, &status, NULL));
+  TP_CHECK_INT_EQ(WEXITSTATUS(status), 2);
+  g_free(exe);
+}

@@ -67,6 +67,9 @@ bool tp_tensor_to_host(tp_ctx *ctx, const tp_tensor *t, void *dst, GError **err)
  * seeds d(loss) = 1 (loss must have one element) and accumulates into every
  * requires_grad tensor's grad (parameter gradients are not zeroed here). */
 bool tp_ctx_backward(tp_ctx *ctx, tp_tensor *loss, GError **err);
+/* The same from any output, seeding d(out) with dout (host f32, numel of out):
+ * for vector-Jacobian products, custom losses and gradient checks. */
+bool tp_ctx_backward_from(tp_ctx *ctx, tp_tensor *out, const float *dout, GError **err);
 
 /* Bytes the arena holds (for reports). */
 size_t tp_ctx_arena_bytes(const tp_ctx *ctx);
