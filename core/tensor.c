@@ -11,7 +11,8 @@
 struct tp_ctx {
   tp_backend *be;
   const tp_kernels *k;
-  bool training;
+  bool training; /* dropout on */
+  bool record;   /* ops go on the tape */
   uint64_t rng_seed, rng_counter;
   GError *error; /* sticky: the first failure */
 
@@ -67,7 +68,11 @@ void tp_ctx_free(tp_ctx *c) {
 
 tp_backend *tp_ctx_backend(tp_ctx *c) { return c->be; }
 const tp_kernels *tp_ctx_kernels(tp_ctx *c) { return c->k; }
-void tp_ctx_set_training(tp_ctx *c, bool t) { c->training = t; }
+void tp_ctx_set_training(tp_ctx *c, bool t) {
+  c->training = t;
+  c->record = t;
+}
+void tp_ctx_set_grad_enabled(tp_ctx *c, bool enabled) { c->record = enabled; }
 bool tp_ctx_training(const tp_ctx *c) { return c->training; }
 
 void tp_ctx_set_rng(tp_ctx *c, uint64_t seed, uint64_t counter) {
@@ -225,7 +230,7 @@ bool tp_tensor_to_host(tp_ctx *c, const tp_tensor *t, void *dst, GError **err) {
 
 tp_tape_node *tp_ctx_record(tp_ctx *c, tp_backward_fn fn, tp_tensor *out, int n_in,
                             tp_tensor *const *in) {
-  if (!c->training || c->error || !out) return NULL;
+  if (!c->record || c->error || !out) return NULL;
   bool any = false;
   for (int i = 0; i < n_in; i++) any = any || (in[i] && in[i]->requires_grad);
   if (!any) return NULL;

@@ -23,7 +23,10 @@ typedef struct tp_dataset {
  * (train* before test*), a .jsonl[.gz] file ({"text", "label"[, "id"]}), or a
  * .csv/.tsv with a header (text|review, label|sentiment; labels 0/1 or
  * negative/positive/neg/pos). A malformed record is an error naming file and
- * line unless skip_bad, which skips it and counts it in n_skipped. */
+ * line unless skip_bad, which skips it and counts it in n_skipped.
+ * Errors (TP_ERROR): IO for a missing or unreadable path, FORMAT for malformed
+ * contents or an empty dataset, INVALID_ARGUMENT for an unknown file type.
+ * docs/data.md describes the formats in full. */
 tp_dataset *tp_dataset_load(const char *const *paths, bool skip_bad, GError **err);
 void tp_dataset_free(tp_dataset *d);
 
@@ -35,7 +38,9 @@ typedef struct tp_split {
 /* Stratified subset (subset < 1), stratified 80/20 (train+val / test), then
  * stratified 12.5% of train+val as validation; all seeded. Sizes for the
  * 50,000 IMDB reviews: 1.0 -> 35000/5000/10000, 0.75 -> 26250/3750/7500,
- * 0.25 -> 8750/1250/2500. */
+ * 0.25 -> 8750/1250/2500. The same seed gives the same split everywhere.
+ * Errors (TP_ERROR_INVALID_ARGUMENT): subset outside (0, 1], or data too
+ * small to give every label a place in each part. On failure *out is zeroed. */
 bool tp_split_make(const tp_dataset *d, double subset, uint64_t seed, tp_split *out,
                    GError **err);
 void tp_split_clear(tp_split *s);

@@ -87,4 +87,33 @@ bool tp_model_save(tp_model *m, tp_ctx *ctx, const char *dir, const char *vocab_
 
 tp_tensor *tp_model_forward(tp_model *m, tp_ctx *ctx, tp_tensor *ids, tp_tensor *mask);
 
+/* Where a command's model comes from (`--model`, `--weights`, `--init`). */
+typedef struct tp_model_source {
+  const char *model;       /* a preset name or a folder with config.json */
+  const char *weights_dir; /* --weights DIR, or NULL */
+  bool init_random;        /* --init random */
+  tp_model_overrides ov;   /* --layers --hidden --heads --ffn --max-positions */
+} tp_model_source;
+
+/* Resolves the architecture, its config and the weights file to load (NULL
+ * for random init). A bare preset without weights and without init_random is
+ * an error that says how to get weights. *model_dir is the folder the model
+ * came from (for its vocabulary), or NULL. */
+bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_model_iface **iface,
+                      tp_model_config *cfg, char **weights_path, char **model_dir, GError **err);
+
+/* Helpers for plugins reading config.json: a missing optional key keeps *out. */
+bool tp_config_get_int(JsonObject *o, const char *key, bool required, int *out, GError **err);
+bool tp_config_get_float(JsonObject *o, const char *key, bool required, float *out, GError **err);
+/* id2label / num_labels into cfg (defaults: 2 labels "NEG", "POS"). */
+bool tp_config_get_labels(JsonObject *o, tp_model_config *cfg, GError **err);
+/* Writes id2label, label2id and num_labels. */
+void tp_config_put_labels(const tp_model_config *cfg, JsonBuilder *b);
+void tp_config_put_int(JsonBuilder *b, const char *key, int v);
+void tp_config_put_float(JsonBuilder *b, const char *key, float v);
+void tp_config_put_string(JsonBuilder *b, const char *key, const char *v);
+
+/* Builds [B, T] position ids 0..T-1 for every row (host-side, uploaded). */
+tp_tensor *tp_position_ids(tp_ctx *ctx, int64_t batch, int64_t seq);
+
 G_END_DECLS

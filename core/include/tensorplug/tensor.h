@@ -37,9 +37,12 @@ void tp_ctx_free(tp_ctx *ctx);
 tp_backend *tp_ctx_backend(tp_ctx *ctx);
 const tp_kernels *tp_ctx_kernels(tp_ctx *ctx);
 
-/* Training mode records ops on the tape and enables dropout. */
+/* Training mode enables dropout and records ops on the tape. */
 void tp_ctx_set_training(tp_ctx *ctx, bool training);
 bool tp_ctx_training(const tp_ctx *ctx);
+/* Recording alone, without dropout (PyTorch's eval mode with gradients):
+ * call after tp_ctx_set_training(). */
+void tp_ctx_set_grad_enabled(tp_ctx *ctx, bool enabled);
 /* Dropout masks come from (seed, a counter advanced by every dropout call). */
 void tp_ctx_set_rng(tp_ctx *ctx, uint64_t seed, uint64_t counter);
 uint64_t tp_ctx_rng_counter(const tp_ctx *ctx);

@@ -24,12 +24,14 @@ int32_t tp_tokenizer_token_to_id(const tp_tokenizer *tok, const char *token); /*
 const char *tp_tokenizer_id_to_token(const tp_tokenizer *tok, int32_t id);   /* NULL if out of range */
 int32_t tp_tokenizer_cls_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_sep_id(const tp_tokenizer *tok);
-int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok);
+int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok); /* -1 if the vocabulary has no [PAD] */
 int32_t tp_tokenizer_unk_id(const tp_tokenizer *tok);
 
 /* Appends [CLS] ids... [SEP] of text[0..len) to out (a GArray of int32_t).
  * max_len > 0 truncates the sequence (specials included) to max_len tokens,
- * keeping [SEP] last; 0 means no limit. Returns the number appended. */
+ * keeping [SEP] last (the first max_len - 2 word pieces are kept; [CLS] and
+ * [SEP] are always there, so max_len 1 or 2 gives [CLS] [SEP]); 0 means no
+ * limit. Never fails. Returns the number appended. */
 int tp_tokenizer_encode(const tp_tokenizer *tok, const char *text, size_t len, int max_len,
                         GArray *out);
 
@@ -45,6 +47,11 @@ typedef struct tp_token_seqs {
  * The result is identical whatever the thread count. */
 tp_token_seqs *tp_tokenizer_encode_batch(const tp_tokenizer *tok, const char *const *texts,
                                          int64_t n, int max_len, int threads);
+/* Like tp_tokenizer_encode_batch with the byte length of each text given
+ * (texts may then hold NUL bytes); lens NULL means NUL-terminated texts. */
+tp_token_seqs *tp_tokenizer_encode_batch_len(const tp_tokenizer *tok, const char *const *texts,
+                                             const size_t *lens, int64_t n, int max_len,
+                                             int threads);
 void tp_token_seqs_free(tp_token_seqs *s);
 
 G_END_DECLS

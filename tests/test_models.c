@@ -1,0 +1,331 @@
+/* tests/test_models.c — DistilBERT and BERT against PyTorch golden numbers
+ * made by ../shared/reference/bert_reference.py (Hugging Face semantics), on
+ * the CPU backend.
+ * Tolerances: logits max|ours - theirs| / max|theirs| <= 1e-4; loss relative
+ * 1e-4; each gradient's relative L2 error <= 1e-3; parameters after one
+ * Keras-Adam / AdamW step max|diff| <= 1e-6 + 1e-2 * lr (a step moves each
+ * parameter by about lr, so this is 1% of the step); the three-step loss
+ * trajectory relative 1e-4.
+ * Gradients that are zero in exact arithmetic (the attention key bias: adding
+ * a constant to every score of a row leaves softmax unchanged) are float
+ * noise in both implementations; for a tensor whose reference norm is below
+ * 1e-6 of the largest gradient norm, the check is absolute: ||ours - theirs||
+ * <= 1e-6 x that largest norm. Likewise Adam's step direction g / (|g| + eps)
+ * is undefined for such noise, so elements whose reference gradient is below
+ * 1e-5 in magnitude only have to move by at most lr (+ weight decay). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "tensorplug/backend.h"
+#include "tensorplug/model.h"
+#include "tensorplug/ops.h"
+#include "tensorplug/safetensors.h"
+#include "tp_test.h"
+
+typedef struct fixture {
+  char *dir;
+  tp_safetensors *golden;
+  double lr;
+} fixture;
+
+/* Runs bert_reference.py with extra args into a fresh folder. */
+static bool make_fixture(fixture *f, const char *arch, const char *extra) {
+  f->dir = tp_test_tmpdir();
+  char *script = g_build_filename(tp_test_shared_dir(), "reference", "bert_reference.py", NULL);
+  char *cmd = g_strdup_printf("/usr/bin/python3 %s --arch %s --vocab-size 300 --max-pos 40 %s "
+                              "--out %s", script, arch, extra, f->dir);
+  char *out = NULL, *errout = NULL;
+  int status = 0;
+  GError *err = NULL;
+  bool ok = g_spawn_command_line_sync(cmd, &out, &errout, &status, &err) &&
+            g_spawn_check_wait_status(status, NULL);
+  if (!ok) TP_FAILF("%s failed: %s%s", cmd, err ? err->message : "", errout ? errout : "");
+  g_clear_error(&err);
+  g_free(out);
+  g_free(errout);
+  g_free(cmd);
+  g_free(script);
+  if (!ok) return false;
+  char *gpath = g_build_filename(f->dir, "golden.safetensors", NULL);
+  f->golden = tp_safetensors_open(gpath, &err);
+  g_free(gpath);
+  if (!f->golden) {
+    TP_FAILF("golden: %s", err->message);
+    g_clear_error(&err);
+    return false;
+  }
+  char *jpath = g_build_filename(f->dir, "golden.json", NULL);
+  JsonParser *jp = json_parser_new();
+  if (json_parser_load_from_file(jp, jpath, NULL))
+    f->lr = json_object_get_double_member(json_node_get_object(json_parser_get_root(jp)), "lr");
+  g_object_unref(jp);
+  g_free(jpath);
+  return true;
+}
+
+static void fixture_clear(fixture *f) {
+  if (f->golden) tp_safetensors_close(f->golden);
+  g_free(f->dir);
+}
+
+static float *golden_f32(fixture *f, const char *name, int64_t *n) {
+  const tp_st_tensor *t = tp_safetensors_find(f->golden, name);
+  if (!t) {
+    TP_FAILF("golden has no %s", name);
+    return NULL;
+  }
+  float *v = g_new(float, t->numel + 1);
+  GError *err = NULL;
+  if (!tp_st_tensor_to_f32(t, v, &err)) {
+    TP_FAILF("%s", err->message);
+    g_clear_error(&err);
+  }
+  if (n) *n = t->numel;
+  return v;
+}
+
+static tp_tensor *golden_i32(fixture *f, tp_ctx *ctx, const char *name) {
+  const tp_st_tensor *t = tp_safetensors_find(f->golden, name);
+  if (!t) return NULL;
+  int32_t *v = g_new(int32_t, t->numel);
+  memcpy(v, t->data, t->nbytes);
+  tp_tensor *x = tp_tensor_from_host(ctx, TP_I32, t->ndim, t->shape, v);
+  g_free(v);
+  return x;
+}
+
+static tp_backend *cpu(void) {
+  static tp_backend *be;
+  GError *err = NULL;
+  if (!be) be = tp_backend_open(NULL, "cpu", 0, 2, &err);
+  if (!be) {
+    TP_FAILF("cpu backend: %s", err->message);
+    g_clear_error(&err);
+  }
+  return be;
+}
+
+static tp_model *load_model(fixture *f, tp_ctx *ctx) {
+  GError *err = NULL;
+  tp_model_config cfg;
+  const tp_model_iface *iface = NULL;
+  char *cpath = g_build_filename(f->dir, "config.json", NULL);
+  char *wpath = g_build_filename(f->dir, "model.safetensors", NULL);
+  tp_model *m = NULL;
+  if (tp_model_config_load(NULL, cpath, &iface, &cfg, &err)) {
+    m = tp_model_new(iface, &cfg, ctx, 1, &err);
+    tp_load_report rep = {0};
+    if (m && !tp_model_load_weights(m, ctx, wpath, 1, &rep, &err)) g_clear_pointer(&m, tp_model_free);
+    if (m && (rep.initialised || rep.ignored))
+      TP_FAILF("load: %u initialised, %u ignored tensors", rep.initialised, rep.ignored);
+    tp_load_report_clear(&rep);
+  }
+  if (err) {
+    TP_FAILF("loading %s: %s", f->dir, err->message);
+    g_clear_error(&err);
+  }
+  g_free(cpath);
+  g_free(wpath);
+  return m;
+}
+
+/* loss of the golden batch in eval mode; backward when train */
+static tp_tensor *golden_loss(fixture *f, tp_model *m, tp_ctx *ctx, bool backward,
+                              tp_tensor **logits_out) {
+  tp_ctx_begin_step(ctx);
+  tp_ctx_set_training(ctx, false); /* dropout off: the golden gradients are of eval mode */
+  tp_ctx_set_grad_enabled(ctx, backward);
+  tp_tensor *ids = golden_i32(f, ctx, "input_ids"), *mask = golden_i32(f, ctx, "attention_mask");
+  tp_tensor *labels = golden_i32(f, ctx, "labels");
+  tp_tensor *logits = tp_model_forward(m, ctx, ids, mask);
+  tp_tensor *loss = tp_cross_entropy(ctx, logits, labels);
+  GError *err = NULL;
+  if (backward && loss && !tp_ctx_backward(ctx, loss, &err)) {
+    TP_FAILF("backward: %s", err->message);
+    g_clear_error(&err);
+  }
+  if (logits_out) *logits_out = logits;
+  return loss;
+}
+
+static double rel_l2(const float *a, const float *b, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static float host_scalar(tp_ctx *ctx, tp_tensor *t) {
+  float v = NAN;
+  GError *err = NULL;
+  if (!t || !tp_tensor_to_host(ctx, t, &v, &err)) {
+    TP_FAILF("download: %s", err ? err->message : "no tensor");
+    g_clear_error(&err);
+  }
+  return v;
+}
+
+/* Checks parameters against golden PREFIX.<name> after one optimizer step. */
+static void check_step(fixture *f, tp_model *m, tp_ctx *ctx, const char *prefix) {
+  double tol = 1e-6 + 1e-2 * f->lr;
+  for (guint i = 0; i < tp_params_count(m->params); i++) {
+    tp_tensor *p = tp_params_at(m->params, i);
+    char key[256], gkey[256], bkey[256];
+    g_snprintf(key, sizeof key, "%s.%s", prefix, p->name);
+    g_snprintf(gkey, sizeof gkey, "grad.%s", p->name);
+    int64_t n = 0;
+    float *want = golden_f32(f, key, &n);
+    float *gref = golden_f32(f, gkey, NULL);
+    if (!want || !gref) continue;
+    float *got = g_new(float, n);
+    GError *err = NULL;
+    if (!tp_params_get_f32(m->params, ctx, i, got, &err)) g_clear_error(&err);
+    (void)bkey;
+    double worst = 0, worst_noise = 0;
+    for (int64_t j = 0; j < n; j++) {
+      double d = fabs((double)got[j] - want[j]);
+      if (fabs(gref[j]) >= 1e-5) worst = fmax(worst, d);
+      else worst_noise = fmax(worst_noise, d);
+    }
+    if (worst > tol) TP_FAILF("%s: max |diff| %.3g > %.3g", key, worst, tol);
+    if (worst_noise > 2.05 * f->lr) TP_FAILF("%s: noise-gradient elements moved %.3g", key, worst_noise);
+    g_free(got);
+    g_free(want);
+    g_free(gref);
+  }
+}
+
+static double l2(const float *a, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)a[i] * a[i];
+  return sqrt(s);
+}
+
+static void check_against_pytorch(const char *arch, const char *extra) {
+  fixture f = {0};
+  if (!make_fixture(&f, arch, extra)) return;
+  tp_backend *be = cpu();
+  GError *err = NULL;
+  tp_ctx *ctx = tp_ctx_new(be, &err);
+  tp_model *m = load_model(&f, ctx);
+  if (!m) goto out;
+
+  /* logits and loss, eval mode */
+  tp_tensor *logits = NULL;
+  tp_tensor *loss = golden_loss(&f, m, ctx, false, &logits);
+  int64_t nl = 0;
+  float *want_logits = golden_f32(&f, "logits", &nl);
+  float *got = g_new(float, nl);
+  TP_ASSERT(tp_tensor_to_host(ctx, logits, got, &err));
+  double maxdiff = 0, maxref = 0;
+  for (int64_t i = 0; i < nl; i++) {
+    maxdiff = fmax(maxdiff, fabs((double)got[i] - want_logits[i]));
+    maxref = fmax(maxref, fabs((double)want_logits[i]));
+  }
+  if (!(maxdiff / maxref <= 1e-4)) TP_FAILF("%s %s: logits rel err %.3g", arch, extra, maxdiff / maxref);
+  float *want_loss = golden_f32(&f, "loss", NULL);
+  TP_CHECK_NEAR(host_scalar(ctx, loss), want_loss[0], 1e-4 * fabs(want_loss[0]));
+  g_free(got);
+  g_free(want_logits);
+  g_free(want_loss);
+
+  /* gradients of every parameter */
+  tp_params_zero_grad(m->params, ctx);
+  golden_loss(&f, m, ctx, true, NULL);
+  double max_norm = 0;
+  for (guint i = 0; i < tp_params_count(m->params); i++) {
+    char key[256];
+    g_snprintf(key, sizeof key, "grad.%s", tp_params_at(m->params, i)->name);
+    int64_t n = 0;
+    float *want = golden_f32(&f, key, &n);
+    if (want) max_norm = fmax(max_norm, l2(want, n));
+    g_free(want);
+  }
+  for (guint i = 0; i < tp_params_count(m->params); i++) {
+    tp_tensor *p = tp_params_at(m->params, i);
+    char key[256];
+    g_snprintf(key, sizeof key, "grad.%s", p->name);
+    int64_t n = 0;
+    float *want = golden_f32(&f, key, &n);
+    if (!want) continue;
+    float *g = g_new(float, n);
+    TP_ASSERT(tp_tensor_to_host(ctx, p->grad, g, &err));
+    if (l2(want, n) >= 1e-6 * max_norm) {
+      double e = rel_l2(g, want, n);
+      if (!(e <= 1e-3)) TP_FAILF("%s %s: %s relative L2 error %.3g", arch, extra, key, e);
+    } else {
+      float *d = g_new(float, n);
+      for (int64_t j = 0; j < n; j++) d[j] = g[j] - want[j];
+      if (!(l2(d, n) <= 1e-6 * max_norm))
+        TP_FAILF("%s %s: %s (zero in exact arithmetic) differs by %.3g", arch, extra, key, l2(d, n));
+      g_free(d);
+    }
+    g_free(g);
+    g_free(want);
+  }
+
+  /* one Keras Adam step from these gradients */
+  tp_adam_args keras = {.mode = TP_ADAM_KERAS, .lr = (float)f.lr, .beta1 = 0.9f, .beta2 = 0.999f,
+                        .eps = 1e-7f, .step = 1, .grad_scale = 1.0f};
+  tp_params_adam_step(m->params, ctx, &keras);
+  check_step(&f, m, ctx, "keras_adam");
+  tp_model_free(m);
+
+  /* one AdamW step (weight decay 0.01 on every parameter) from fresh weights */
+  m = load_model(&f, ctx);
+  if (!m) goto out;
+  tp_params_zero_grad(m->params, ctx);
+  golden_loss(&f, m, ctx, true, NULL);
+  tp_adam_args adamw = {.mode = TP_ADAM_W, .lr = (float)f.lr, .beta1 = 0.9f, .beta2 = 0.999f,
+                        .eps = 1e-8f, .weight_decay = 0.01f, .step = 1, .grad_scale = 1.0f};
+  tp_params_adam_step(m->params, ctx, &adamw);
+  check_step(&f, m, ctx, "adamw");
+  tp_model_free(m);
+
+  /* three Keras-Adam steps in a row: four losses */
+  m = load_model(&f, ctx);
+  if (!m) goto out;
+  float *want_steps = golden_f32(&f, "steps.loss", NULL);
+  tp_params_reset_optimizer(m->params, ctx);
+  for (int s = 0; s < 4; s++) {
+    tp_params_zero_grad(m->params, ctx);
+    float l = host_scalar(ctx, golden_loss(&f, m, ctx, s < 3, NULL));
+    if (!(fabs(l - want_steps[s]) <= 1e-4 * fabs(want_steps[s]) + 1e-6))
+      TP_FAILF("%s %s: loss before step %d: %.7g vs PyTorch %.7g", arch, extra, s + 1, l,
+               want_steps[s]);
+    keras.step = s + 1;
+    if (s < 3) tp_params_adam_step(m->params, ctx, &keras);
+  }
+  g_free(want_steps);
+  tp_model_free(m);
+out:
+  tp_ctx_free(ctx);
+  fixture_clear(&f);
+}
+
+TP_TEST(DistilBertVsPyTorch, Default) { check_against_pytorch("distilbert", ""); }
+TP_TEST(DistilBertVsPyTorch, Hidden48Heads3) {
+  check_against_pytorch("distilbert", "--hidden 48 --heads 3 --ffn 80 --layers 3");
+}
+TP_TEST(DistilBertVsPyTorch, Batch1) { check_against_pytorch("distilbert", "--batch 1 --seq 9"); }
+TP_TEST(DistilBertVsPyTorch, SeqLen1) { check_against_pytorch("distilbert", "--batch 2 --seq 1"); }
+TP_TEST(DistilBertVsPyTorch, MostlyPadding) {
+  check_against_pytorch("distilbert", "--batch 7 --seq 23 --seed 3");
+}
+TP_TEST(DistilBertVsPyTorch, KeysWithoutPrefixLegacyLayerNorm) {
+  check_against_pytorch("distilbert", "--keys-without-prefix --legacy-layernorm-names");
+}
+
+TP_TEST(BertVsPyTorch, Default) { check_against_pytorch("bert", ""); }
+TP_TEST(BertVsPyTorch, Hidden48Heads3) {
+  check_against_pytorch("bert", "--hidden 48 --heads 3 --ffn 80 --layers 3");
+}
+TP_TEST(BertVsPyTorch, Batch1) { check_against_pytorch("bert", "--batch 1 --seq 9"); }
+TP_TEST(BertVsPyTorch, SeqLen1) { check_against_pytorch("bert", "--batch 2 --seq 1"); }
+TP_TEST(BertVsPyTorch, MostlyPadding) { check_against_pytorch("bert", "--batch 7 --seq 23 --seed 3"); }
+TP_TEST(BertVsPyTorch, KeysWithoutPrefix) { check_against_pytorch("bert", "--keys-without-prefix"); }
+TP_TEST(BertVsPyTorch, LegacyLayerNormNames) {
+  check_against_pytorch("bert", "--legacy-layernorm-names --seed 5");
+}
