@@ -202,6 +202,8 @@ tp_mem tp_params_buffer(tp_params *p, int which) {
   return m;
 }
 
+int64_t tp_params_buffer_floats(const tp_params *p) { return p->total > 0 ? p->total : PARAM_ALIGN; }
+
 void tp_params_zero_grad(tp_params *p, tp_ctx *ctx) {
   tp_ctx_kernels(ctx)->fill(p->be->dev, tp_params_buffer(p, 1), 0.0f, p->total);
 }

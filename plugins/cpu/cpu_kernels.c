@@ -1,1 +1,928 @@
-/* plugins/cpu/cpu_kernels.c — being written. */
+/* plugins/cpu/cpu_kernels.c — the CPU backend's kernels: the reference every
+ * other backend is tested against.
+ *
+ * Threading: every parallel region uses the device's team size
+ * (num_threads(d->threads)) on the one libgomp pool OpenBLAS also uses.
+ * Determinism: each output element is computed by one fixed sequence of
+ * float operations that depends on the shapes only, never on the thread
+ * count or schedule. Reductions across rows (bias_grad, layernorm dgamma and
+ * dbeta, sumsq) sum fixed-size chunks into partials and add the partials in
+ * chunk order; embedding_bwd splits the work by columns so each dtable element
+ * is accumulated in the order of i. Only GEMM (OpenBLAS) may vary with the
+ * thread count.
+ * Dispatch: the hot row/element loops are built twice (target_clones avx2 and
+ * baseline x86-64) and picked at load time. The build is ISO C11, so GCC does
+ * not contract a*b+c into FMA, and both clones give bitwise-identical
+ * results. */
+#include "cpu_kernels.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "tensorplug/error.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CPU_CLONES __attribute__((target_clones("avx2", "default")))
+/* We never read the FP exception flags nor errno; without this GCC will not
+ * if-convert float selects (a < b ? c : d) nor vectorise sqrtf, and leaves
+ * such loops scalar. Results are unchanged (no reassociation). */
+#define CPU_NO_TRAPS __attribute__((optimize("no-trapping-math", "no-math-errno")))
+#else
+#define CPU_CLONES
+#define CPU_NO_TRAPS
+#endif
+
+/* Below this many elements an elementwise kernel runs on the calling thread:
+ * waking the team costs more than the work. Thread-count independent. */
+#define PAR_MIN 32768
+/* Rows per partial in the cross-row reductions (fixed: results must not
+ * depend on the thread count). */
+#define RED_CHUNK 64
+/* Elements per partial in sumsq. */
+#define SUM_CHUNK 4096
+#define LANES 8
+
+/* ---------------------------------------------------------------- helpers */
+
+static inline void *mem_ptr(tp_mem m) { return (char *)m.buf->ptr + m.off; }
+static inline float *f32(tp_mem m) { return (float *)mem_ptr(m); }
+static inline int32_t *i32(tp_mem m) { return (int32_t *)mem_ptr(m); }
+
+/* Sum of n floats in 8 lanes, then a fixed tree: vectorisable without
+ * -ffast-math and the same bits in every clone. */
+static inline float lanes_sum(const float *restrict a, int64_t n) {
+  float acc[LANES] = {0};
+  int64_t j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] += a[j + l];
+  for (int l = 0; j + l < n; l++) acc[l] += a[j + l];
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+static inline float lanes_dot(const float *restrict a, const float *restrict b, int64_t n) {
+  float acc[LANES] = {0};
+  int64_t j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] += a[j + l] * b[j + l];
+  for (int l = 0; j + l < n; l++) acc[l] += a[j + l] * b[j + l];
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+static inline float lanes_max(const float *restrict a, int64_t n) {
+  float acc[LANES];
+  for (int l = 0; l < LANES; l++) acc[l] = -INFINITY;
+  int64_t j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] = a[j + l] > acc[l] ? a[j + l] : acc[l];
+  for (int l = 0; j + l < n; l++) acc[l] = a[j + l] > acc[l] ? a[j + l] : acc[l];
+  float m = acc[0];
+  for (int l = 1; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
+  return m;
+}
+
+/* exp(x) for x <= 88, pure arithmetic so loops over it vectorise (libm's expf
+ * is a call). Cephes polynomial, error <= 2 ulp over the range; x < -87
+ * (including -inf) gives 0. */
+CPU_NO_TRAPS static inline float exp_fast(float x) {
+  const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  float n = (xc * log2e + magic) - magic;
+  float r = (xc - n * ln2_hi) - n * ln2_lo;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n, n in [-126, 127] */
+  float s;
+  memcpy(&s, &bits, sizeof s);
+  float y = p * s;
+  return x < -87.0f ? 0.0f : y;
+}
+
+/* ------------------------------------------------------------------- GEMM */
+
+/* A batch of small products (attention: batch*heads of 256x256x64) is run
+ * one product per thread with OpenBLAS single-threaded inside (it detects the
+ * enclosing parallel region); larger ones use OpenBLAS's own threads.
+ * Measured on a 2-core x86-64: see docs/backends.md. */
+#define GEMM_SMALL_FLOPS (2.0 * 512 * 512 * 512)
+
+static void sgemm_batched(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha,
+                          const float *a, int lda, int64_t sa, const float *b, int ldb, int64_t sb,
+                          float beta, float *c, int ldc, int64_t sc, int batch) {
+  CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
+  double flops = 2.0 * m * n * k;
+  /* Products may run concurrently only when their C blocks are disjoint;
+   * sc == 0 (every product into one C, summed in order when beta is 1) stays
+   * serial. */
+  bool disjoint = sc >= (int64_t)(m - 1) * ldc + n;
+  if (batch > 1 && d->threads > 1 && disjoint && flops <= GEMM_SMALL_FLOPS) {
+#pragma omp parallel for num_threads(d->threads) schedule(static)
+    for (int i = 0; i < batch; i++)
+      cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta,
+                  c + i * sc, ldc);
+    return;
+  }
+  if (openblas_get_num_threads() != d->threads) openblas_set_num_threads(d->threads);
+  for (int i = 0; i < batch; i++)
+    cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta,
+                c + i * sc, ldc);
+}
+
+static void scale_matrix(float *c, int m, int n, int ldc, float beta) {
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++)
+      c[(int64_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(int64_t)i * ldc + j];
+}
+
+static uint16_t f32_to_half(float f, tp_dtype t);
+static float half_to_f32(uint16_t h, tp_dtype t);
+
+/* rows x cols half matrix (row stride ld) <-> dense f32 */
+static void half_to_dense(float *dst, const uint16_t *src, int rows, int cols, int ld, tp_dtype t) {
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++)
+      dst[(int64_t)i * cols + j] = half_to_f32(src[(int64_t)i * ld + j], t);
+}
+
+static void dense_to_half(uint16_t *dst, const float *src, int rows, int cols, int ld, tp_dtype t) {
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++)
+      dst[(int64_t)i * ld + j] = f32_to_half(src[(int64_t)i * cols + j], t);
+}
+
+/* bf16/f16: widen each matrix to f32, sgemm, round C back (correctness over
+ * speed: one rounding of the f32 result, as cuBLAS with f32 compute does). */
+static void gemm_half(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha,
+                      const uint16_t *a, int lda, int64_t sa, const uint16_t *b, int ldb,
+                      int64_t sb, float beta, uint16_t *c, int ldc, int64_t sc, int batch,
+                      tp_dtype t) {
+  int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+  size_t bytes = sizeof(float) * ((size_t)ar * ac + (size_t)br * bc + (size_t)m * n);
+  float *ta32 = g_try_malloc(bytes);
+  if (!ta32) {
+    cpu_set_error(d, TP_ERROR_OUT_OF_MEMORY,
+                  "cpu gemm (%s): out of memory for %zu bytes of f32 temporaries",
+                  t == TP_BF16 ? "bf16" : "f16", bytes);
+    return;
+  }
+  float *tb32 = ta32 + (size_t)ar * ac, *tc32 = tb32 + (size_t)br * bc;
+  for (int i = 0; i < batch; i++) {
+    half_to_dense(ta32, a + i * sa, ar, ac, lda, t);
+    half_to_dense(tb32, b + i * sb, br, bc, ldb, t);
+    if (beta != 0.0f)
+      half_to_dense(tc32, c + i * sc, m, n, ldc, t);
+    else
+      memset(tc32, 0, sizeof(float) * (size_t)m * n);
+    if (k == 0)
+      scale_matrix(tc32, m, n, n, beta);
+    else
+      sgemm_batched(d, ta, tb, m, n, k, alpha, ta32, ac, 0, tb32, bc, 0, beta, tc32, n, 0, 1);
+    dense_to_half(c + i * sc, tc32, m, n, ldc, t);
+  }
+  g_free(ta32);
+}
+
+void cpu_gemm(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha, tp_mem a,
+              int lda, int64_t sa, tp_mem b, int ldb, int64_t sb, float beta, tp_mem c, int ldc,
+              int64_t sc, int batch, tp_dtype dtype) {
+  if (m < 0 || n < 0 || k < 0 || batch < 0) {
+    cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu gemm: negative size m=%d n=%d k=%d batch=%d",
+                  m, n, k, batch);
+    return;
+  }
+  if (m == 0 || n == 0 || batch == 0) return;
+  /* OpenBLAS would print through xerbla and return; report it instead. */
+  int need_a = ta ? m : k, need_b = tb ? k : n;
+  if (lda < MAX(1, need_a) || ldb < MAX(1, need_b) || ldc < MAX(1, n)) {
+    cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT,
+                  "cpu gemm: row stride too small (lda=%d needs >= %d, ldb=%d needs >= %d, "
+                  "ldc=%d needs >= %d)",
+                  lda, need_a, ldb, need_b, ldc, n);
+    return;
+  }
+  switch (dtype) {
+  case TP_F32: {
+    float *cc = f32(c);
+    if (k == 0) {
+      for (int i = 0; i < batch; i++) scale_matrix(cc + i * sc, m, n, ldc, beta);
+      return;
+    }
+    sgemm_batched(d, ta, tb, m, n, k, alpha, f32(a), lda, sa, f32(b), ldb, sb, beta, cc, ldc, sc,
+                  batch);
+    return;
+  }
+  case TP_BF16:
+  case TP_F16:
+    gemm_half(d, ta, tb, m, n, k, alpha, mem_ptr(a), lda, sa, mem_ptr(b), ldb, sb, beta, mem_ptr(c),
+              ldc, sc, batch, dtype);
+    return;
+  default:
+    cpu_set_error(d, TP_ERROR_UNAVAILABLE, "cpu gemm: dtype %d is not supported (f32, bf16, f16)",
+                  (int)dtype);
+  }
+}
+
+/* -------------------------------------------------------------- embedding */
+
+static bool check_ids(tp_backend_dev *d, const char *what, const int32_t *ids, int n, int v) {
+  for (int i = 0; i < n; i++)
+    if (ids[i] < 0 || (v >= 0 && ids[i] >= v)) {
+      cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu %s: id %d at position %d is negative", what,
+                    ids[i], i);
+      return false;
+    }
+  return true;
+}
+
+void cpu_embedding_fwd(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem ids, int n, int h) {
+  /* The table's row count is not passed: a negative id is all we can catch. */
+  const int32_t *id = i32(ids);
+  if (!check_ids(d, "embedding_fwd", id, n, -1)) return;
+  float *o = f32(out);
+  const float *t = f32(table);
+#pragma omp parallel for num_threads(d->threads) schedule(static) if ((int64_t)n * h > PAR_MIN)
+  for (int i = 0; i < n; i++)
+    memcpy(o + (int64_t)i * h, t + (int64_t)id[i] * h, sizeof(float) * (size_t)h);
+}
+
+/* Column blocks: each thread owns whole columns of dtable and walks i in
+ * order, so repeated ids accumulate in the same order as a serial loop. */
+#define EMB_COLS 64
+void cpu_embedding_bwd(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids, int n, int h) {
+  const int32_t *id = i32(ids);
+  if (!check_ids(d, "embedding_bwd", id, n, -1)) return;
+  float *dt = f32(dtable);
+  const float *g = f32(dout);
+  int blocks = (h + EMB_COLS - 1) / EMB_COLS;
+#pragma omp parallel for num_threads(d->threads) schedule(static) if ((int64_t)n * h > PAR_MIN)
+  for (int cb = 0; cb < blocks; cb++) {
+    int c0 = cb * EMB_COLS, c1 = MIN(h, c0 + EMB_COLS);
+    for (int i = 0; i < n; i++) {
+      float *restrict dst = dt + (int64_t)id[i] * h;
+      const float *restrict src = g + (int64_t)i * h;
+      for (int c = c0; c < c1; c++) dst[c] += src[c];
+    }
+  }
+}
+
+/* -------------------------------------------------------------- layernorm */
+
+CPU_CLONES
+static void layernorm_row(float *restrict y, float *restrict mean, float *restrict rstd,
+                          const float *restrict x, const float *restrict gamma,
+                          const float *restrict beta, int cols, float eps) {
+  float mu = lanes_sum(x, cols) / (float)cols;
+  /* two-pass variance: no cancellation for rows with a large mean */
+  float acc[LANES] = {0};
+  int j = 0;
+  for (; j + LANES <= cols; j += LANES)
+    for (int l = 0; l < LANES; l++) acc[l] += (x[j + l] - mu) * (x[j + l] - mu);
+  for (int l = 0; j + l < cols; l++) acc[l] += (x[j + l] - mu) * (x[j + l] - mu);
+  float var = (((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))) /
+              (float)cols;
+  float rs = 1.0f / sqrtf(var + eps);
+  for (int c = 0; c < cols; c++) y[c] = (x[c] - mu) * rs * gamma[c] + beta[c];
+  *mean = mu;
+  *rstd = rs;
+}
+
+void cpu_layernorm_fwd(tp_backend_dev *d, tp_mem y, tp_mem mean, tp_mem rstd, tp_mem x,
+                       tp_mem gamma, tp_mem beta, int rows, int cols, float eps) {
+  if (rows <= 0 || cols <= 0) return;
+  float *yy = f32(y), *mu = f32(mean), *rs = f32(rstd);
+  const float *xx = f32(x), *g = f32(gamma), *b = f32(beta);
+#pragma omp parallel for num_threads(d->threads)                                                   \
+    schedule(static) if ((int64_t)rows * cols > PAR_MIN)
+  for (int r = 0; r < rows; r++)
+    layernorm_row(yy + (int64_t)r * cols, mu + r, rs + r, xx + (int64_t)r * cols, g, b, cols, eps);
+}
+
+/* dx += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma.
+ * Also adds this row's dy * xhat and dy to the chunk partials pg, pb [cols]. */
+CPU_CLONES
+static void layernorm_bwd_row(float *restrict dx, float *restrict pg, float *restrict pb,
+                              const float *restrict dy, const float *restrict x, float mu, float rs,
+                              const float *restrict gamma, float *restrict tmp, int cols) {
+  float *restrict xhat = tmp, *restrict dxhat = tmp + cols;
+  for (int c = 0; c < cols; c++) {
+    xhat[c] = (x[c] - mu) * rs;
+    dxhat[c] = dy[c] * gamma[c];
+  }
+  float m1 = lanes_sum(dxhat, cols) / (float)cols;
+  float m2 = lanes_dot(dxhat, xhat, cols) / (float)cols;
+  for (int c = 0; c < cols; c++) {
+    dx[c] += rs * (dxhat[c] - m1 - xhat[c] * m2);
+    pg[c] += dy[c] * xhat[c];
+    pb[c] += dy[c];
+  }
+}
+
+void cpu_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem dbeta, tp_mem dy,
+                       tp_mem x, tp_mem mean, tp_mem rstd, tp_mem gamma, int rows, int cols) {
+  if (rows <= 0 || cols <= 0) return;
+  int chunks = (rows + RED_CHUNK - 1) / RED_CHUNK;
+  /* partials: [chunks][2][cols] (dgamma then dbeta) */
+  size_t bytes = sizeof(float) * (size_t)chunks * 2 * (size_t)cols;
+  float *part = g_try_malloc0(bytes);
+  if (!part) {
+    cpu_set_error(d, TP_ERROR_OUT_OF_MEMORY, "cpu layernorm_bwd: out of memory for %zu bytes",
+                  bytes);
+    return;
+  }
+  float *ddx = f32(dx), *dg = f32(dgamma), *db = f32(dbeta);
+  const float *ddy = f32(dy), *xx = f32(x), *mu = f32(mean), *rs = f32(rstd), *g = f32(gamma);
+#pragma omp parallel num_threads(d->threads) if ((int64_t)rows * cols > PAR_MIN)
+  {
+    float *tmp = g_malloc(sizeof(float) * 2 * (size_t)cols);
+#pragma omp for schedule(static)
+    for (int ch = 0; ch < chunks; ch++) {
+      float *pg = part + (size_t)ch * 2 * cols, *pb = pg + cols;
+      for (int r = ch * RED_CHUNK; r < MIN(rows, (ch + 1) * RED_CHUNK); r++) {
+        int64_t o = (int64_t)r * cols;
+        layernorm_bwd_row(ddx + o, pg, pb, ddy + o, xx + o, mu[r], rs[r], g, tmp, cols);
+      }
+    }
+    g_free(tmp);
+    /* chunk partials in chunk order, columns split across threads */
+#pragma omp for schedule(static)
+    for (int c = 0; c < cols; c++) {
+      float sg = 0.0f, sb = 0.0f;
+      for (int ch = 0; ch < chunks; ch++) {
+        sg += part[(size_t)ch * 2 * cols + c];
+        sb += part[(size_t)ch * 2 * cols + cols + c];
+      }
+      dg[c] += sg;
+      db[c] += sb;
+    }
+  }
+  g_free(part);
+}
+
+/* ---------------------------------------------------------------- softmax */
+
+CPU_CLONES CPU_NO_TRAPS static void softmax_row(float *restrict y, const float *restrict x,
+                                                const int32_t *restrict mask, int cols,
+                                                float scale) {
+  int live = 0;
+  for (int j = 0; j < cols; j++) {
+    bool on = !mask || mask[j] != 0;
+    y[j] = on ? scale * x[j] : -INFINITY;
+    live += on;
+  }
+  if (live == 0) { /* PyTorch's finfo.min fill makes every entry equal */
+    for (int j = 0; j < cols; j++) y[j] = 1.0f / (float)cols;
+    return;
+  }
+  float mx = lanes_max(y, cols);
+  for (int j = 0; j < cols; j++) y[j] = exp_fast(y[j] - mx); /* masked: exp(-inf) = 0 */
+  float inv = 1.0f / lanes_sum(y, cols);
+  for (int j = 0; j < cols; j++) y[j] = (!mask || mask[j] != 0) ? y[j] * inv : 0.0f;
+}
+
+void cpu_softmax_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, tp_mem mask, int batch, int heads,
+                     int rows, int cols, float scale) {
+  if (batch <= 0 || heads <= 0 || rows <= 0 || cols <= 0) return;
+  int64_t nrows = (int64_t)batch * heads * rows;
+  float *yy = f32(y);
+  const float *xx = f32(x);
+  const int32_t *mk = mask.buf ? i32(mask) : NULL;
+#pragma omp parallel for num_threads(d->threads) schedule(static) if (nrows * cols > PAR_MIN)
+  for (int64_t r = 0; r < nrows; r++) {
+    int64_t b = r / ((int64_t)heads * rows);
+    softmax_row(yy + r * cols, xx + r * cols, mk ? mk + b * cols : NULL, cols, scale);
+  }
+}
+
+CPU_CLONES
+static void softmax_bwd_row(float *restrict dx, const float *restrict dy, const float *restrict y,
+                            int cols, float scale) {
+  float dot = lanes_dot(dy, y, cols);
+  for (int j = 0; j < cols; j++) dx[j] += scale * y[j] * (dy[j] - dot);
+}
+
+void cpu_softmax_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem y, int batch, int heads,
+                     int rows, int cols, float scale) {
+  if (batch <= 0 || heads <= 0 || rows <= 0 || cols <= 0) return;
+  int64_t nrows = (int64_t)batch * heads * rows;
+  float *ddx = f32(dx);
+  const float *ddy = f32(dy), *yy = f32(y);
+#pragma omp parallel for num_threads(d->threads) schedule(static) if (nrows * cols > PAR_MIN)
+  for (int64_t r = 0; r < nrows; r++)
+    softmax_bwd_row(ddx + r * cols, ddy + r * cols, yy + r * cols, cols, scale);
+}
+
+/* ------------------------------------------------------------ activations */
+
+/* Elementwise kernels run over blocks so each block is a clone-dispatched
+ * call with restrict pointers the compiler can vectorise. Uses the caller's
+ * `d` (device) and `n` (element count); `call` sees i0 and len. */
+#define EW_BLOCK 4096
+/* clang-format off */
+#define EW_LOOP(call)                                                                     \
+  do {                                                                                    \
+    int64_t nb_ = (n + EW_BLOCK - 1) / EW_BLOCK;                                          \
+    _Pragma("omp parallel for num_threads(d->threads) schedule(static) if (n > PAR_MIN)") \
+    for (int64_t blk = 0; blk < nb_; blk++) {                                             \
+      int64_t i0 = blk * EW_BLOCK, len = MIN((int64_t)EW_BLOCK, n - i0);                  \
+      call;                                                                               \
+    }                                                                                     \
+  } while (0)
+/* clang-format on */
+
+static void gelu_fwd_blk(float *restrict y, const float *restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+}
+
+static void gelu_bwd_blk(float *restrict dx, const float *restrict dy, const float *restrict x,
+                         int64_t n) {
+  const float k = 0.3989422804014327f; /* 1/sqrt(2 pi) */
+  for (int64_t i = 0; i < n; i++) {
+    float cdf = 0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+    float pdf = k * expf(-0.5f * x[i] * x[i]);
+    dx[i] += dy[i] * (cdf + x[i] * pdf);
+  }
+}
+
+void cpu_gelu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
+  float *yy = f32(y);
+  const float *xx = f32(x);
+  EW_LOOP(gelu_fwd_blk(yy + i0, xx + i0, len));
+}
+
+void cpu_gelu_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem x, int64_t n) {
+  float *ddx = f32(dx);
+  const float *ddy = f32(dy), *xx = f32(x);
+  EW_LOOP(gelu_bwd_blk(ddx + i0, ddy + i0, xx + i0, len));
+}
+
+CPU_CLONES CPU_NO_TRAPS static void relu_fwd_blk(float *restrict y, const float *restrict x,
+                                                 int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+CPU_CLONES CPU_NO_TRAPS static void relu_bwd_blk(float *restrict dx, const float *restrict dy,
+                                                 const float *restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void cpu_relu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
+  float *yy = f32(y);
+  const float *xx = f32(x);
+  EW_LOOP(relu_fwd_blk(yy + i0, xx + i0, len));
+}
+
+void cpu_relu_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem x, int64_t n) {
+  float *ddx = f32(dx);
+  const float *ddy = f32(dy), *xx = f32(x);
+  EW_LOOP(relu_bwd_blk(ddx + i0, ddy + i0, xx + i0, len));
+}
+
+static void tanh_fwd_blk(float *restrict y, const float *restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
+CPU_CLONES
+static void tanh_bwd_blk(float *restrict dx, const float *restrict dy, const float *restrict y,
+                         int64_t n) {
+  for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+}
+
+void cpu_tanh_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
+  float *yy = f32(y);
+  const float *xx = f32(x);
+  EW_LOOP(tanh_fwd_blk(yy + i0, xx + i0, len));
+}
+
+void cpu_tanh_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem y, int64_t n) {
+  float *ddx = f32(dx);
+  const float *ddy = f32(dy), *yy = f32(y);
+  EW_LOOP(tanh_bwd_blk(ddx + i0, ddy + i0, yy + i0, len));
+}
+
+/* ------------------------------------------------------------------- bias */
+
+void cpu_bias_add(tp_backend_dev *d, tp_mem y, tp_mem bias, int64_t rows, int cols) {
+  if (rows <= 0 || cols <= 0) return;
+  float *yy = f32(y);
+  const float *b = f32(bias);
+#pragma omp parallel for num_threads(d->threads) schedule(static) if (rows * cols > PAR_MIN)
+  for (int64_t r = 0; r < rows; r++) {
+    float *restrict row = yy + r * cols;
+    for (int c = 0; c < cols; c++) row[c] += b[c];
+  }
+}
+
+void cpu_bias_grad(tp_backend_dev *d, tp_mem dbias, tp_mem dy, int64_t rows, int cols) {
+  if (rows <= 0 || cols <= 0) return;
+  int64_t chunks = (rows + RED_CHUNK - 1) / RED_CHUNK;
+  size_t bytes = sizeof(float) * (size_t)chunks * (size_t)cols;
+  float *part = g_try_malloc0(bytes);
+  if (!part) {
+    cpu_set_error(d, TP_ERROR_OUT_OF_MEMORY, "cpu bias_grad: out of memory for %zu bytes", bytes);
+    return;
+  }
+  float *db = f32(dbias);
+  const float *g = f32(dy);
+#pragma omp parallel num_threads(d->threads) if (rows * cols > PAR_MIN)
+  {
+#pragma omp for schedule(static)
+    for (int64_t ch = 0; ch < chunks; ch++) {
+      float *restrict p = part + ch * cols;
+      for (int64_t r = ch * RED_CHUNK; r < MIN(rows, (ch + 1) * RED_CHUNK); r++) {
+        const float *restrict row = g + r * cols;
+        for (int c = 0; c < cols; c++) p[c] += row[c];
+      }
+    }
+#pragma omp for schedule(static)
+    for (int c = 0; c < cols; c++) {
+      float s = 0.0f;
+      for (int64_t ch = 0; ch < chunks; ch++) s += part[ch * cols + c];
+      db[c] += s;
+    }
+  }
+  g_free(part);
+}
+
+/* ------------------------------------------------------------- arithmetic */
+
+/* y may alias a or b: no restrict here. */
+static void add_blk(float *y, const float *a, const float *b, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+CPU_CLONES
+static void axpy_blk(float *restrict y, const float *restrict x, float alpha, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+static void fill_blk(float *restrict y, float v, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = v;
+}
+
+void cpu_add(tp_backend_dev *d, tp_mem y, tp_mem a, tp_mem b, int64_t n) {
+  float *yy = f32(y);
+  const float *aa = f32(a), *bb = f32(b);
+  EW_LOOP(add_blk(yy + i0, aa + i0, bb + i0, len));
+}
+
+void cpu_axpy(tp_backend_dev *d, tp_mem y, tp_mem x, float alpha, int64_t n) {
+  float *yy = f32(y);
+  const float *xx = f32(x);
+  EW_LOOP(axpy_blk(yy + i0, xx + i0, alpha, len));
+}
+
+void cpu_fill(tp_backend_dev *d, tp_mem y, float value, int64_t n) {
+  float *yy = f32(y);
+  EW_LOOP(fill_blk(yy + i0, value, len));
+}
+
+/* ---------------------------------------------------------------- dropout */
+
+/* tp_philox_uniform(seed, ctr) with the rounds unrolled so a loop over ctr
+ * vectorises (the header's loop keeps the caller scalar); the tests check it
+ * bit for bit against the header. */
+CPU_NO_TRAPS static inline float philox_uniform_unrolled(uint32_t k0, uint32_t k1, uint64_t i) {
+  uint32_t c0 = (uint32_t)i, c1 = (uint32_t)(i >> 32), c2 = 0, c3 = 0;
+#pragma GCC unroll 10
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (uint32_t)p1;
+    c3 = (uint32_t)p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return (float)(c0 >> 8) * (1.0f / 16777216.0f);
+}
+
+/* y[i] = keep ? x[i] * scale : 0, keep = philox(seed, ctr0 + i) >= p */
+CPU_CLONES CPU_NO_TRAPS static void dropout_fwd_blk(float *restrict y, const float *restrict x,
+                                                    int64_t n, float p, float scale, uint64_t seed,
+                                                    uint64_t ctr0) {
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+  for (int64_t i = 0; i < n; i++)
+    y[i] = philox_uniform_unrolled(k0, k1, ctr0 + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
+}
+
+/* y[i] += keep ? x[i] * scale : 0 */
+CPU_CLONES CPU_NO_TRAPS static void dropout_bwd_blk(float *restrict y, const float *restrict x,
+                                                    int64_t n, float p, float scale, uint64_t seed,
+                                                    uint64_t ctr0) {
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+  for (int64_t i = 0; i < n; i++)
+    y[i] += philox_uniform_unrolled(k0, k1, ctr0 + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
+}
+
+static void dropout(tp_backend_dev *d, float *y, const float *x, int64_t n, float p, uint64_t seed,
+                    uint64_t offset, bool acc) {
+  if (!(p >= 0.0f && p <= 1.0f)) {
+    cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu dropout: p=%g is not in [0, 1]", (double)p);
+    return;
+  }
+  /* p == 1 drops everything (scale would be inf; 0 * inf must not happen) */
+  float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  if (p == 0.0f) {
+    if (acc)
+      EW_LOOP(axpy_blk(y + i0, x + i0, 1.0f, len));
+    else
+      memcpy(y, x, sizeof(float) * (size_t)MAX(n, 0));
+    return;
+  }
+  if (acc)
+    EW_LOOP(dropout_bwd_blk(y + i0, x + i0, len, p, scale, seed, offset + (uint64_t)i0));
+  else
+    EW_LOOP(dropout_fwd_blk(y + i0, x + i0, len, p, scale, seed, offset + (uint64_t)i0));
+}
+
+void cpu_dropout_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n, float p, uint64_t seed,
+                     uint64_t offset) {
+  dropout(d, f32(y), f32(x), n, p, seed, offset, false);
+}
+
+void cpu_dropout_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, int64_t n, float p, uint64_t seed,
+                     uint64_t offset) {
+  dropout(d, f32(dx), f32(dy), n, p, seed, offset, true);
+}
+
+/* ---------------------------------------------------------------- permute */
+
+void cpu_permute_0213(tp_backend_dev *d, tp_mem y, tp_mem x, int d0, int d1, int d2, int d3,
+                      float beta) {
+  if (d0 <= 0 || d1 <= 0 || d2 <= 0 || d3 <= 0) return;
+  float *yy = f32(y);
+  const float *xx = f32(x);
+  int64_t pairs = (int64_t)d0 * d2, total = pairs * d1 * d3;
+  /* one (i0, i2) pair: y[i0, i2, :, :] gathers x[i0, :, i2, :] */
+#pragma omp parallel for num_threads(d->threads) schedule(static) if (total > PAR_MIN)
+  for (int64_t p = 0; p < pairs; p++) {
+    int64_t i0 = p / d2, i2 = p % d2;
+    for (int i1 = 0; i1 < d1; i1++) {
+      float *restrict dst = yy + ((i0 * d2 + i2) * d1 + i1) * d3;
+      const float *restrict src = xx + ((i0 * d1 + i1) * d2 + i2) * d3;
+      if (beta == 0.0f)
+        memcpy(dst, src, sizeof(float) * (size_t)d3);
+      else
+        for (int c = 0; c < d3; c++) dst[c] = src[c] + beta * dst[c];
+    }
+  }
+}
+
+/* ------------------------------------------------------------ first token */
+
+void cpu_first_token_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int batch, int seq, int h) {
+  (void)d;
+  float *yy = f32(y);
+  const float *xx = f32(x);
+  for (int b = 0; b < batch; b++)
+    memcpy(yy + (int64_t)b * h, xx + (int64_t)b * seq * h, sizeof(float) * (size_t)h);
+}
+
+void cpu_first_token_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, int batch, int seq, int h) {
+  float *ddx = f32(dx);
+  const float *ddy = f32(dy);
+  for (int b = 0; b < batch; b++)
+    axpy_blk(ddx + (int64_t)b * seq * h, ddy + (int64_t)b * h, 1.0f, h);
+  (void)d;
+}
+
+/* ---------------------------------------------------------- cross-entropy */
+
+static bool check_labels(tp_backend_dev *d, const char *what, const int32_t *lab, int batch,
+                         int classes) {
+  for (int b = 0; b < batch; b++)
+    if (lab[b] < 0 || lab[b] >= classes) {
+      cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT,
+                    "cpu %s: label %d at position %d is outside [0, %d)", what, lab[b], b, classes);
+      return false;
+    }
+  return true;
+}
+
+/* logsumexp of one row, in double: the loss is a scalar people compare. */
+static double row_lse(const float *z, int classes) {
+  float mx = lanes_max(z, classes);
+  double s = 0.0;
+  for (int c = 0; c < classes; c++) s += exp((double)z[c] - mx);
+  return mx + log(s);
+}
+
+void cpu_cross_entropy_fwd(tp_backend_dev *d, tp_mem loss, tp_mem logits, tp_mem labels, int batch,
+                           int classes) {
+  if (batch <= 0 || classes <= 0) return;
+  const int32_t *lab = i32(labels);
+  if (!check_labels(d, "cross_entropy_fwd", lab, batch, classes)) return;
+  const float *z = f32(logits);
+  double sum = 0.0; /* serial in b: deterministic, and batch is small */
+  for (int b = 0; b < batch; b++) {
+    const float *row = z + (int64_t)b * classes;
+    sum += row_lse(row, classes) - row[lab[b]];
+  }
+  f32(loss)[0] = (float)(sum / batch);
+}
+
+void cpu_cross_entropy_bwd(tp_backend_dev *d, tp_mem dlogits, tp_mem dloss, tp_mem logits,
+                           tp_mem labels, int batch, int classes) {
+  if (batch <= 0 || classes <= 0) return;
+  const int32_t *lab = i32(labels);
+  if (!check_labels(d, "cross_entropy_bwd", lab, batch, classes)) return;
+  const float *z = f32(logits);
+  float *dz = f32(dlogits);
+  double g = (double)f32(dloss)[0] / batch;
+#pragma omp parallel for num_threads(d->threads)                                                   \
+    schedule(static) if ((int64_t)batch * classes > PAR_MIN)
+  for (int b = 0; b < batch; b++) {
+    const float *row = z + (int64_t)b * classes;
+    float *drow = dz + (int64_t)b * classes;
+    double lse = row_lse(row, classes);
+    for (int c = 0; c < classes; c++)
+      drow[c] += (float)(g * (exp((double)row[c] - lse) - (c == lab[b] ? 1.0 : 0.0)));
+  }
+}
+
+/* ------------------------------------------------------------------- Adam */
+
+CPU_CLONES CPU_NO_TRAPS static void adam_blk(float *restrict p, const float *restrict g,
+                                             float *restrict m, float *restrict v, int64_t n,
+                                             float b1, float b2, float gs, float decay, float step,
+                                             float vscale, float eps) {
+  /* KERAS: p -= step * m / (sqrt(v) + eps), step = lr sqrt(1-b2^t)/(1-b1^t), vscale = 1
+   * W:     p = p * decay - step * m / (sqrt(v) * vscale + eps), step = lr/(1-b1^t),
+   *        vscale = 1/sqrt(1-b2^t) */
+  for (int64_t i = 0; i < n; i++) {
+    float gg = gs * g[i];
+    float mm = b1 * m[i] + (1.0f - b1) * gg;
+    float vv = b2 * v[i] + (1.0f - b2) * (gg * gg);
+    m[i] = mm;
+    v[i] = vv;
+    p[i] = p[i] * decay - step * mm / (sqrtf(vv) * vscale + eps);
+  }
+}
+
+void cpu_adam_step(tp_backend_dev *d, tp_mem p, tp_mem g, tp_mem m, tp_mem v, int64_t n,
+                   const tp_adam_args *a) {
+  if (a->step < 1) {
+    cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu adam_step: step %lld must start at 1",
+                  (long long)a->step);
+    return;
+  }
+  /* bias corrections in double once; the loop stays f32 */
+  double t = (double)a->step;
+  double c1 = 1.0 - pow(a->beta1, t), c2 = 1.0 - pow(a->beta2, t);
+  float step, vscale, decay;
+  if (a->mode == TP_ADAM_W) {
+    step = (float)(a->lr / c1);
+    vscale = (float)(1.0 / sqrt(c2));
+    decay = (float)(1.0 - (double)a->lr * a->weight_decay);
+  } else { /* Keras's Adam has no decoupled decay: weight_decay is ignored */
+    step = (float)(a->lr * sqrt(c2) / c1);
+    vscale = 1.0f;
+    decay = 1.0f;
+  }
+  float *pp = f32(p), *mm = f32(m), *vv = f32(v);
+  const float *gg = f32(g);
+  EW_LOOP(adam_blk(pp + i0, gg + i0, mm + i0, vv + i0, len, a->beta1, a->beta2, a->grad_scale,
+                   decay, step, vscale, a->eps));
+}
+
+/* ------------------------------------------------------------- reductions */
+
+void cpu_sumsq(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n) {
+  if (n <= 0) return;
+  const float *xx = f32(x);
+  int64_t chunks = (n + SUM_CHUNK - 1) / SUM_CHUNK;
+  float stack_part[64];
+  float *part = chunks <= 64 ? stack_part : g_try_malloc(sizeof(float) * (size_t)chunks);
+  if (!part) {
+    cpu_set_error(d, TP_ERROR_OUT_OF_MEMORY, "cpu sumsq: out of memory for %zu bytes",
+                  sizeof(float) * (size_t)chunks);
+    return;
+  }
+#pragma omp parallel for num_threads(d->threads) schedule(static) if (n > PAR_MIN)
+  for (int64_t ch = 0; ch < chunks; ch++) {
+    const float *c = xx + ch * SUM_CHUNK;
+    int64_t len = MIN((int64_t)SUM_CHUNK, n - ch * SUM_CHUNK);
+    part[ch] = lanes_dot(c, c, len);
+  }
+  float s = 0.0f; /* chunk order: thread-count independent */
+  for (int64_t ch = 0; ch < chunks; ch++) s += part[ch];
+  f32(out)[0] += s;
+  if (part != stack_part) g_free(part);
+}
+
+CPU_CLONES
+static int nonfinite_blk(const float *restrict x, int64_t n) {
+  uint32_t any = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    any |= (u & 0x7f800000u) == 0x7f800000u;
+  }
+  return any != 0;
+}
+
+void cpu_nonfinite(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n) {
+  if (n <= 0) return;
+  const float *xx = f32(x);
+  int64_t nb = (n + EW_BLOCK - 1) / EW_BLOCK;
+  int any = 0;
+#pragma omp parallel for num_threads(d->threads) schedule(static)                                  \
+    reduction(|                                                                                    \
+              : any) if (n > PAR_MIN)
+  for (int64_t blk = 0; blk < nb; blk++)
+    any |= nonfinite_blk(xx + blk * EW_BLOCK, MIN((int64_t)EW_BLOCK, n - blk * EW_BLOCK));
+  if (any) i32(out)[0] = 1;
+}
+
+/* ------------------------------------------------------------------ casts */
+
+/* The same round-to-nearest-even conversions as core/dtype.c (the plugin does
+ * not link libtensorplug). */
+static uint32_t f32_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+static float bits_f32(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+static inline uint16_t to_bf16(float f) {
+  uint32_t u = f32_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+static inline float from_bf16(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+static uint16_t to_f16(float f) {
+  uint32_t u = f32_bits(f);
+  uint32_t sign = (u >> 16) & 0x8000u, abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
+  if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to Inf */
+  if (abs < 0x38800000u) { /* f16 subnormal or zero: value / 2^-24, to nearest even */
+    return (uint16_t)(sign | (uint32_t)nearbyintf(bits_f32(abs) * 16777216.0f));
+  }
+  uint32_t mant = abs & 0x7fffffu, exp = (abs >> 23) - 127 + 15;
+  uint32_t h = (exp << 10) | (mant >> 13), rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++; /* carries into exp correctly */
+  return (uint16_t)(sign | h);
+}
+
+static float from_f16(uint16_t h) {
+  uint32_t sign = ((uint32_t)h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  if (exp == 0) {
+    float v = (float)mant * (1.0f / 16777216.0f);
+    return sign ? -v : v;
+  }
+  if (exp == 31) return bits_f32(sign | 0x7f800000u | (mant << 13));
+  return bits_f32(sign | ((exp - 15 + 127) << 23) | (mant << 13));
+}
+
+static uint16_t f32_to_half(float f, tp_dtype t) { return t == TP_BF16 ? to_bf16(f) : to_f16(f); }
+static float half_to_f32(uint16_t h, tp_dtype t) {
+  return t == TP_BF16 ? from_bf16(h) : from_f16(h);
+}
+
+static void cast_blk(void *y, tp_dtype ydt, const void *x, tp_dtype xdt, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = xdt == TP_F32 ? ((const float *)x)[i] : half_to_f32(((const uint16_t *)x)[i], xdt);
+    if (ydt == TP_F32)
+      ((float *)y)[i] = v;
+    else
+      ((uint16_t *)y)[i] = f32_to_half(v, ydt);
+  }
+}
+
+void cpu_cast(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dtype xdt, int64_t n) {
+  bool ok_y = ydt == TP_F32 || ydt == TP_BF16 || ydt == TP_F16;
+  bool ok_x = xdt == TP_F32 || xdt == TP_BF16 || xdt == TP_F16;
+  if (!ok_x || !ok_y) {
+    cpu_set_error(d, TP_ERROR_UNAVAILABLE,
+                  "cpu cast: %d -> %d is not supported (f32, bf16, f16 only)", (int)xdt, (int)ydt);
+    return;
+  }
+  if (n <= 0) return;
+  size_t ys = ydt == TP_F32 ? 4 : 2, xs = xdt == TP_F32 ? 4 : 2;
+  char *yy = mem_ptr(y);
+  const char *xx = mem_ptr(x);
+  if (xdt == ydt) {
+    memcpy(yy, xx, xs * (size_t)n);
+    return;
+  }
+  EW_LOOP(cast_blk(yy + (size_t)i0 * ys, ydt, xx + (size_t)i0 * xs, xdt, len));
+}

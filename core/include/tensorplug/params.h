@@ -53,6 +53,8 @@ bool tp_params_get_f32(tp_params *p, tp_ctx *ctx, guint i, float *dst, GError **
 /* Whole buffers, in declaration order (for checkpoints): which 0 values,
  * 1 grads, 2 Adam m, 3 Adam v. */
 tp_mem tp_params_buffer(tp_params *p, int which);
+/* Floats in each of the four buffers (numel plus alignment padding). */
+int64_t tp_params_buffer_floats(const tp_params *p);
 
 void tp_params_zero_grad(tp_params *p, tp_ctx *ctx);
 /* Global L2 norm of all gradients (synchronizes). */
