@@ -1,1 +1,247 @@
-/* cli/cmd_bench.c — being written. */
+/* cli/cmd_bench.c — `tensorplug bench`: speed measurements. One function per
+ * benchmark mode (bench_tokenizer, ...); tp_cmd_bench parses the shared
+ * options and dispatches. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tensorplug/dataset.h"
+#include "tensorplug/error.h"
+#include "tensorplug/tokenizer.h"
+
+#define HF_SCRIPT "bench_tokenizer_hf.py"
+
+typedef struct bench_opts {
+  gboolean tokenizer; /* mode: tokenizer throughput */
+  char *vocab, *model;
+  char **data; /* --data, repeatable */
+  int threads, runs;
+  gboolean vs_hf;
+  char *hf_script;
+} bench_opts;
+
+typedef struct bench_result {
+  int64_t items, tokens;
+  double seconds; /* best run */
+} bench_result;
+
+static int default_threads(void) {
+  const char *env = g_getenv("TENSORPLUG_NUM_THREADS");
+  gint64 v;
+  if (env && g_ascii_string_to_signed(env, 10, 1, 4096, &v, NULL)) return (int)v;
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* --tokenizer                                                              */
+
+/* The best of `runs` encode_batch passes over every text (untruncated). */
+static bench_result time_tokenizer(const tp_tokenizer *tok, const tp_dataset *d, int threads,
+                                   int runs) {
+  bench_result r = {.items = d->n, .seconds = -1};
+  for (int i = 0; i < runs; i++) {
+    gint64 t0 = g_get_monotonic_time();
+    tp_token_seqs *s =
+        tp_tokenizer_encode_batch(tok, (const char *const *)d->texts, d->n, 0, threads);
+    double sec = (double)(g_get_monotonic_time() - t0) / 1e6;
+    r.tokens = s->offsets[s->n];
+    tp_token_seqs_free(s);
+    if (r.seconds < 0 || sec < r.seconds) r.seconds = sec;
+  }
+  return r;
+}
+
+/* benchmarks/bench_tokenizer_hf.py: --hf-script, $TENSORPLUG_BENCH_DIR, or a
+ * benchmarks/ folder above the executable (the build tree sits in the
+ * checkout) or in the current folder. */
+static char *find_hf_script(const bench_opts *o) {
+  if (o->hf_script) return g_strdup(o->hf_script);
+  const char *env = g_getenv("TENSORPLUG_BENCH_DIR");
+  if (env) return g_build_filename(env, HF_SCRIPT, NULL);
+  char *exe = g_file_read_link("/proc/self/exe", NULL);
+  char *dir = exe ? g_path_get_dirname(exe) : g_get_current_dir();
+  g_free(exe);
+  for (int up = 0; up < 5; up++) {
+    char *p = g_build_filename(dir, "benchmarks", HF_SCRIPT, NULL);
+    if (g_file_test(p, G_FILE_TEST_IS_REGULAR)) {
+      g_free(dir);
+      return p;
+    }
+    g_free(p);
+    char *parent = g_path_get_dirname(dir);
+    g_free(dir);
+    dir = parent;
+  }
+  g_free(dir);
+  return g_build_filename("benchmarks", HF_SCRIPT, NULL);
+}
+
+/* Reads "key=value" from the script's result line. */
+static bool parse_field(const char *line, const char *key, double *out) {
+  char *pat = g_strdup_printf(" %s=", key);
+  const char *p = strstr(line, pat);
+  bool ok = false;
+  if (p) {
+    char *end;
+    *out = g_ascii_strtod(p + strlen(pat), &end);
+    ok = end != p + strlen(pat);
+  }
+  g_free(pat);
+  return ok;
+}
+
+/* Runs the Hugging Face script on the same data and threads; its stderr
+ * (virtualenv setup, pip) passes through to ours. */
+static bool run_hf(const bench_opts *o, const char *vocab, bench_result *r, GError **err) {
+  char *script = find_hf_script(o);
+  const char *python = g_getenv("PYTHON") ? g_getenv("PYTHON") : "python3";
+  GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(argv, g_strdup(python));
+  g_ptr_array_add(argv, g_strdup(script));
+  g_ptr_array_add(argv, g_strdup("--tokenizer"));
+  g_ptr_array_add(argv, g_strdup(vocab));
+  for (char **p = o->data; *p; p++) {
+    g_ptr_array_add(argv, g_strdup("--data"));
+    g_ptr_array_add(argv, g_strdup(*p));
+  }
+  g_ptr_array_add(argv, g_strdup("--threads"));
+  g_ptr_array_add(argv, g_strdup_printf("%d", o->threads));
+  g_ptr_array_add(argv, g_strdup("--runs"));
+  g_ptr_array_add(argv, g_strdup_printf("%d", o->runs));
+  g_ptr_array_add(argv, NULL);
+  char *out = NULL;
+  int status = 0;
+  GError *serr = NULL;
+  bool ok = g_spawn_sync(NULL, (char **)argv->pdata, NULL,
+                         G_SPAWN_SEARCH_PATH | G_SPAWN_CHILD_INHERITS_STDIN,
+                         NULL, NULL, &out, NULL, &status, &serr);
+  if (!ok) {
+    g_set_error(err, TP_ERROR, TP_ERROR_UNAVAILABLE, "cannot run %s %s: %s", python, script,
+                serr->message);
+    g_error_free(serr);
+  } else if (!g_spawn_check_wait_status(status, NULL)) {
+    g_set_error(err, TP_ERROR, TP_ERROR_UNAVAILABLE,
+                "%s failed (see its messages above); it needs python3 with venv and PyPI "
+                "access to install `tokenizers` into .venv-bench",
+                script);
+    ok = false;
+  } else {
+    const char *line = out ? strstr(out, "hf_tokenizers:") : NULL;
+    double items = 0, tokens = 0, sec = 0;
+    ok = line && parse_field(line, "reviews", &items) && parse_field(line, "tokens", &tokens) &&
+         parse_field(line, "seconds", &sec) && sec > 0;
+    if (ok) *r = (bench_result){(int64_t)items, (int64_t)tokens, sec};
+    else
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s printed no result line: %s", script,
+                  out ? out : "");
+  }
+  g_free(out);
+  g_ptr_array_unref(argv);
+  g_free(script);
+  return ok;
+}
+
+static void print_result(const char *name, const bench_result *r) {
+  printf("%s: reviews=%" G_GINT64_FORMAT " tokens=%" G_GINT64_FORMAT
+         " seconds=%.4f tokens_per_s=%.0f\n",
+         name, r->items, r->tokens, r->seconds, (double)r->tokens / r->seconds);
+}
+
+static int bench_tokenizer(const bench_opts *o) {
+  GError *err = NULL;
+  tp_tokenizer *tok = NULL;
+  tp_dataset *d = NULL;
+  char *vocab = NULL;
+  if (!o->data || !o->data[0])
+    g_set_error(&err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                "bench --tokenizer needs --data PATH (e.g. the IMDB folder)");
+  if (!err) vocab = tp_cli_resolve_vocab(o->vocab, o->model, &err);
+  if (!err) tok = tp_tokenizer_load(vocab, &err);
+  gint64 t0 = g_get_monotonic_time();
+  if (!err) d = tp_dataset_load((const char *const *)o->data, false, &err);
+  if (err) goto out;
+  double load_s = (double)(g_get_monotonic_time() - t0) / 1e6;
+  int threads = o->threads > 0 ? o->threads : (int)g_get_num_processors();
+  printf("tokenizer: %s\ndata: %u texts (loaded in %.2f s, not timed below)\n"
+         "threads: %d, best of %d runs of encode_batch, untruncated\n",
+         vocab, d->n, load_s, threads, o->runs);
+  bench_result ours = time_tokenizer(tok, d, o->threads, o->runs);
+  print_result("tensorplug", &ours);
+  fflush(stdout);
+  if (o->vs_hf) {
+    bench_result hf;
+    if (!run_hf(o, vocab, &hf, &err)) goto out;
+    print_result("hf_tokenizers", &hf);
+    if (hf.tokens != ours.tokens || hf.items != ours.items)
+      printf("warning: HF counted %" G_GINT64_FORMAT " texts / %" G_GINT64_FORMAT
+             " tokens, tensorplug %" G_GINT64_FORMAT " / %" G_GINT64_FORMAT "\n",
+             hf.items, hf.tokens, ours.items, ours.tokens);
+    double ratio = ((double)ours.tokens / ours.seconds) / ((double)hf.tokens / hf.seconds);
+    printf("tensorplug %.2f M tokens/s, HF tokenizers %.2f M tokens/s\n",
+           (double)ours.tokens / ours.seconds / 1e6, (double)hf.tokens / hf.seconds / 1e6);
+    printf("tensorplug/HF = %.2fx\n", ratio);
+  }
+out:
+  tp_dataset_free(d);
+  tp_tokenizer_free(tok);
+  g_free(vocab);
+  return err ? tp_cli_report(err) : TP_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+
+int tp_cmd_bench(int argc, char **argv) {
+  bench_opts o = {.threads = default_threads(), .runs = 3};
+  GOptionEntry entries[] = {
+      {"tokenizer", 0, 0, G_OPTION_ARG_NONE, &o.tokenizer,
+       "Benchmark the WordPiece tokenizer over a dataset", NULL},
+      {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o.vocab, "Vocabulary: a vocab.txt or tokenizer.json",
+       "FILE"},
+      {"model", 0, 0, G_OPTION_ARG_FILENAME, &o.model,
+       "Model folder holding vocab.txt or tokenizer.json", "DIR"},
+      {"data", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &o.data,
+       "Dataset: an aclImdb or JSONL folder, a .jsonl[.gz], .csv or .tsv (repeatable)", "PATH"},
+      {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads,
+       "Worker threads (default: $TENSORPLUG_NUM_THREADS, else all cores)", "N"},
+      {"runs", 0, 0, G_OPTION_ARG_INT, &o.runs, "Timed runs; the best is reported (default 3)",
+       "N"},
+      {"vs-hf", 0, 0, G_OPTION_ARG_NONE, &o.vs_hf,
+       "Also run Hugging Face tokenizers on the same data (benchmarks/" HF_SCRIPT
+       ", which sets up .venv-bench) and print the ratio",
+       NULL},
+      {"hf-script", 0, 0, G_OPTION_ARG_FILENAME, &o.hf_script,
+       "Path of " HF_SCRIPT " (default: found from the executable)", "FILE"},
+      G_OPTION_ENTRY_NULL};
+  GOptionContext *oc = g_option_context_new("- measure speed");
+  g_option_context_set_summary(
+      oc, "Measures throughput. Modes:\n"
+          "  --tokenizer  encode every text of --data with encode_batch (best of --runs,\n"
+          "               loading excluded); prints texts, tokens, seconds and tokens/s.\n"
+          "               With --vs-hf, Hugging Face tokenizers does the same in the same\n"
+          "               run and the ratio tensorplug/HF is printed.");
+  g_option_context_set_description(
+      oc, "Example:\n  tensorplug bench --tokenizer --vocab vocab.txt --data ../shared/data/imdb "
+          "--vs-hf\n\nThe machine's other load changes the numbers: compare runs made "
+          "together.");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  bool parsed = tp_cli_parse(oc, &argc, &argv);
+  g_option_context_free(oc);
+  int rc;
+  if (!parsed) {
+    rc = TP_EXIT_USAGE;
+  } else if (o.threads < 0 || o.runs < 1) {
+    rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                                   "--threads must be >= 0 and --runs >= 1"));
+  } else if (o.tokenizer) {
+    rc = bench_tokenizer(&o);
+  } else {
+    rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                                   "choose what to benchmark: --tokenizer"));
+  }
+  g_free(o.vocab);
+  g_free(o.model);
+  g_strfreev(o.data);
+  g_free(o.hf_script);
+  return rc;
+}

@@ -1,0 +1,568 @@
+/* cli/cmd_train.c — `tensorplug train`: the homework from one command.
+ * Data -> stratified split -> tokenize (cached) -> fine-tune with early
+ * stopping and restore-best -> test metrics -> DIR/results.json, DIR/model/,
+ * DIR/checkpoint/ (resumable with --resume DIR). */
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "tensorplug/dataset.h"
+#include "tensorplug/error.h"
+
+static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM: stop after this step */
+
+static void on_signal(int sig) {
+  (void)sig;
+  g_stop = 1;
+}
+
+typedef struct train_cfg {
+  tp_cli_model_opts mo;
+  tp_cli_run_opts ro;
+  char **data;
+  char *out, *resume, *optimizer, *schedule;
+  int max_len, batch, eval_batch, epochs, patience;
+  double lr, weight_decay, warmup, clip_norm, subset;
+  gint64 seed;
+  gboolean skip_bad;
+} train_cfg;
+
+static void cfg_defaults(train_cfg *c) {
+  memset(c, 0, sizeof *c);
+  tp_cli_model_opts_init(&c->mo);
+  tp_cli_run_opts_init(&c->ro);
+  c->max_len = 512;
+  c->batch = 8;
+  c->eval_batch = 64;
+  c->epochs = 3;
+  c->patience = 2;
+  c->lr = 1e-5;
+  c->weight_decay = 0.01;
+  c->subset = 1.0;
+  c->seed = 42;
+}
+
+static void cfg_clear(train_cfg *c) {
+  tp_cli_model_opts_clear(&c->mo);
+  tp_cli_run_opts_clear(&c->ro);
+  g_strfreev(c->data);
+  g_free(c->out);
+  g_free(c->resume);
+  g_free(c->optimizer);
+  g_free(c->schedule);
+}
+
+/* ---- the run's options as JSON (results.json "config", checkpoint extra) ---- */
+
+static void put_str(JsonBuilder *b, const char *k, const char *v) {
+  json_builder_set_member_name(b, k);
+  if (v) json_builder_add_string_value(b, v);
+  else json_builder_add_null_value(b);
+}
+static void put_int(JsonBuilder *b, const char *k, gint64 v) {
+  json_builder_set_member_name(b, k);
+  json_builder_add_int_value(b, v);
+}
+static void put_dbl(JsonBuilder *b, const char *k, double v) {
+  json_builder_set_member_name(b, k);
+  if (isfinite(v)) json_builder_add_double_value(b, v);
+  else json_builder_add_null_value(b);
+}
+
+static JsonNode *cfg_to_json(const train_cfg *c) {
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  put_str(b, "model", c->mo.model);
+  put_str(b, "weights", c->mo.weights);
+  put_str(b, "init", c->mo.init ? c->mo.init : "pretrained");
+  put_str(b, "vocab", c->mo.vocab);
+  put_int(b, "layers", c->mo.layers);
+  put_int(b, "hidden", c->mo.hidden);
+  put_int(b, "heads", c->mo.heads);
+  put_int(b, "ffn", c->mo.ffn);
+  put_int(b, "max_positions", c->mo.max_positions);
+  json_builder_set_member_name(b, "data");
+  json_builder_begin_array(b);
+  for (char **d = c->data; d && *d; d++) json_builder_add_string_value(b, *d);
+  json_builder_end_array(b);
+  put_int(b, "max_len", c->max_len);
+  put_int(b, "batch", c->batch);
+  put_int(b, "eval_batch", c->eval_batch);
+  put_int(b, "epochs", c->epochs);
+  put_dbl(b, "lr", c->lr);
+  put_str(b, "optimizer", c->optimizer ? c->optimizer : "adam");
+  put_dbl(b, "weight_decay", c->weight_decay);
+  put_dbl(b, "warmup", c->warmup);
+  put_str(b, "schedule", c->schedule ? c->schedule : "constant");
+  put_dbl(b, "clip_norm", c->clip_norm);
+  put_int(b, "patience", c->patience);
+  put_dbl(b, "subset", c->subset);
+  put_int(b, "seed", c->seed);
+  json_builder_set_member_name(b, "skip_bad");
+  json_builder_add_boolean_value(b, c->skip_bad);
+  put_str(b, "backend", c->ro.backend ? c->ro.backend : "auto");
+  put_int(b, "device", c->ro.device);
+  put_int(b, "threads", c->ro.threads);
+  put_str(b, "precision", c->ro.precision ? c->ro.precision : "f32");
+  put_str(b, "out", c->out);
+  json_builder_end_object(b);
+  JsonNode *n = json_builder_get_root(b);
+  g_object_unref(b);
+  return n;
+}
+
+static char *dup_str(JsonObject *o, const char *k) {
+  JsonNode *n = json_object_get_member(o, k);
+  return n && JSON_NODE_HOLDS_VALUE(n) ? g_strdup(json_node_get_string(n)) : NULL;
+}
+
+/* Restores every option of the interrupted run (only --threads may differ). */
+static bool cfg_from_json(train_cfg *c, JsonNode *node, GError **err) {
+  if (!node || !JSON_NODE_HOLDS_OBJECT(node)) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the checkpoint does not record its run's options");
+    return false;
+  }
+  JsonObject *o = json_node_get_object(node);
+  int threads = c->ro.threads;
+  char *resume = g_steal_pointer(&c->resume);
+  cfg_clear(c);
+  cfg_defaults(c);
+  c->resume = resume;
+  c->mo.model = dup_str(o, "model");
+  c->mo.weights = dup_str(o, "weights");
+  char *init = dup_str(o, "init");
+  if (init && strcmp(init, "random") == 0) c->mo.init = init;
+  else g_free(init);
+  c->mo.vocab = dup_str(o, "vocab");
+  c->mo.layers = (int)json_object_get_int_member_with_default(o, "layers", 0);
+  c->mo.hidden = (int)json_object_get_int_member_with_default(o, "hidden", 0);
+  c->mo.heads = (int)json_object_get_int_member_with_default(o, "heads", 0);
+  c->mo.ffn = (int)json_object_get_int_member_with_default(o, "ffn", 0);
+  c->mo.max_positions = (int)json_object_get_int_member_with_default(o, "max_positions", 0);
+  JsonArray *d = json_object_get_array_member(o, "data");
+  guint nd = d ? json_array_get_length(d) : 0;
+  c->data = g_new0(char *, nd + 1);
+  for (guint i = 0; i < nd; i++) c->data[i] = g_strdup(json_array_get_string_element(d, i));
+  c->max_len = (int)json_object_get_int_member_with_default(o, "max_len", c->max_len);
+  c->batch = (int)json_object_get_int_member_with_default(o, "batch", c->batch);
+  c->eval_batch = (int)json_object_get_int_member_with_default(o, "eval_batch", c->eval_batch);
+  c->epochs = (int)json_object_get_int_member_with_default(o, "epochs", c->epochs);
+  c->lr = json_object_get_double_member_with_default(o, "lr", c->lr);
+  c->optimizer = dup_str(o, "optimizer");
+  c->weight_decay = json_object_get_double_member_with_default(o, "weight_decay", c->weight_decay);
+  c->warmup = json_object_get_double_member_with_default(o, "warmup", 0);
+  c->schedule = dup_str(o, "schedule");
+  c->clip_norm = json_object_get_double_member_with_default(o, "clip_norm", 0);
+  c->patience = (int)json_object_get_int_member_with_default(o, "patience", c->patience);
+  c->subset = json_object_get_double_member_with_default(o, "subset", 1.0);
+  c->seed = json_object_get_int_member_with_default(o, "seed", 42);
+  c->skip_bad = json_object_get_boolean_member_with_default(o, "skip_bad", FALSE);
+  c->ro.backend = dup_str(o, "backend");
+  c->ro.device = (int)json_object_get_int_member_with_default(o, "device", -1);
+  c->ro.threads = threads ? threads : (int)json_object_get_int_member_with_default(o, "threads", 0);
+  c->ro.precision = dup_str(o, "precision");
+  c->out = dup_str(o, "out");
+  return true;
+}
+
+static bool cfg_check(const train_cfg *c, tp_train_options *to, GError **err) {
+#define BAD(...) (g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, __VA_ARGS__), false)
+  if (!c->data || !c->data[0]) return BAD("no data: pass --data PATH (a folder or file; "
+                                          "scripts/get-imdb.sh downloads IMDB)");
+  if (!c->mo.model) return BAD("no model: pass --model PRESET or --model DIR");
+  if (c->max_len < 3 || c->max_len > 1 << 16) return BAD("--max-len %d: use 3 to 65536", c->max_len);
+  if (c->batch < 1 || c->batch > 1 << 16) return BAD("--batch %d: use 1 or more", c->batch);
+  if (c->eval_batch < 1 || c->eval_batch > 1 << 16) return BAD("--eval-batch %d: use 1 or more", c->eval_batch);
+  if (c->epochs < 1 || c->epochs > 100000) return BAD("--epochs %d: use 1 or more", c->epochs);
+  if (c->patience < 0) return BAD("--patience %d: use 0 (off) or more", c->patience);
+  if (!(c->lr > 0 && c->lr < 10)) return BAD("--lr %g: use a positive rate below 10", c->lr);
+  if (!(c->subset > 0 && c->subset <= 1)) return BAD("--subset %g: use a fraction in (0, 1]", c->subset);
+  if (c->warmup < 0 || c->clip_norm < 0 || c->weight_decay < 0)
+    return BAD("--warmup, --clip-norm and --weight-decay must not be negative");
+  const char *opt = c->optimizer ? c->optimizer : "adam";
+  const char *sch = c->schedule ? c->schedule : "constant";
+  if (strcmp(opt, "adam") && strcmp(opt, "adamw")) return BAD("--optimizer %s: use adam or adamw", opt);
+  if (strcmp(sch, "constant") && strcmp(sch, "linear")) return BAD("--schedule %s: use constant or linear", sch);
+#undef BAD
+  *to = (tp_train_options){.batch = c->batch, .eval_batch = c->eval_batch, .epochs = c->epochs,
+                           .patience = c->patience, .lr = c->lr,
+                           .optimizer = strcmp(opt, "adamw") ? TP_ADAM_KERAS : TP_ADAM_W,
+                           .weight_decay = c->weight_decay, .warmup = c->warmup,
+                           .schedule = strcmp(sch, "linear") ? TP_SCHEDULE_CONSTANT : TP_SCHEDULE_LINEAR,
+                           .clip_norm = c->clip_norm, .seed = (uint64_t)c->seed, .stop = &g_stop};
+  return true;
+}
+
+/* ---- hooks: best weights and checkpoints under the run folder ---- */
+
+typedef struct run_ctx {
+  const char *out;
+  const char *vocab_path;
+  JsonNode *cfg_json;
+  tp_cli_progress progress;
+} run_ctx;
+
+static bool save_best(tp_model *m, tp_ctx *ctx, int epoch, void *user, GError **err) {
+  (void)epoch;
+  run_ctx *r = user;
+  char *dir = g_build_filename(r->out, "model", NULL);
+  char *tmp = g_strconcat(dir, ".tmp", NULL);
+  bool ok = tp_model_save(m, ctx, tmp, r->vocab_path, err) && tp_replace_dir(tmp, dir, err);
+  g_free(dir);
+  g_free(tmp);
+  return ok;
+}
+
+static bool checkpoint(tp_model *m, tp_ctx *ctx, const tp_train_state *s, void *user, GError **err) {
+  run_ctx *r = user;
+  char *dir = g_build_filename(r->out, "checkpoint", NULL);
+  bool ok = tp_checkpoint_write(dir, m, ctx, s, r->cfg_json, err);
+  g_free(dir);
+  return ok;
+}
+
+static void on_progress(const tp_progress *p, void *user) {
+  tp_cli_progress_cb(p, &((run_ctx *)user)->progress);
+}
+
+/* ---- results.json ---- */
+
+static void put_split(JsonBuilder *b, const tp_dataset *d, const tp_split *s) {
+  json_builder_set_member_name(b, "split");
+  json_builder_begin_object(b);
+  const char *names[3] = {"train", "val", "test"};
+  const guint *idx[3] = {s->train, s->val, s->test};
+  guint n[3] = {s->n_train, s->n_val, s->n_test};
+  for (int i = 0; i < 3; i++) {
+    char k[32], hash[65];
+    put_int(b, names[i], n[i]);
+    g_snprintf(k, sizeof k, "%s_pos", names[i]);
+    put_int(b, k, tp_split_count_label(d, idx[i], n[i], 1));
+    g_snprintf(k, sizeof k, "%s_neg", names[i]);
+    put_int(b, k, tp_split_count_label(d, idx[i], n[i], 0));
+    tp_split_ids_sha256(d, idx[i], n[i], hash);
+    g_snprintf(k, sizeof k, "%s_sha256", names[i]);
+    put_str(b, k, hash);
+  }
+  put_int(b, "total_records", d->n);
+  put_int(b, "skipped_records", d->n_skipped);
+  json_builder_end_object(b);
+}
+
+static void put_history(JsonBuilder *b, const tp_train_state *s) {
+  json_builder_set_member_name(b, "history");
+  json_builder_begin_array(b);
+  for (guint i = 0; i < s->history->len; i++) {
+    const tp_epoch_stats *e = &g_array_index(s->history, tp_epoch_stats, i);
+    json_builder_begin_object(b);
+    put_int(b, "epoch", e->epoch);
+    put_dbl(b, "loss", e->loss);
+    put_dbl(b, "acc", e->acc);
+    put_dbl(b, "val_loss", e->val_loss);
+    put_dbl(b, "val_acc", e->val_acc);
+    put_dbl(b, "seconds", e->seconds);
+    put_dbl(b, "ms_per_step", e->ms_per_step);
+    put_dbl(b, "tokens_per_s", e->tokens_per_s);
+    put_int(b, "steps", e->steps);
+    put_int(b, "tokens", e->tokens);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+}
+
+static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_cli_session *s,
+                              const tp_dataset *d, const tp_split *sp, const tp_train_state *st,
+                              const tp_eval_result *test, double elapsed, double tok_s) {
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "config");
+  json_builder_add_value(b, json_node_copy(cfg_json));
+  put_str(b, "version", TP_VERSION);
+  put_str(b, "backend", s->be->name);
+  put_str(b, "device", s->be->info.name);
+  put_str(b, "device_description", s->be->info.description);
+  json_builder_set_member_name(b, "model");
+  json_builder_begin_object(b);
+  const tp_model_config *mc = &s->model->cfg;
+  put_str(b, "model_type", mc->model_type);
+  put_int(b, "layers", mc->layers);
+  put_int(b, "hidden", mc->hidden);
+  put_int(b, "heads", mc->heads);
+  put_int(b, "ffn", mc->ffn);
+  put_int(b, "parameters", tp_params_numel(s->model->params));
+  put_str(b, "weights", s->weights_path);
+  put_str(b, "vocab", s->vocab_path);
+  json_builder_end_object(b);
+  put_split(b, d, sp);
+  put_history(b, st);
+  put_int(b, "best_epoch", st->best_epoch);
+  double vbest = NAN;
+  for (guint i = 0; i < st->history->len; i++) {
+    const tp_epoch_stats *e = &g_array_index(st->history, tp_epoch_stats, i);
+    if (e->epoch == st->best_epoch) vbest = e->val_acc;
+  }
+  put_dbl(b, "val_acc_best", vbest);
+  put_dbl(b, "val_loss_best", st->best_val_loss);
+  json_builder_set_member_name(b, "stopped_early");
+  json_builder_add_boolean_value(b, st->stopped_early);
+  json_builder_set_member_name(b, "test");
+  json_builder_begin_object(b);
+  put_dbl(b, "accuracy", test->accuracy);
+  put_dbl(b, "f1", test->f1);
+  put_dbl(b, "loss", test->loss);
+  put_int(b, "n", test->n);
+  json_builder_set_member_name(b, "confusion");
+  json_builder_begin_array(b);
+  json_builder_begin_array(b);
+  json_builder_add_int_value(b, test->confusion.tn);
+  json_builder_add_int_value(b, test->confusion.fp);
+  json_builder_end_array(b);
+  json_builder_begin_array(b);
+  json_builder_add_int_value(b, test->confusion.fn);
+  json_builder_add_int_value(b, test->confusion.tp);
+  json_builder_end_array(b);
+  json_builder_end_array(b);
+  put_dbl(b, "seconds", test->seconds);
+  json_builder_end_object(b);
+  put_dbl(b, "tokenize_tokens_per_s", tok_s);
+  put_dbl(b, "elapsed_s", elapsed);
+  (void)c;
+  json_builder_end_object(b);
+  JsonNode *n = json_builder_get_root(b);
+  g_object_unref(b);
+  return n;
+}
+
+static void print_summary(const tp_train_state *st, const tp_eval_result *t, double elapsed) {
+  double vbest = NAN;
+  for (guint i = 0; i < st->history->len; i++) {
+    const tp_epoch_stats *e = &g_array_index(st->history, tp_epoch_stats, i);
+    if (e->epoch == st->best_epoch) vbest = e->val_acc;
+  }
+  char *hms = tp_cli_hms(elapsed);
+  printf("\nValidation acc (best epoch): %.3f\n\n", vbest);
+  printf("Test accuracy: %.3f   Test F1: %.3f\n\n", t->accuracy, t->f1);
+  printf("Confusion matrix:\n [[%lld %lld]\n [%lld %lld]]\n\n", (long long)t->confusion.tn,
+         (long long)t->confusion.fp, (long long)t->confusion.fn, (long long)t->confusion.tp);
+  printf("Elapsed time: %s\n", hms);
+  g_free(hms);
+}
+
+/* ---- the command ---- */
+
+static GOptionContext *make_options(train_cfg *c) {
+  GOptionEntry e[] = {
+      {"data", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c->data,
+       "Dataset: an aclImdb folder, a folder of .jsonl[.gz], or .jsonl[.gz]/.csv/.tsv files "
+       "(repeatable)", "PATH"},
+      {"max-len", 0, 0, G_OPTION_ARG_INT, &c->max_len, "Truncate reviews to N tokens [512]", "N"},
+      {"batch", 0, 0, G_OPTION_ARG_INT, &c->batch, "Training batch size [8]", "N"},
+      {"eval-batch", 0, 0, G_OPTION_ARG_INT, &c->eval_batch, "Evaluation batch size [64]", "N"},
+      {"epochs", 0, 0, G_OPTION_ARG_INT, &c->epochs, "Epochs [3]", "N"},
+      {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &c->lr, "Learning rate [1e-5]", "LR"},
+      {"optimizer", 0, 0, G_OPTION_ARG_STRING, &c->optimizer,
+       "adam (Keras: eps 1e-7) or adamw (PyTorch: eps 1e-8) [adam]", "NAME"},
+      {"weight-decay", 0, 0, G_OPTION_ARG_DOUBLE, &c->weight_decay, "AdamW weight decay [0.01]", "W"},
+      {"warmup", 0, 0, G_OPTION_ARG_DOUBLE, &c->warmup,
+       "Linear warmup: a fraction of all steps (< 1) or a step count [0]", "W"},
+      {"schedule", 0, 0, G_OPTION_ARG_STRING, &c->schedule, "constant or linear decay [constant]", "S"},
+      {"clip-norm", 0, 0, G_OPTION_ARG_DOUBLE, &c->clip_norm, "Clip the global gradient norm [off]", "N"},
+      {"patience", 0, 0, G_OPTION_ARG_INT, &c->patience,
+       "Early stopping: epochs without a better validation loss [2]; 0 = off", "N"},
+      {"subset", 0, 0, G_OPTION_ARG_DOUBLE, &c->subset, "Stratified fraction of the data [1.0]", "F"},
+      {"seed", 0, 0, G_OPTION_ARG_INT64, &c->seed, "Seed of the split, init, shuffles, dropout [42]", "N"},
+      {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &c->skip_bad, "Skip malformed records (and count them)", NULL},
+      {"out", 0, 0, G_OPTION_ARG_FILENAME, &c->out, "Run folder [runs/DATE-TIME-MODEL]", "DIR"},
+      {"resume", 0, 0, G_OPTION_ARG_FILENAME, &c->resume,
+       "Continue the interrupted run in DIR with its own options", "DIR"},
+      G_OPTION_ENTRY_NULL};
+  GOptionContext *oc = g_option_context_new("- fine-tune a classifier");
+  g_option_context_set_summary(oc,
+      "Fine-tunes a model on labelled texts: stratified 80/10/10 split, Adam, early stopping on\n"
+      "validation loss with restore-best, then test accuracy, F1 and confusion matrix.\n"
+      "Writes DIR/results.json, DIR/model/ (best weights, a Hugging Face model folder) and\n"
+      "DIR/checkpoint/ (each epoch; --resume DIR continues an interrupted run).");
+  g_option_context_set_description(oc,
+      "Example (a small BERT from scratch on IMDB):\n"
+      "  tensorplug train --model bert-base-uncased --init random --layers 2 --hidden 128 \\\n"
+      "    --heads 2 --ffn 512 --vocab ../shared/data/bert-base-uncased/vocab.txt \\\n"
+      "    --data ../shared/data/imdb --max-len 256 --batch 32 --lr 1e-3 --epochs 2\n");
+  g_option_context_add_main_entries(oc, e, NULL);
+  g_option_context_add_group(oc, tp_cli_model_group(&c->mo));
+  g_option_context_add_group(oc, tp_cli_run_group(&c->ro));
+  return oc;
+}
+
+static char *default_out(const char *model) {
+  GDateTime *now = g_date_time_new_now_local();
+  char *stamp = g_date_time_format(now, "%Y%m%d-%H%M%S");
+  char *base = g_path_get_basename(model);
+  char *name = g_strdup_printf("%s-%s", stamp, base);
+  char *out = g_build_filename("runs", name, NULL);
+  g_free(stamp);
+  g_free(base);
+  g_free(name);
+  g_date_time_unref(now);
+  return out;
+}
+
+static int run(train_cfg *c) {
+  GError *err = NULL;
+  gint64 t0 = g_get_monotonic_time();
+  tp_train_options to;
+  tp_train_state st;
+  tp_train_state_init(&st);
+  JsonNode *resume_cfg = NULL;
+  if (c->resume) {
+    char *ck = g_build_filename(c->resume, "checkpoint", NULL);
+    /* read the options first (model built below), then the weights */
+    char *dir = tp_existing_dir(ck);
+    char *sj = dir ? g_build_filename(dir, "state.json", NULL) : NULL;
+    JsonParser *p = json_parser_new();
+    if (!sj || !json_parser_load_from_file(p, sj, &err)) {
+      g_clear_error(&err);
+      g_set_error(&err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
+                  "writes one at the end of each epoch)", c->resume);
+    } else {
+      JsonObject *o = json_node_get_object(json_parser_get_root(p));
+      JsonNode *x = o ? json_object_get_member(o, "extra") : NULL;
+      if (cfg_from_json(c, x, &err)) {
+        g_free(c->out);
+        c->out = g_strdup(c->resume);
+      }
+    }
+    g_object_unref(p);
+    g_free(sj);
+    g_free(dir);
+    g_free(ck);
+    if (err) return tp_cli_report(err);
+  }
+  if (!cfg_check(c, &to, &err)) return tp_cli_report(err);
+  if (!c->out) c->out = default_out(c->mo.model);
+  JsonNode *cfg_json = cfg_to_json(c);
+
+  tp_cli_session s;
+  tp_dataset *d = NULL;
+  tp_split sp = {0};
+  tp_token_seqs *seqs = NULL;
+  int rc = TP_EXIT_OK;
+  bool ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
+  if (ok) {
+    char *desc = tp_cli_session_describe(&s);
+    printf("Model %s\n", desc);
+    g_free(desc);
+    d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
+    ok = d != NULL;
+  }
+  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
+  if (ok) {
+    printf("Data: %u records%s; split train %u / val %u / test %u (subset %g, seed %lld)\n", d->n,
+           d->n_skipped ? " (malformed ones skipped)" : "", sp.n_train, sp.n_val, sp.n_test,
+           c->subset, (long long)c->seed);
+    if (d->n_skipped) printf("Skipped %u malformed records (--skip-bad)\n", d->n_skipped);
+    ok = g_mkdir_with_parents(c->out, 0755) == 0;
+    if (!ok) g_set_error(&err, TP_ERROR, TP_ERROR_IO, "cannot create %s: %s", c->out, g_strerror(errno));
+  }
+  double tok_s = 0;
+  if (ok) {
+    gint64 tt = g_get_monotonic_time();
+    bool cached = false;
+    seqs = tp_cli_tokenize_cached(s.tok, s.vocab_path, d->texts, d->n, c->max_len, c->ro.threads,
+                                  &cached, &err);
+    ok = seqs != NULL;
+    double sec = (double)(g_get_monotonic_time() - tt) / 1e6;
+    if (ok) {
+      tok_s = (double)seqs->offsets[seqs->n] / fmax(sec, 1e-9);
+      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->max_len,
+             (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
+    }
+  }
+  if (ok && c->resume) {
+    char *ck = g_build_filename(c->out, "checkpoint", NULL);
+    ok = tp_checkpoint_read(ck, s.model, s.ctx, &st, &resume_cfg, &err);
+    g_free(ck);
+    if (ok) printf("Resuming after epoch %d of %d (step %lld)\n", st.epochs_done, c->epochs,
+                   (long long)st.global_step);
+  }
+  printf("Run folder: %s\n", c->out);
+  fflush(stdout);
+  run_ctx r = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
+               .progress = {.tty = isatty(STDOUT_FILENO)}};
+  tp_labelled data = {.seqs = seqs, .labels = d ? d->labels : NULL,
+                      .pad_id = s.tok ? tp_tokenizer_pad_id(s.tok) : 0};
+  tp_train_hooks hooks = {.save_best = save_best, .checkpoint = checkpoint,
+                          .progress = on_progress, .user = &r};
+  struct sigaction sa = {0}, old_int, old_term;
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  bool done_already = ok && (st.epochs_done >= c->epochs || st.stopped_early);
+  if (ok && !done_already)
+    ok = tp_train(s.model, s.ctx, &to, &data, sp.train, sp.n_train, sp.val, sp.n_val, &st, &hooks, &err);
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+  if (!ok && err && err->domain == TP_ERROR &&
+      (err->code == TP_ERROR_INTERRUPTED || err->code == TP_ERROR_NON_FINITE))
+    g_prefix_error(&err, "%s; the last completed epoch is saved in %s/checkpoint — continue "
+                   "with `tensorplug train --resume %s`: ", "training stopped", c->out, c->out);
+  tp_eval_result test = {0};
+  if (ok) {
+    /* restore-best: the weights of the best validation epoch */
+    char *best = g_build_filename(c->out, "model", "model.safetensors", NULL);
+    tp_load_report rep = {0};
+    ok = tp_model_load_weights(s.model, s.ctx, best, 0, &rep, &err);
+    tp_load_report_clear(&rep);
+    if (ok) printf("Restored the weights of epoch %d (best validation loss %.4f)%s\n",
+                   st.best_epoch, st.best_val_loss, st.stopped_early ? "; stopped early" : "");
+    g_free(best);
+  }
+  if (ok) ok = tp_evaluate(s.model, s.ctx, &data, sp.test, sp.n_test, c->eval_batch, NULL, NULL,
+                           on_progress, &r, "test", &test, &err);
+  if (ok) {
+    double elapsed = (double)(g_get_monotonic_time() - t0) / 1e6;
+    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, tok_s);
+    char *rp = g_build_filename(c->out, "results.json", NULL);
+    ok = tp_cli_write_json(rp, res, &err);
+    json_node_unref(res);
+    print_summary(&st, &test, elapsed);
+    if (ok) printf("\nResults: %s\nModel: %s/model\n", rp, c->out);
+    g_free(rp);
+  }
+  if (!ok) {
+    if (err && err->domain == TP_ERROR && err->code == TP_ERROR_INTERRUPTED) {
+      printf("\n");
+      rc = tp_cli_report(err);
+    } else {
+      rc = tp_cli_report(err);
+    }
+  }
+  if (resume_cfg) json_node_unref(resume_cfg);
+  json_node_unref(cfg_json);
+  tp_train_state_clear(&st);
+  if (seqs) tp_token_seqs_free(seqs);
+  tp_split_clear(&sp);
+  if (d) tp_dataset_free(d);
+  tp_cli_session_close(&s);
+  return rc;
+}
+
+int tp_cmd_train(int argc, char **argv) {
+  train_cfg c;
+  cfg_defaults(&c);
+  GOptionContext *oc = make_options(&c);
+  bool parsed = tp_cli_parse(oc, &argc, &argv);
+  g_option_context_free(oc);
+  int rc = TP_EXIT_USAGE;
+  if (parsed && argc > 1) {
+    fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
+  } else if (parsed) {
+    rc = run(&c);
+  }
+  cfg_clear(&c);
+  return rc;
+}

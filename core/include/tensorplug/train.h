@@ -1,0 +1,119 @@
+/* tensorplug/train.h — the fine-tuning loop: batches padded to their longest
+ * sequence, Adam/AdamW with optional warmup + linear decay and clipping,
+ * validation each epoch, early stopping on validation loss with restore-best,
+ * atomic checkpoints at each epoch end and exact resume. Reports progress
+ * through a callback; never prints. */
+#pragma once
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "tensorplug/metrics.h"
+#include "tensorplug/model.h"
+#include "tensorplug/tokenizer.h"
+
+G_BEGIN_DECLS
+
+typedef enum { TP_SCHEDULE_CONSTANT = 0, TP_SCHEDULE_LINEAR = 1 } tp_schedule;
+
+typedef struct tp_train_options {
+  int batch, eval_batch, epochs, patience;
+  double lr;
+  tp_adam_mode optimizer;
+  double weight_decay;
+  double warmup; /* < 1: fraction of all steps; >= 1: steps */
+  tp_schedule schedule;
+  double clip_norm; /* 0 = off */
+  uint64_t seed;
+  const volatile sig_atomic_t *stop; /* set by a signal handler to stop early */
+} tp_train_options;
+
+/* Labelled token sequences: example i is seqs[i] with labels[i]. */
+typedef struct tp_labelled {
+  const tp_token_seqs *seqs;
+  const int *labels;
+  int32_t pad_id;
+} tp_labelled;
+
+typedef struct tp_epoch_stats {
+  int epoch; /* 1-based */
+  double loss, acc, val_loss, val_acc;
+  double seconds, ms_per_step, tokens_per_s;
+  int64_t steps, tokens;
+} tp_epoch_stats;
+
+typedef struct tp_progress {
+  const char *phase; /* "train", "val", "test" */
+  int epoch, epochs;
+  int64_t step, steps; /* done / total in this phase */
+  double elapsed_s, loss, acc;
+  int64_t tokens;
+  bool epoch_done;            /* the train phase of `epoch` finished; stats final */
+  const tp_epoch_stats *stats; /* with epoch_done */
+} tp_progress;
+typedef void (*tp_progress_fn)(const tp_progress *p, void *user);
+
+/* Evaluation of a model over examples idx[0..n): mean loss, confusion matrix
+ * (binary) and, when probs is given, softmax probabilities [n, num_labels]
+ * and logits [n, num_labels] in idx order. Batches are formed from examples
+ * sorted by length (less padding, same results). */
+typedef struct tp_eval_result {
+  double loss, accuracy, f1;
+  tp_confusion confusion;
+  int64_t n, tokens;
+  double seconds;
+} tp_eval_result;
+bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *data, const guint *idx, guint n,
+                 int eval_batch, float *probs, float *logits, tp_progress_fn progress,
+                 void *user, const char *phase, tp_eval_result *out, GError **err);
+
+/* The training state that a checkpoint holds. */
+typedef struct tp_train_state {
+  int epochs_done;
+  int64_t global_step;
+  double best_val_loss;
+  int best_epoch;
+  int bad_epochs; /* epochs since the best one */
+  bool stopped_early;
+  GArray *history; /* tp_epoch_stats */
+} tp_train_state;
+void tp_train_state_init(tp_train_state *s);
+void tp_train_state_clear(tp_train_state *s);
+
+/* Hooks the caller provides: save the best weights when validation loss
+ * improves, and write a checkpoint at each epoch end. */
+typedef struct tp_train_hooks {
+  bool (*save_best)(tp_model *m, tp_ctx *ctx, int epoch, void *user, GError **err);
+  bool (*checkpoint)(tp_model *m, tp_ctx *ctx, const tp_train_state *s, void *user, GError **err);
+  tp_progress_fn progress;
+  void *user;
+} tp_train_hooks;
+
+/* Runs epochs state->epochs_done+1 .. opts->epochs (or until early stop) over
+ * train_idx, validating on val_idx. Fails with TP_ERROR_NON_FINITE on a
+ * NaN/Inf loss and TP_ERROR_INTERRUPTED when *opts->stop is set (the last
+ * checkpoint stays valid in both cases). */
+bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *opts, const tp_labelled *data,
+              const guint *train_idx, guint n_train, const guint *val_idx, guint n_val,
+              tp_train_state *state, const tp_train_hooks *hooks, GError **err);
+
+/* The learning rate at a step (0-based) of a run of total_steps. */
+double tp_schedule_lr(const tp_train_options *o, int64_t step, int64_t total_steps);
+
+/* Checkpoint files: DIR/state.safetensors (parameters, Adam m and v as flat
+ * buffers) + DIR/state.json (the training state and history) — written into
+ * DIR.tmp and swapped in, so an interrupted write never leaves a broken one. */
+bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_train_state *s,
+                         JsonNode *extra, GError **err);
+/* Reads it back into an existing model of the same config; *extra (if asked)
+ * gets the JSON the writer stored. */
+bool tp_checkpoint_read(const char *dir, tp_model *m, tp_ctx *ctx, tp_train_state *s,
+                        JsonNode **extra, GError **err);
+
+/* Moves folder tmp to dir, replacing dir's previous contents with at most a
+ * moment where only dir.old exists (which readers fall back to). */
+bool tp_replace_dir(const char *tmp, const char *dir, GError **err);
+/* dir when it holds a complete copy, else dir.old when that does, else NULL. */
+char *tp_existing_dir(const char *dir);
+
+G_END_DECLS

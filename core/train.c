@@ -1,0 +1,562 @@
+/* core/train.c — the fine-tuning loop, evaluation and checkpoints. */
+#include "tensorplug/train.h"
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <string.h>
+
+#include "tensorplug/error.h"
+#include "tensorplug/ops.h"
+#include "tensorplug/safetensors.h"
+
+/* Dropout counters of step s start at s << 40: every step draws from its own
+ * range, so a resumed run draws exactly what an uninterrupted one would. */
+#define STEP_RNG_SHIFT 40
+
+/* ---- batches ---- */
+
+typedef struct batch {
+  tp_tensor *ids, *mask, *labels; /* [B, T], [B, T], [B] */
+  int64_t tokens;                 /* real (unpadded) tokens */
+} batch;
+
+static int64_t seq_len(const tp_token_seqs *s, guint i) { return s->offsets[i + 1] - s->offsets[i]; }
+
+/* Pads examples idx[0..n) to the longest of them. */
+static bool batch_make(tp_ctx *ctx, const tp_labelled *d, const guint *idx, int n, batch *b) {
+  int64_t t = 1;
+  for (int i = 0; i < n; i++) t = MAX(t, seq_len(d->seqs, idx[i]));
+  int32_t *ids = g_new(int32_t, n * t), *mask = g_new0(int32_t, n * t), *lab = g_new(int32_t, n);
+  b->tokens = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t len = seq_len(d->seqs, idx[i]);
+    const int32_t *src = d->seqs->ids + d->seqs->offsets[idx[i]];
+    for (int64_t j = 0; j < t; j++) {
+      ids[i * t + j] = j < len ? src[j] : d->pad_id;
+      mask[i * t + j] = j < len;
+    }
+    lab[i] = d->labels[idx[i]];
+    b->tokens += len;
+  }
+  int64_t shape[2] = {n, t}, ls[1] = {n};
+  b->ids = tp_tensor_from_host(ctx, TP_I32, 2, shape, ids);
+  b->mask = tp_tensor_from_host(ctx, TP_I32, 2, shape, mask);
+  b->labels = tp_tensor_from_host(ctx, TP_I32, 1, ls, lab);
+  g_free(ids);
+  g_free(mask);
+  g_free(lab);
+  return tp_ctx_ok(ctx);
+}
+
+/* Host-side per-example loss and prediction from logits [n, c]. */
+static void score_rows(const float *logits, const int32_t *labels, int n, int c, double *loss_sum,
+                       tp_confusion *conf, int64_t *correct) {
+  for (int i = 0; i < n; i++) {
+    const float *z = logits + (int64_t)i * c;
+    int arg = 0;
+    double mx = z[0];
+    for (int j = 1; j < c; j++)
+      if (z[j] > mx) {
+        mx = z[j];
+        arg = j;
+      }
+    double se = 0;
+    for (int j = 0; j < c; j++) se += exp((double)z[j] - mx);
+    *loss_sum += mx + log(se) - z[labels[i]];
+    if (conf && c == 2) tp_confusion_add(conf, labels[i], arg);
+    if (correct) *correct += arg == labels[i];
+  }
+}
+
+/* ---- evaluation ---- */
+
+typedef struct by_len_ctx {
+  const tp_token_seqs *seqs;
+  const guint *idx;
+} by_len_ctx;
+
+static gint cmp_by_len(gconstpointer a, gconstpointer b, gpointer user) {
+  const by_len_ctx *c = user;
+  guint ia = *(const guint *)a, ib = *(const guint *)b;
+  int64_t la = seq_len(c->seqs, c->idx[ia]), lb = seq_len(c->seqs, c->idx[ib]);
+  if (la != lb) return la < lb ? -1 : 1;
+  return ia < ib ? -1 : ia > ib; /* stable: positions break ties */
+}
+
+bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *d, const guint *idx, guint n,
+                 int eval_batch, float *probs, float *logits_out, tp_progress_fn progress,
+                 void *user, const char *phase, tp_eval_result *out, GError **err) {
+  memset(out, 0, sizeof *out);
+  if (n == 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "nothing to evaluate (empty %s set)", phase);
+    return false;
+  }
+  gint64 t0 = g_get_monotonic_time();
+  /* order[k] = position in idx, sorted by length */
+  guint *order = g_new(guint, n);
+  for (guint i = 0; i < n; i++) order[i] = i;
+  by_len_ctx bl = {d->seqs, idx};
+  g_qsort_with_data(order, (gint)n, sizeof(guint), cmp_by_len, &bl);
+  int c = m->cfg.num_labels;
+  guint *bidx = g_new(guint, eval_batch);
+  float *lg = g_new(float, (int64_t)eval_batch * c);
+  int32_t *lab = g_new(int32_t, eval_batch);
+  double loss_sum = 0;
+  int64_t correct = 0, steps = ((int64_t)n + eval_batch - 1) / eval_batch;
+  bool ok = true;
+  tp_ctx_set_training(ctx, false);
+  for (int64_t s = 0; ok && s < steps; s++) {
+    guint start = (guint)(s * eval_batch), cnt = MIN((guint)eval_batch, n - start);
+    for (guint i = 0; i < cnt; i++) {
+      bidx[i] = idx[order[start + i]];
+      lab[i] = d->labels[bidx[i]];
+    }
+    tp_ctx_begin_step(ctx);
+    batch b;
+    batch_make(ctx, d, bidx, (int)cnt, &b);
+    tp_tensor *z = tp_model_forward(m, ctx, b.ids, b.mask);
+    ok = z && tp_tensor_to_host(ctx, z, lg, err);
+    if (!ok) {
+      if (err && !*err) tp_ctx_check(ctx, err);
+      break;
+    }
+    score_rows(lg, lab, (int)cnt, c, &loss_sum, &out->confusion, &correct);
+    out->tokens += b.tokens;
+    for (guint i = 0; i < cnt; i++) {
+      guint pos = order[start + i];
+      if (logits_out) memcpy(logits_out + (int64_t)pos * c, lg + (int64_t)i * c, c * sizeof(float));
+      if (probs) {
+        const float *zz = lg + (int64_t)i * c;
+        double mx = zz[0], se = 0;
+        for (int j = 1; j < c; j++) mx = fmax(mx, zz[j]);
+        for (int j = 0; j < c; j++) se += exp((double)zz[j] - mx);
+        for (int j = 0; j < c; j++) probs[(int64_t)pos * c + j] = (float)(exp((double)zz[j] - mx) / se);
+      }
+    }
+    if (progress) {
+      tp_progress p = {.phase = phase, .step = s + 1, .steps = steps,
+                       .elapsed_s = (double)(g_get_monotonic_time() - t0) / 1e6,
+                       .loss = loss_sum / (start + cnt), .acc = (double)correct / (start + cnt),
+                       .tokens = out->tokens};
+      progress(&p, user);
+    }
+  }
+  g_free(order);
+  g_free(bidx);
+  g_free(lg);
+  g_free(lab);
+  if (!ok) return false;
+  if (!isfinite(loss_sum)) {
+    g_set_error(err, TP_ERROR, TP_ERROR_NON_FINITE, "the %s loss is not finite: the model "
+                "produces NaN/Inf logits", phase);
+    return false;
+  }
+  out->n = n;
+  out->loss = loss_sum / n;
+  out->accuracy = (double)correct / n;
+  out->f1 = tp_confusion_f1(&out->confusion);
+  out->seconds = (double)(g_get_monotonic_time() - t0) / 1e6;
+  return true;
+}
+
+/* ---- training ---- */
+
+void tp_train_state_init(tp_train_state *s) {
+  memset(s, 0, sizeof *s);
+  s->best_val_loss = INFINITY;
+  s->history = g_array_new(FALSE, TRUE, sizeof(tp_epoch_stats));
+}
+
+void tp_train_state_clear(tp_train_state *s) {
+  if (s->history) g_array_unref(s->history);
+  memset(s, 0, sizeof *s);
+}
+
+double tp_schedule_lr(const tp_train_options *o, int64_t step, int64_t total) {
+  double warm = o->warmup < 1.0 ? o->warmup * (double)total : o->warmup;
+  if (warm > 0 && (double)step < warm) return o->lr * (double)(step + 1) / warm;
+  if (o->schedule == TP_SCHEDULE_LINEAR && total > warm) {
+    double left = (double)(total - step) / ((double)total - warm);
+    return o->lr * fmax(0.0, fmin(1.0, left));
+  }
+  return o->lr;
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* The order of epoch e: a seeded shuffle of the training indices. */
+static void epoch_order(const guint *train, guint n, uint64_t seed, int epoch, guint *out) {
+  memcpy(out, train, n * sizeof(guint));
+  uint64_t st = seed * 0x100000001B3ull + (uint64_t)epoch;
+  for (guint i = n; i > 1; i--) {
+    guint j = (guint)(splitmix64(&st) % i);
+    guint t = out[i - 1];
+    out[i - 1] = out[j];
+    out[j] = t;
+  }
+}
+
+typedef struct step_out {
+  double loss;
+  int64_t correct, tokens;
+} step_out;
+
+static bool train_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labelled *d,
+                       const guint *bidx, int cnt, int64_t step, int64_t total, step_out *so,
+                       GError **err) {
+  tp_ctx_begin_step(ctx);
+  tp_ctx_set_training(ctx, true);
+  tp_ctx_set_rng(ctx, o->seed, (uint64_t)step << STEP_RNG_SHIFT);
+  batch b;
+  batch_make(ctx, d, bidx, cnt, &b);
+  tp_tensor *logits = tp_model_forward(m, ctx, b.ids, b.mask);
+  tp_tensor *loss = tp_cross_entropy(ctx, logits, b.labels);
+  tp_params_zero_grad(m->params, ctx);
+  if (!tp_ctx_backward(ctx, loss, err)) return false;
+  int c = m->cfg.num_labels;
+  float *lg = g_new(float, (int64_t)cnt * c);
+  float lv = 0;
+  bool ok = tp_tensor_to_host(ctx, loss, &lv, err) && tp_tensor_to_host(ctx, logits, lg, err);
+  if (ok) {
+    int32_t *lab = g_new(int32_t, cnt);
+    for (int i = 0; i < cnt; i++) lab[i] = d->labels[bidx[i]];
+    double unused = 0;
+    so->correct = 0;
+    score_rows(lg, lab, cnt, c, &unused, NULL, &so->correct);
+    g_free(lab);
+  }
+  g_free(lg);
+  if (!ok) return false;
+  so->loss = lv;
+  so->tokens = b.tokens;
+  if (!isfinite(lv)) {
+    g_set_error(err, TP_ERROR, TP_ERROR_NON_FINITE, "the training loss became %s at step %lld: "
+                "training stopped; the last epoch's checkpoint is kept (try a lower --lr or "
+                "--clip-norm 1.0)", isnan(lv) ? "NaN" : "infinite", (long long)step + 1);
+    return false;
+  }
+  float scale = 1.0f;
+  if (o->clip_norm > 0) {
+    double norm = 0;
+    if (!tp_params_grad_norm(m->params, ctx, &norm, err)) return false;
+    if (!isfinite(norm)) {
+      g_set_error(err, TP_ERROR, TP_ERROR_NON_FINITE, "the gradient norm is not finite at step "
+                  "%lld", (long long)step + 1);
+      return false;
+    }
+    if (norm > o->clip_norm) scale = (float)(o->clip_norm / norm);
+  }
+  bool w = o->optimizer == TP_ADAM_W;
+  tp_adam_args a = {.mode = o->optimizer, .lr = (float)tp_schedule_lr(o, step, total),
+                    .beta1 = 0.9f, .beta2 = 0.999f, .eps = w ? 1e-8f : 1e-7f,
+                    .weight_decay = w ? (float)o->weight_decay : 0.0f, .step = step + 1,
+                    .grad_scale = scale};
+  tp_params_adam_step(m->params, ctx, &a);
+  return tp_ctx_check(ctx, err);
+}
+
+static void report(const tp_train_hooks *h, const tp_progress *p) {
+  if (h && h->progress) h->progress(p, h->user);
+}
+
+bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labelled *d,
+              const guint *train_idx, guint n_train, const guint *val_idx, guint n_val,
+              tp_train_state *s, const tp_train_hooks *h, GError **err) {
+  if (n_train == 0 || o->batch < 1 || o->epochs < 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "nothing to train: %u examples, "
+                "batch %d, %d epochs", n_train, o->batch, o->epochs);
+    return false;
+  }
+  int64_t steps = ((int64_t)n_train + o->batch - 1) / o->batch, total = steps * o->epochs;
+  guint *order = g_new(guint, n_train);
+  bool ok = true;
+  for (int e = s->epochs_done + 1; ok && e <= o->epochs; e++) {
+    epoch_order(train_idx, n_train, o->seed, e, order);
+    gint64 t0 = g_get_monotonic_time();
+    double loss_sum = 0;
+    int64_t correct = 0, tokens = 0;
+    for (int64_t st = 0; ok && st < steps; st++) {
+      if (o->stop && *o->stop) {
+        g_set_error(err, TP_ERROR, TP_ERROR_INTERRUPTED, "interrupted in epoch %d at step "
+                    "%lld/%lld", e, (long long)st, (long long)steps);
+        ok = false;
+        break;
+      }
+      guint start = (guint)(st * o->batch), cnt = MIN((guint)o->batch, n_train - start);
+      step_out so;
+      ok = train_step(m, ctx, o, d, order + start, (int)cnt, s->global_step, total, &so, err);
+      if (!ok) break;
+      s->global_step++;
+      loss_sum += so.loss * cnt;
+      correct += so.correct;
+      tokens += so.tokens;
+      tp_progress p = {.phase = "train", .epoch = e, .epochs = o->epochs, .step = st + 1,
+                       .steps = steps, .elapsed_s = (double)(g_get_monotonic_time() - t0) / 1e6,
+                       .loss = loss_sum / (start + cnt), .acc = (double)correct / (start + cnt),
+                       .tokens = tokens};
+      report(h, &p);
+    }
+    if (!ok) break;
+    tp_epoch_stats es = {.epoch = e, .loss = loss_sum / n_train, .acc = (double)correct / n_train,
+                         .steps = steps, .tokens = tokens};
+    es.seconds = (double)(g_get_monotonic_time() - t0) / 1e6;
+    es.ms_per_step = es.seconds * 1000.0 / (double)steps;
+    es.tokens_per_s = (double)tokens / fmax(es.seconds, 1e-9);
+    tp_eval_result vr;
+    ok = tp_evaluate(m, ctx, d, val_idx, n_val, o->eval_batch, NULL, NULL,
+                     h ? h->progress : NULL, h ? h->user : NULL, "val", &vr, err);
+    if (!ok) break;
+    es.val_loss = vr.loss;
+    es.val_acc = vr.accuracy;
+    g_array_append_val(s->history, es);
+    s->epochs_done = e;
+    if (vr.loss < s->best_val_loss) {
+      s->best_val_loss = vr.loss;
+      s->best_epoch = e;
+      s->bad_epochs = 0;
+      if (h && h->save_best) ok = h->save_best(m, ctx, e, h->user, err);
+    } else {
+      s->bad_epochs++;
+    }
+    bool stop = o->patience > 0 && s->bad_epochs >= o->patience;
+    s->stopped_early = stop && e < o->epochs;
+    if (ok && h && h->checkpoint) ok = h->checkpoint(m, ctx, s, h->user, err);
+    tp_progress p = {.phase = "train", .epoch = e, .epochs = o->epochs, .step = steps,
+                     .steps = steps, .elapsed_s = es.seconds, .loss = es.loss, .acc = es.acc,
+                     .tokens = tokens, .epoch_done = true, .stats = &es};
+    if (ok) report(h, &p);
+    if (stop) break;
+  }
+  g_free(order);
+  return ok;
+}
+
+/* ---- checkpoints ---- */
+
+static bool remove_flat_dir(const char *dir, GError **err) {
+  GDir *d = g_dir_open(dir, 0, NULL);
+  if (!d) return true;
+  const char *n;
+  bool ok = true;
+  while ((n = g_dir_read_name(d))) {
+    char *p = g_build_filename(dir, n, NULL);
+    if (g_remove(p) != 0 && ok) {
+      g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot remove %s: %s", p, g_strerror(errno));
+      ok = false;
+    }
+    g_free(p);
+  }
+  g_dir_close(d);
+  if (ok && g_rmdir(dir) != 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot remove %s: %s", dir, g_strerror(errno));
+    ok = false;
+  }
+  return ok;
+}
+
+bool tp_replace_dir(const char *tmp, const char *dir, GError **err) {
+  char *old = g_strconcat(dir, ".old", NULL);
+  bool ok = remove_flat_dir(old, err);
+  if (ok && g_file_test(dir, G_FILE_TEST_IS_DIR) && g_rename(dir, old) != 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot move %s aside: %s", dir, g_strerror(errno));
+    ok = false;
+  }
+  if (ok && g_rename(tmp, dir) != 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot move %s to %s: %s", tmp, dir,
+                g_strerror(errno));
+    ok = false;
+  }
+  if (ok) ok = remove_flat_dir(old, err);
+  g_free(old);
+  return ok;
+}
+
+char *tp_existing_dir(const char *dir) {
+  if (g_file_test(dir, G_FILE_TEST_IS_DIR)) return g_strdup(dir);
+  char *old = g_strconcat(dir, ".old", NULL);
+  if (g_file_test(old, G_FILE_TEST_IS_DIR)) return old;
+  g_free(old);
+  return NULL;
+}
+
+static void put_double(JsonBuilder *b, const char *k, double v) {
+  json_builder_set_member_name(b, k);
+  if (isfinite(v)) json_builder_add_double_value(b, v);
+  else json_builder_add_null_value(b);
+}
+
+static void put_int(JsonBuilder *b, const char *k, gint64 v) {
+  json_builder_set_member_name(b, k);
+  json_builder_add_int_value(b, v);
+}
+
+static bool write_json_file(const char *path, JsonNode *root, GError **err) {
+  JsonGenerator *g = json_generator_new();
+  json_generator_set_pretty(g, TRUE);
+  json_generator_set_root(g, root);
+  gsize len = 0;
+  char *text = json_generator_to_data(g, &len);
+  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  g_free(text);
+  g_object_unref(g);
+  return ok;
+}
+
+bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_train_state *s,
+                         JsonNode *extra, GError **err) {
+  char *tmp = g_strconcat(dir, ".tmp", NULL);
+  bool ok = remove_flat_dir(tmp, err);
+  if (ok && g_mkdir_with_parents(tmp, 0755) != 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot create %s: %s", tmp, g_strerror(errno));
+    ok = false;
+  }
+  int64_t nf = tp_params_buffer_floats(m->params);
+  float *buf[3] = {0};
+  tp_st_write_item items[3];
+  static const char *const names[3] = {"values", "adam_m", "adam_v"};
+  static const int which[3] = {0, 2, 3};
+  for (int i = 0; ok && i < 3; i++) {
+    buf[i] = g_new(float, nf);
+    tp_tensor view = {.dtype = TP_F32, .ndim = 1, .shape = {nf},
+                      .mem = tp_params_buffer(m->params, which[i])};
+    ok = tp_tensor_to_host(ctx, &view, buf[i], err);
+    items[i] = (tp_st_write_item){.name = names[i], .dtype = TP_F32, .ndim = 1, .shape = {nf},
+                                  .data = buf[i]};
+  }
+  char *st_path = g_build_filename(tmp, "state.safetensors", NULL);
+  ok = ok && tp_safetensors_write(st_path, items, 3, NULL, err);
+  if (ok) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    put_int(b, "epochs_done", s->epochs_done);
+    put_int(b, "global_step", s->global_step);
+    put_double(b, "best_val_loss", s->best_val_loss);
+    put_int(b, "best_epoch", s->best_epoch);
+    put_int(b, "bad_epochs", s->bad_epochs);
+    json_builder_set_member_name(b, "stopped_early");
+    json_builder_add_boolean_value(b, s->stopped_early);
+    json_builder_set_member_name(b, "history");
+    json_builder_begin_array(b);
+    for (guint i = 0; i < s->history->len; i++) {
+      const tp_epoch_stats *e = &g_array_index(s->history, tp_epoch_stats, i);
+      json_builder_begin_object(b);
+      put_int(b, "epoch", e->epoch);
+      put_double(b, "loss", e->loss);
+      put_double(b, "acc", e->acc);
+      put_double(b, "val_loss", e->val_loss);
+      put_double(b, "val_acc", e->val_acc);
+      put_double(b, "seconds", e->seconds);
+      put_double(b, "ms_per_step", e->ms_per_step);
+      put_double(b, "tokens_per_s", e->tokens_per_s);
+      put_int(b, "steps", e->steps);
+      put_int(b, "tokens", e->tokens);
+      json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+    if (extra) {
+      json_builder_set_member_name(b, "extra");
+      json_builder_add_value(b, json_node_copy(extra));
+    }
+    json_builder_end_object(b);
+    JsonNode *root = json_builder_get_root(b);
+    char *jp = g_build_filename(tmp, "state.json", NULL);
+    ok = write_json_file(jp, root, err);
+    g_free(jp);
+    json_node_unref(root);
+    g_object_unref(b);
+  }
+  ok = ok && tp_replace_dir(tmp, dir, err);
+  if (ok == false && err && *err) g_prefix_error(err, "checkpoint %s: ", dir);
+  for (int i = 0; i < 3; i++) g_free(buf[i]);
+  g_free(st_path);
+  g_free(tmp);
+  return ok;
+}
+
+static double get_num(JsonObject *o, const char *k) {
+  JsonNode *n = json_object_get_member(o, k);
+  if (!n || JSON_NODE_HOLDS_NULL(n)) return INFINITY;
+  return json_node_get_double(n);
+}
+
+bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_state *s,
+                        JsonNode **extra, GError **err) {
+  char *dir = tp_existing_dir(dir_in);
+  if (!dir) {
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint at %s (a run writes one at the end "
+                "of each epoch)", dir_in);
+    return false;
+  }
+  char *st_path = g_build_filename(dir, "state.safetensors", NULL);
+  char *jp = g_build_filename(dir, "state.json", NULL);
+  JsonParser *parser = json_parser_new();
+  tp_safetensors *st = NULL;
+  bool ok = json_parser_load_from_file(parser, jp, err);
+  if (ok) st = tp_safetensors_open(st_path, err);
+  ok = ok && st;
+  int64_t nf = tp_params_buffer_floats(m->params);
+  static const char *const names[3] = {"values", "adam_m", "adam_v"};
+  static const int which[3] = {0, 2, 3};
+  for (int i = 0; ok && i < 3; i++) {
+    const tp_st_tensor *t = tp_safetensors_find(st, names[i]);
+    if (!t || t->dtype != TP_F32 || t->numel != nf) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"%s\" is missing or has %lld floats, "
+                  "the model needs %lld: the checkpoint belongs to another model", st_path,
+                  names[i], t ? (long long)t->numel : 0LL, (long long)nf);
+      ok = false;
+      break;
+    }
+    float *h = g_new(float, nf);
+    memcpy(h, t->data, (size_t)nf * sizeof(float));
+    tp_backend *be = tp_ctx_backend(ctx);
+    ok = be->iface->upload(be->dev, tp_params_buffer(m->params, which[i]), h,
+                           (size_t)nf * sizeof(float), err);
+    g_free(h);
+  }
+  if (ok) {
+    JsonNode *root = json_parser_get_root(parser);
+    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+    if (!o) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: not a JSON object", jp);
+      ok = false;
+    } else {
+      tp_train_state_clear(s);
+      tp_train_state_init(s);
+      s->epochs_done = (int)json_object_get_int_member_with_default(o, "epochs_done", 0);
+      s->global_step = json_object_get_int_member_with_default(o, "global_step", 0);
+      s->best_val_loss = get_num(o, "best_val_loss");
+      s->best_epoch = (int)json_object_get_int_member_with_default(o, "best_epoch", 0);
+      s->bad_epochs = (int)json_object_get_int_member_with_default(o, "bad_epochs", 0);
+      s->stopped_early = json_object_get_boolean_member_with_default(o, "stopped_early", FALSE);
+      JsonArray *hist = json_object_get_array_member(o, "history");
+      for (guint i = 0; hist && i < json_array_get_length(hist); i++) {
+        JsonObject *e = json_array_get_object_element(hist, i);
+        tp_epoch_stats es = {.epoch = (int)json_object_get_int_member(e, "epoch"),
+                             .loss = get_num(e, "loss"), .acc = get_num(e, "acc"),
+                             .val_loss = get_num(e, "val_loss"), .val_acc = get_num(e, "val_acc"),
+                             .seconds = get_num(e, "seconds"),
+                             .ms_per_step = get_num(e, "ms_per_step"),
+                             .tokens_per_s = get_num(e, "tokens_per_s"),
+                             .steps = json_object_get_int_member_with_default(e, "steps", 0),
+                             .tokens = json_object_get_int_member_with_default(e, "tokens", 0)};
+        g_array_append_val(s->history, es);
+      }
+      if (extra) {
+        JsonNode *x = json_object_get_member(o, "extra");
+        *extra = x ? json_node_copy(x) : NULL;
+      }
+    }
+  }
+  if (st) tp_safetensors_close(st);
+  g_object_unref(parser);
+  g_free(st_path);
+  g_free(jp);
+  g_free(dir);
+  return ok;
+}
