@@ -353,6 +353,29 @@ static void print_summary(const tp_train_state *st, const tp_eval_result *t, dou
   g_free(hms);
 }
 
+/* DIR/split/{train,val,test}.txt: the record ids of each split, in order, so
+ * other tools (benchmarks/hf_finetune.py) train and test on exactly these. */
+static bool write_split_ids(const char *out, const tp_dataset *d, const tp_split *sp, GError **err) {
+  char *dir = g_build_filename(out, "split", NULL);
+  bool ok = g_mkdir_with_parents(dir, 0755) == 0;
+  if (!ok) g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot create %s: %s", dir, g_strerror(errno));
+  const char *names[3] = {"train", "val", "test"};
+  const guint *idx[3] = {sp->train, sp->val, sp->test};
+  guint n[3] = {sp->n_train, sp->n_val, sp->n_test};
+  for (int i = 0; ok && i < 3; i++) {
+    GString *s = g_string_new(NULL);
+    for (guint j = 0; j < n[i]; j++) g_string_append_printf(s, "%s\n", d->ids[idx[i][j]]);
+    char *name = g_strdup_printf("%s.txt", names[i]);
+    char *path = g_build_filename(dir, name, NULL);
+    ok = g_file_set_contents(path, s->str, (gssize)s->len, err);
+    g_free(path);
+    g_free(name);
+    g_string_free(s, TRUE);
+  }
+  g_free(dir);
+  return ok;
+}
+
 /* ---- the command ---- */
 
 static GOptionContext *make_options(train_cfg *c) {
@@ -385,8 +408,9 @@ static GOptionContext *make_options(train_cfg *c) {
   g_option_context_set_summary(oc,
       "Fine-tunes a model on labelled texts: stratified 80/10/10 split, Adam, early stopping on\n"
       "validation loss with restore-best, then test accuracy, F1 and confusion matrix.\n"
-      "Writes DIR/results.json, DIR/model/ (best weights, a Hugging Face model folder) and\n"
-      "DIR/checkpoint/ (each epoch; --resume DIR continues an interrupted run).");
+      "Writes DIR/results.json, DIR/model/ (best weights, a Hugging Face model folder),\n"
+      "DIR/split/{train,val,test}.txt (record ids) and DIR/checkpoint/ (each epoch;\n"
+      "--resume DIR continues an interrupted run).");
   g_option_context_set_description(oc,
       "Example (a small BERT from scratch on IMDB):\n"
       "  tensorplug train --model bert-base-uncased --init random --layers 2 --hidden 128 \\\n"
@@ -467,6 +491,7 @@ static int run(train_cfg *c) {
     if (d->n_skipped) printf("Skipped %u malformed records (--skip-bad)\n", d->n_skipped);
     ok = g_mkdir_with_parents(c->out, 0755) == 0;
     if (!ok) g_set_error(&err, TP_ERROR, TP_ERROR_IO, "cannot create %s: %s", c->out, g_strerror(errno));
+    if (ok) ok = write_split_ids(c->out, d, &sp, &err);
   }
   double tok_s = 0;
   if (ok) {
