@@ -400,6 +400,33 @@ tp_tensor *tp_softmax_masked(tp_ctx *c, tp_tensor *x, tp_tensor *mask, float sca
   return y;
 }
 
+/* ---- reshape: a view with another shape ---- */
+
+static void reshape_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
+  if (dx) K(c)->axpy(DEV(c), dx->mem, n->out->grad->mem, 1.0f, tp_tensor_numel(dx));
+}
+
+tp_tensor *tp_reshape(tp_ctx *c, tp_tensor *x, int ndim, const int64_t *shape) {
+  if (!tp_ctx_ok(c) || !x) return NULL;
+  int64_t n = 1;
+  for (int i = 0; i < ndim && ndim <= TP_MAX_DIMS; i++) n *= shape[i];
+  if (ndim < 1 || ndim > TP_MAX_DIMS || n != tp_tensor_numel(x)) {
+    char *sx = shape_str(x);
+    fail(c, "reshape", "cannot view %s as %d dims of %lld elements", sx, ndim, (long long)n);
+    g_free(sx);
+    return NULL;
+  }
+  int64_t one[1] = {1};
+  tp_tensor *y = tp_tensor_new(c, x->dtype, 1, one); /* a header; memory is x's */
+  if (!y) return NULL;
+  y->ndim = ndim;
+  memcpy(y->shape, shape, (size_t)ndim * sizeof(int64_t));
+  y->mem = x->mem;
+  tp_ctx_record(c, reshape_bwd, y, 1, &x);
+  return y;
+}
+
 /* ---- first token: [B, T, H] -> [B, H] ---- */
 
 static void first_token_bwd(tp_ctx *c, tp_tape_node *n) {

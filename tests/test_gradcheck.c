@@ -476,3 +476,22 @@ TP_TEST(GradCheck, DetectsAWrongGradient) {
   free_inputs(in, 1);
   g_rand_free(rng);
 }
+
+static tp_tensor *w_reshape(tp_ctx *c, tp_tensor **in, const void *u) {
+  (void)u;
+  int64_t n = tp_tensor_numel(in[0]);
+  int64_t shape[2] = {1, n};
+  /* through a non-linear op so the view's gradient is not trivially 1 */
+  return tp_tanh(c, tp_reshape(c, in[0], 2, shape));
+}
+
+TP_TEST(GradCheck, Reshape) {
+  GRand *rng = g_rand_new_with_seed(18);
+  const int64_t sh[3][3] = {{1, 3, 5}, {2, 1, 7}, {3, 4, 1}};
+  for (int s = 0; s < 3; s++) {
+    gc_input in[1] = {f32_input(rng, 3, sh[s], -1, 1)};
+    TP_CHECK_INT_EQ(gradcheck("reshape", in, 1, w_reshape, NULL), 0);
+    free_inputs(in, 1);
+  }
+  g_rand_free(rng);
+}

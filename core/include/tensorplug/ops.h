@@ -29,6 +29,8 @@ tp_tensor *tp_merge_heads(tp_ctx *ctx, tp_tensor *x);
 tp_tensor *tp_matmul(tp_ctx *ctx, tp_tensor *a, tp_tensor *b, bool ta, bool tb, float alpha);
 /* x [B, nh, Tq, Tk], mask [B, Tk] i32 (NULL = none) -> softmax(scale * x) over Tk */
 tp_tensor *tp_softmax_masked(tp_ctx *ctx, tp_tensor *x, tp_tensor *mask, float scale);
+/* The same elements under another shape (same count); shares x's memory. */
+tp_tensor *tp_reshape(tp_ctx *ctx, tp_tensor *x, int ndim, const int64_t *shape);
 /* x [B, T, H] -> [B, H] (the [CLS] position) */
 tp_tensor *tp_first_token(tp_ctx *ctx, tp_tensor *x);
 /* logits [B, C], labels [B] i32 -> mean cross-entropy, shape [1] */
