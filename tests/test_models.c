@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "tensorplug/backend.h"
+#include "tensorplug/error.h"
 #include "tensorplug/model.h"
 #include "tensorplug/ops.h"
 #include "tensorplug/safetensors.h"
@@ -329,3 +330,134 @@ TP_TEST(BertVsPyTorch, KeysWithoutPrefix) { check_against_pytorch("bert", "--key
 TP_TEST(BertVsPyTorch, LegacyLayerNormNames) {
   check_against_pytorch("bert", "--legacy-layernorm-names --seed 5");
 }
+
+/* Save -> load gives identical logits, and the saved folder is a valid
+ * Hugging Face folder (config keys, canonical names). */
+TP_TEST(ModelFolder, SaveLoadRoundTripIdenticalLogits) {
+  const char *archs[2] = {"distilbert", "bert"};
+  for (int a = 0; a < 2; a++) {
+    fixture f = {0};
+    if (!make_fixture(&f, archs[a], "--keys-without-prefix")) return;
+    GError *err = NULL;
+    tp_ctx *ctx = tp_ctx_new(cpu(), &err);
+    tp_model *m = load_model(&f, ctx);
+    TP_ASSERT(m != NULL);
+    tp_tensor *l1 = NULL;
+    golden_loss(&f, m, ctx, false, &l1);
+    int64_t n = tp_tensor_numel(l1);
+    float *before = g_new(float, n), *after = g_new(float, n);
+    TP_ASSERT(tp_tensor_to_host(ctx, l1, before, &err));
+    char *dir = g_build_filename(f.dir, "saved", NULL);
+    char *vocab = g_build_filename(tp_test_shared_dir(), "data", "bert-base-uncased", "vocab.txt", NULL);
+    TP_ASSERT(tp_model_save(m, ctx, dir, vocab, &err));
+    tp_model_free(m);
+    /* reload from the saved folder */
+    g_free(f.dir);
+    f.dir = dir;
+    m = load_model(&f, ctx);
+    TP_ASSERT(m != NULL);
+    tp_tensor *l2 = NULL;
+    golden_loss(&f, m, ctx, false, &l2);
+    TP_ASSERT(tp_tensor_to_host(ctx, l2, after, &err));
+    TP_CHECK(memcmp(before, after, (size_t)n * sizeof(float)) == 0);
+    char *cfg_text = NULL, *cfg_path = g_build_filename(dir, "config.json", NULL);
+    TP_ASSERT(g_file_get_contents(cfg_path, &cfg_text, NULL, NULL));
+    TP_CHECK(strstr(cfg_text, a ? "\"BertForSequenceClassification\"" : "\"DistilBertForSequenceClassification\"") != NULL);
+    TP_CHECK(strstr(cfg_text, "\"id2label\"") != NULL);
+    char *vpath = g_build_filename(dir, "vocab.txt", NULL);
+    TP_CHECK(g_file_test(vpath, G_FILE_TEST_IS_REGULAR));
+    /* canonical HF names, with the prefix */
+    char *wpath = g_build_filename(dir, "model.safetensors", NULL);
+    tp_safetensors *st = tp_safetensors_open(wpath, &err);
+    TP_ASSERT_NO_ERROR(err);
+    TP_CHECK(tp_safetensors_find(st, a ? "bert.embeddings.word_embeddings.weight"
+                                       : "distilbert.embeddings.word_embeddings.weight") != NULL);
+    tp_safetensors_close(st);
+    g_free(wpath);
+    g_free(vpath);
+    g_free(cfg_text);
+    g_free(cfg_path);
+    g_free(vocab);
+    g_free(before);
+    g_free(after);
+    tp_model_free(m);
+    tp_ctx_free(ctx);
+    fixture_clear(&f);
+  }
+}
+
+/* Weights that do not fit the config are refused naming file, tensor,
+ * expected and found shapes. */
+TP_TEST(ModelFolder, WrongShapeForConfigIsRefused) {
+  fixture f = {0};
+  if (!make_fixture(&f, "bert", "")) return;
+  GError *err = NULL;
+  tp_ctx *ctx = tp_ctx_new(cpu(), &err);
+  char *cpath = g_build_filename(f.dir, "config.json", NULL);
+  char *wpath = g_build_filename(f.dir, "model.safetensors", NULL);
+  tp_model_config cfg;
+  const tp_model_iface *iface = NULL;
+  TP_ASSERT(tp_model_config_load(NULL, cpath, &iface, &cfg, &err));
+  cfg.ffn = 40; /* the file has 64 */
+  tp_model *m = tp_model_new(iface, &cfg, ctx, 1, &err);
+  TP_ASSERT(m != NULL);
+  TP_CHECK(!tp_model_load_weights(m, ctx, wpath, 1, NULL, &err));
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "intermediate.dense.weight\" has shape [64, 32], but the config implies [40, 32]");
+  tp_model_free(m);
+  /* a checkpoint of the other architecture */
+  cfg.ffn = 64;
+  const tp_model_iface *distil = tp_registry_find_model(tp_registry_get_default(), "distilbert", &err);
+  tp_model_config dcfg;
+  TP_ASSERT(distil && distil->preset_config("distilbert", &dcfg));
+  dcfg.layers = 2;
+  dcfg.hidden = 32;
+  dcfg.heads = 4;
+  dcfg.ffn = 64;
+  dcfg.vocab_size = 300;
+  dcfg.max_positions = 40;
+  m = tp_model_new(distil, &dcfg, ctx, 1, &err);
+  TP_ASSERT(m != NULL);
+  TP_CHECK(!tp_model_load_weights(m, ctx, wpath, 1, NULL, &err));
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "is missing");
+  tp_model_free(m);
+  g_free(cpath);
+  g_free(wpath);
+  tp_ctx_free(ctx);
+  fixture_clear(&f);
+}
+
+/* The full-size presets build and run a forward pass on the CPU. */
+static void full_size_forward(const char *preset, int64_t want_params) {
+  GError *err = NULL;
+  const tp_model_iface *iface = tp_registry_find_model(tp_registry_get_default(), preset, &err);
+  TP_ASSERT_NO_ERROR(err);
+  tp_model_config cfg;
+  TP_ASSERT(iface->preset_config(preset, &cfg));
+  tp_ctx *ctx = tp_ctx_new(cpu(), &err);
+  tp_model *m = tp_model_new(iface, &cfg, ctx, 42, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(tp_params_numel(m->params), want_params);
+  tp_ctx_begin_step(ctx);
+  tp_ctx_set_training(ctx, false);
+  enum { B = 2, T = 128 };
+  int32_t ids[B * T], mask[B * T];
+  for (int i = 0; i < B * T; i++) {
+    ids[i] = 1000 + (i * 7919) % 29000;
+    mask[i] = (i / T == 1 && i % T >= 100) ? 0 : 1; /* second row padded */
+  }
+  ids[0] = ids[T] = 101;
+  int64_t shape[2] = {B, T};
+  tp_tensor *t_ids = tp_tensor_from_host(ctx, TP_I32, 2, shape, ids);
+  tp_tensor *t_mask = tp_tensor_from_host(ctx, TP_I32, 2, shape, mask);
+  tp_tensor *logits = tp_model_forward(m, ctx, t_ids, t_mask);
+  float out[B * 2];
+  TP_ASSERT(logits && tp_tensor_to_host(ctx, logits, out, &err));
+  TP_CHECK_INT_EQ(logits->shape[0], B);
+  TP_CHECK_INT_EQ(logits->shape[1], 2);
+  for (int i = 0; i < B * 2; i++) TP_CHECK(isfinite(out[i]));
+  tp_model_free(m);
+  tp_ctx_free(ctx);
+}
+
+TP_TEST(FullSizePresets, DistilBertBaseUncased) { full_size_forward("distilbert-base-uncased", 66955010); }
+TP_TEST(FullSizePresets, BertBaseUncased) { full_size_forward("bert_base_en_uncased", 109483778); }
