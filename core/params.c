@@ -73,6 +73,25 @@ int tp_params_declare(tp_params *p, const char *name, int ndim, const int64_t *s
   return (int)p->decls->len - 1;
 }
 
+void tp_params_declare_linear(tp_params *p, const char *name, int64_t out, int64_t in, float std,
+                              int flags) {
+  char n[256];
+  int64_t w[2] = {out, in}, b[1] = {out};
+  g_snprintf(n, sizeof n, "%s.weight", name);
+  tp_params_declare(p, n, 2, w, TP_INIT_NORMAL, std, flags);
+  g_snprintf(n, sizeof n, "%s.bias", name);
+  tp_params_declare(p, n, 1, b, TP_INIT_ZEROS, 0, flags);
+}
+
+void tp_params_declare_layernorm(tp_params *p, const char *name, int64_t n_, int flags) {
+  char n[256];
+  int64_t s[1] = {n_};
+  g_snprintf(n, sizeof n, "%s.weight", name);
+  tp_params_declare(p, n, 1, s, TP_INIT_ONES, 0, flags);
+  g_snprintf(n, sizeof n, "%s.bias", name);
+  tp_params_declare(p, n, 1, s, TP_INIT_ZEROS, 0, flags);
+}
+
 /* Host values of one parameter's initialiser. Each element draws from the
  * Philox stream at its flat offset, so values do not depend on the order or
  * number of other parameters' draws. */

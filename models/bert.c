@@ -84,25 +84,6 @@ static void bert_config_to_json(const tp_model_config *c, JsonBuilder *b) {
   tp_config_put_int(b, "num_labels", c->num_labels);
 }
 
-static void linear_params(tp_params *p, const char *name, int64_t out, int64_t in, float std,
-                          int flags) {
-  char n[200];
-  int64_t w[2] = {out, in}, b[1] = {out};
-  g_snprintf(n, sizeof n, "%s.weight", name);
-  tp_params_declare(p, n, 2, w, TP_INIT_NORMAL, std, flags);
-  g_snprintf(n, sizeof n, "%s.bias", name);
-  tp_params_declare(p, n, 1, b, TP_INIT_ZEROS, 0, flags);
-}
-
-static void layernorm_params(tp_params *p, const char *name, int64_t h) {
-  char n[200];
-  int64_t s[1] = {h};
-  g_snprintf(n, sizeof n, "%s.weight", name);
-  tp_params_declare(p, n, 1, s, TP_INIT_ONES, 0, 0);
-  g_snprintf(n, sizeof n, "%s.bias", name);
-  tp_params_declare(p, n, 1, s, TP_INIT_ZEROS, 0, 0);
-}
-
 static bool bert_declare(const tp_model_config *c, tp_params *p, GError **err) {
   (void)err;
   float sd = c->initializer_range;
@@ -111,23 +92,23 @@ static bool bert_declare(const tp_model_config *c, tp_params *p, GError **err) {
   tp_params_declare(p, "bert.embeddings.word_embeddings.weight", 2, we, TP_INIT_NORMAL, sd, 0);
   tp_params_declare(p, "bert.embeddings.position_embeddings.weight", 2, pe, TP_INIT_NORMAL, sd, 0);
   tp_params_declare(p, "bert.embeddings.token_type_embeddings.weight", 2, te, TP_INIT_NORMAL, sd, 0);
-  layernorm_params(p, "bert.embeddings.LayerNorm", h);
+  tp_params_declare_layernorm(p, "bert.embeddings.LayerNorm", h, 0);
   for (int l = 0; l < c->layers; l++) {
     char n[160];
 #define LAYER(suffix) (g_snprintf(n, sizeof n, "bert.encoder.layer.%d.%s", l, suffix), n)
-    linear_params(p, LAYER("attention.self.query"), h, h, sd, 0);
-    linear_params(p, LAYER("attention.self.key"), h, h, sd, 0);
-    linear_params(p, LAYER("attention.self.value"), h, h, sd, 0);
-    linear_params(p, LAYER("attention.output.dense"), h, h, sd, 0);
-    layernorm_params(p, LAYER("attention.output.LayerNorm"), h);
-    linear_params(p, LAYER("intermediate.dense"), c->ffn, h, sd, 0);
-    linear_params(p, LAYER("output.dense"), h, c->ffn, sd, 0);
-    layernorm_params(p, LAYER("output.LayerNorm"), h);
+    tp_params_declare_linear(p, LAYER("attention.self.query"), h, h, sd, 0);
+    tp_params_declare_linear(p, LAYER("attention.self.key"), h, h, sd, 0);
+    tp_params_declare_linear(p, LAYER("attention.self.value"), h, h, sd, 0);
+    tp_params_declare_linear(p, LAYER("attention.output.dense"), h, h, sd, 0);
+    tp_params_declare_layernorm(p, LAYER("attention.output.LayerNorm"), h, 0);
+    tp_params_declare_linear(p, LAYER("intermediate.dense"), c->ffn, h, sd, 0);
+    tp_params_declare_linear(p, LAYER("output.dense"), h, c->ffn, sd, 0);
+    tp_params_declare_layernorm(p, LAYER("output.LayerNorm"), h, 0);
 #undef LAYER
   }
   /* sentence-embedding checkpoints may lack the pooler: it is a head */
-  linear_params(p, "bert.pooler.dense", h, h, sd, TP_PARAM_HEAD);
-  linear_params(p, "classifier", c->num_labels, h, sd, TP_PARAM_HEAD);
+  tp_params_declare_linear(p, "bert.pooler.dense", h, h, sd, TP_PARAM_HEAD);
+  tp_params_declare_linear(p, "classifier", c->num_labels, h, sd, TP_PARAM_HEAD);
   return true;
 }
 

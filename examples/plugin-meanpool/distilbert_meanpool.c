@@ -86,25 +86,6 @@ static void meanpool_config_to_json(const tp_model_config *c, JsonBuilder *b) {
   /* id2label and label2id are written by the core after this. */
 }
 
-static void linear_params(tp_params *p, const char *name, int64_t out, int64_t in, float std,
-                          int flags) {
-  char n[200];
-  int64_t w[2] = {out, in}, b[1] = {out};
-  g_snprintf(n, sizeof n, "%s.weight", name);
-  tp_params_declare(p, n, 2, w, TP_INIT_NORMAL, std, flags);
-  g_snprintf(n, sizeof n, "%s.bias", name);
-  tp_params_declare(p, n, 1, b, TP_INIT_ZEROS, 0, flags);
-}
-
-static void layernorm_params(tp_params *p, const char *name, int64_t h) {
-  char n[200];
-  int64_t s[1] = {h};
-  g_snprintf(n, sizeof n, "%s.weight", name);
-  tp_params_declare(p, n, 1, s, TP_INIT_ONES, 0, 0);
-  g_snprintf(n, sizeof n, "%s.bias", name);
-  tp_params_declare(p, n, 1, s, TP_INIT_ZEROS, 0, 0);
-}
-
 static bool meanpool_declare(const tp_model_config *c, tp_params *p, GError **err) {
   (void)err;
   float sd = c->initializer_range;
@@ -113,24 +94,24 @@ static bool meanpool_declare(const tp_model_config *c, tp_params *p, GError **er
   tp_params_declare(p, "distilbert.embeddings.word_embeddings.weight", 2, we, TP_INIT_NORMAL, sd, 0);
   tp_params_declare(p, "distilbert.embeddings.position_embeddings.weight", 2, pe, TP_INIT_NORMAL,
                     sd, 0);
-  layernorm_params(p, "distilbert.embeddings.LayerNorm", h);
+  tp_params_declare_layernorm(p, "distilbert.embeddings.LayerNorm", h, 0);
   for (int l = 0; l < c->layers; l++) {
     char n[160];
 #define LAYER(suffix) (g_snprintf(n, sizeof n, "distilbert.transformer.layer.%d.%s", l, suffix), n)
-    linear_params(p, LAYER("attention.q_lin"), h, h, sd, 0);
-    linear_params(p, LAYER("attention.k_lin"), h, h, sd, 0);
-    linear_params(p, LAYER("attention.v_lin"), h, h, sd, 0);
-    linear_params(p, LAYER("attention.out_lin"), h, h, sd, 0);
-    layernorm_params(p, LAYER("sa_layer_norm"), h);
-    linear_params(p, LAYER("ffn.lin1"), c->ffn, h, sd, 0);
-    linear_params(p, LAYER("ffn.lin2"), h, c->ffn, sd, 0);
-    layernorm_params(p, LAYER("output_layer_norm"), h);
+    tp_params_declare_linear(p, LAYER("attention.q_lin"), h, h, sd, 0);
+    tp_params_declare_linear(p, LAYER("attention.k_lin"), h, h, sd, 0);
+    tp_params_declare_linear(p, LAYER("attention.v_lin"), h, h, sd, 0);
+    tp_params_declare_linear(p, LAYER("attention.out_lin"), h, h, sd, 0);
+    tp_params_declare_layernorm(p, LAYER("sa_layer_norm"), h, 0);
+    tp_params_declare_linear(p, LAYER("ffn.lin1"), c->ffn, h, sd, 0);
+    tp_params_declare_linear(p, LAYER("ffn.lin2"), h, c->ffn, sd, 0);
+    tp_params_declare_layernorm(p, LAYER("output_layer_norm"), h, 0);
 #undef LAYER
   }
   /* Head tensors: a DistilBERT checkpoint's own head is reused when present
    * (the shapes match), and initialised when absent. */
-  linear_params(p, "pre_classifier", h, h, sd, TP_PARAM_HEAD);
-  linear_params(p, "classifier", c->num_labels, h, sd, TP_PARAM_HEAD);
+  tp_params_declare_linear(p, "pre_classifier", h, h, sd, TP_PARAM_HEAD);
+  tp_params_declare_linear(p, "classifier", c->num_labels, h, sd, TP_PARAM_HEAD);
   return true;
 }
 

@@ -29,6 +29,12 @@ void tp_params_free(tp_params *p);
 int tp_params_declare(tp_params *p, const char *name, int ndim, const int64_t *shape,
                       tp_init init, float std, int flags);
 
+/* NAME.weight [out, in] ~ N(0, std) and NAME.bias [out] = 0 (nn.Linear layout). */
+void tp_params_declare_linear(tp_params *p, const char *name, int64_t out, int64_t in, float std,
+                              int flags);
+/* NAME.weight [n] = 1 and NAME.bias [n] = 0 (nn.LayerNorm). */
+void tp_params_declare_layernorm(tp_params *p, const char *name, int64_t n, int flags);
+
 /* Allocates the four buffers on ctx's backend and initialises every value
  * (deterministic: the same seed gives the same values on every backend). */
 bool tp_params_materialize(tp_params *p, tp_ctx *ctx, uint64_t seed, GError **err);
