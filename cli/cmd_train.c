@@ -254,27 +254,6 @@ static void put_split(JsonBuilder *b, const tp_dataset *d, const tp_split *s) {
   json_builder_end_object(b);
 }
 
-static void put_history(JsonBuilder *b, const tp_train_state *s) {
-  json_builder_set_member_name(b, "history");
-  json_builder_begin_array(b);
-  for (guint i = 0; i < s->history->len; i++) {
-    const tp_epoch_stats *e = &g_array_index(s->history, tp_epoch_stats, i);
-    json_builder_begin_object(b);
-    put_int(b, "epoch", e->epoch);
-    put_dbl(b, "loss", e->loss);
-    put_dbl(b, "acc", e->acc);
-    put_dbl(b, "val_loss", e->val_loss);
-    put_dbl(b, "val_acc", e->val_acc);
-    put_dbl(b, "seconds", e->seconds);
-    put_dbl(b, "ms_per_step", e->ms_per_step);
-    put_dbl(b, "tokens_per_s", e->tokens_per_s);
-    put_int(b, "steps", e->steps);
-    put_int(b, "tokens", e->tokens);
-    json_builder_end_object(b);
-  }
-  json_builder_end_array(b);
-}
-
 static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_cli_session *s,
                               const tp_dataset *d, const tp_split *sp, const tp_train_state *st,
                               const tp_eval_result *test, double elapsed, double tok_s) {
@@ -299,7 +278,7 @@ static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_c
   put_str(b, "vocab", s->vocab_path);
   json_builder_end_object(b);
   put_split(b, d, sp);
-  put_history(b, st);
+  tp_train_history_to_json(st, b);
   put_int(b, "best_epoch", st->best_epoch);
   double vbest = NAN;
   for (guint i = 0; i < st->history->len; i++) {

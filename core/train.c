@@ -396,6 +396,27 @@ static void put_int(JsonBuilder *b, const char *k, gint64 v) {
   json_builder_add_int_value(b, v);
 }
 
+void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b) {
+  json_builder_set_member_name(b, "history");
+  json_builder_begin_array(b);
+  for (guint i = 0; i < s->history->len; i++) {
+    const tp_epoch_stats *e = &g_array_index(s->history, tp_epoch_stats, i);
+    json_builder_begin_object(b);
+    put_int(b, "epoch", e->epoch);
+    put_double(b, "loss", e->loss);
+    put_double(b, "acc", e->acc);
+    put_double(b, "val_loss", e->val_loss);
+    put_double(b, "val_acc", e->val_acc);
+    put_double(b, "seconds", e->seconds);
+    put_double(b, "ms_per_step", e->ms_per_step);
+    put_double(b, "tokens_per_s", e->tokens_per_s);
+    put_int(b, "steps", e->steps);
+    put_int(b, "tokens", e->tokens);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+}
+
 static bool write_json_file(const char *path, JsonNode *root, GError **err) {
   JsonGenerator *g = json_generator_new();
   json_generator_set_pretty(g, TRUE);
@@ -441,24 +462,7 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
     put_int(b, "bad_epochs", s->bad_epochs);
     json_builder_set_member_name(b, "stopped_early");
     json_builder_add_boolean_value(b, s->stopped_early);
-    json_builder_set_member_name(b, "history");
-    json_builder_begin_array(b);
-    for (guint i = 0; i < s->history->len; i++) {
-      const tp_epoch_stats *e = &g_array_index(s->history, tp_epoch_stats, i);
-      json_builder_begin_object(b);
-      put_int(b, "epoch", e->epoch);
-      put_double(b, "loss", e->loss);
-      put_double(b, "acc", e->acc);
-      put_double(b, "val_loss", e->val_loss);
-      put_double(b, "val_acc", e->val_acc);
-      put_double(b, "seconds", e->seconds);
-      put_double(b, "ms_per_step", e->ms_per_step);
-      put_double(b, "tokens_per_s", e->tokens_per_s);
-      put_int(b, "steps", e->steps);
-      put_int(b, "tokens", e->tokens);
-      json_builder_end_object(b);
-    }
-    json_builder_end_array(b);
+    tp_train_history_to_json(s, b);
     if (extra) {
       json_builder_set_member_name(b, "extra");
       json_builder_add_value(b, json_node_copy(extra));

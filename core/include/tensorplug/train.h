@@ -79,6 +79,9 @@ typedef struct tp_train_state {
 } tp_train_state;
 void tp_train_state_init(tp_train_state *s);
 void tp_train_state_clear(tp_train_state *s);
+/* Writes member "history": [{epoch, loss, acc, val_loss, val_acc, seconds,
+ * ms_per_step, tokens_per_s, steps, tokens}, ...] into an open object. */
+void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b);
 
 /* Hooks the caller provides: save the best weights when validation loss
  * improves, and write a checkpoint at each epoch end. */
