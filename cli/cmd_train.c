@@ -454,15 +454,17 @@ static int run(train_cfg *c) {
   tp_split sp = {0};
   tp_token_seqs *seqs = NULL;
   int rc = TP_EXIT_OK;
-  bool ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
+  /* data first: a bad path or record fails before a large model is built */
+  memset(&s, 0, sizeof s);
+  d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
+  bool ok = d != NULL;
+  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
+  if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
   if (ok) {
     char *desc = tp_cli_session_describe(&s);
     printf("Model %s\n", desc);
     g_free(desc);
-    d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
-    ok = d != NULL;
   }
-  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
   if (ok) {
     printf("Data: %u records%s; split train %u / val %u / test %u (subset %g, seed %lld)\n", d->n,
            d->n_skipped ? " (malformed ones skipped)" : "", sp.n_train, sp.n_val, sp.n_test,
@@ -493,7 +495,7 @@ static int run(train_cfg *c) {
     if (ok) printf("Resuming after epoch %d of %d (step %lld)\n", st.epochs_done, c->epochs,
                    (long long)st.global_step);
   }
-  printf("Run folder: %s\n", c->out);
+  if (ok) printf("Run folder: %s\n", c->out);
   fflush(stdout);
   run_ctx r = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
                .progress = {.tty = isatty(STDOUT_FILENO)}};
