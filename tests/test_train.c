@@ -43,8 +43,8 @@ static int run_cli(char **out, const char *first, ...) {
 
 #define TINY_ARGS(out_dir, epochs)                                                            \
   "train", "--model", "bert", "--init", "random", "--layers", "1", "--hidden", "32",         \
-      "--heads", "2", "--ffn", "64", "--vocab", v, "--data", d, "--subset", "0.05",          \
-      "--max-len", "128", "--batch", "16", "--eval-batch", "64", "--epochs", epochs,         \
+      "--heads", "2", "--ffn", "64", "--vocab", v, "--data", d, "--subset", "0.03",          \
+      "--max-len", "64", "--batch", "16", "--eval-batch", "64", "--epochs", epochs,          \
       "--patience", "0", "--lr", "2e-3", "--seed", "7", "--threads", "2", "--out", out_dir
 
 static JsonObject *load_json(const char *path, JsonParser **keep) {
@@ -196,14 +196,14 @@ TP_TEST(Train, WritesResultsModelSplitAndEvalRunReproduces) {
   for (size_t i = 0; i < G_N_ELEMENTS(keys); i++)
     if (!json_object_has_member(o, keys[i])) TP_FAILF("results.json lacks \"%s\"", keys[i]);
   JsonObject *cfg = json_object_get_object_member(o, "config");
-  TP_CHECK_INT_EQ(json_object_get_int_member(cfg, "max_len"), 128);
+  TP_CHECK_INT_EQ(json_object_get_int_member(cfg, "max_len"), 64);
   TP_CHECK_INT_EQ(json_object_get_int_member(cfg, "batch"), 16);
   JsonObject *sp = json_object_get_object_member(o, "split");
-  /* 5% of 50,000: 2,500 -> test 500, val 250, train 1,750, balanced */
-  TP_CHECK_INT_EQ(json_object_get_int_member(sp, "train"), 1750);
-  TP_CHECK_INT_EQ(json_object_get_int_member(sp, "val"), 250);
-  TP_CHECK_INT_EQ(json_object_get_int_member(sp, "test"), 500);
-  TP_CHECK_INT_EQ(json_object_get_int_member(sp, "train_pos"), 875);
+  /* 3% of 50,000: 1,500 -> test 300, val 150, train 1,050, balanced */
+  TP_CHECK_INT_EQ(json_object_get_int_member(sp, "train"), 1050);
+  TP_CHECK_INT_EQ(json_object_get_int_member(sp, "val"), 150);
+  TP_CHECK_INT_EQ(json_object_get_int_member(sp, "test"), 300);
+  TP_CHECK_INT_EQ(json_object_get_int_member(sp, "train_pos"), 525);
   TP_CHECK_INT_EQ(strlen(json_object_get_string_member(sp, "test_sha256")), 64);
   JsonObject *t = json_object_get_object_member(o, "test");
   double acc = json_object_get_double_member(t, "accuracy");
@@ -215,8 +215,8 @@ TP_TEST(Train, WritesResultsModelSplitAndEvalRunReproduces) {
       total += x;
       if (i == j) diag += x;
     }
-  TP_CHECK_INT_EQ(total, 500);
-  TP_CHECK_NEAR(acc, (double)diag / 500.0, 1e-12);
+  TP_CHECK_INT_EQ(total, 300);
+  TP_CHECK_NEAR(acc, (double)diag / 300.0, 1e-12);
   g_object_unref(jp);
   g_free(rp);
 
@@ -225,7 +225,7 @@ TP_TEST(Train, WritesResultsModelSplitAndEvalRunReproduces) {
   TP_ASSERT(g_file_get_contents(ids, &text, NULL, NULL));
   int lines = 0;
   for (char *c = text; *c; c++) lines += *c == '\n';
-  TP_CHECK_INT_EQ(lines, 500);
+  TP_CHECK_INT_EQ(lines, 300);
   g_free(text);
   g_free(ids);
 
@@ -235,9 +235,18 @@ TP_TEST(Train, WritesResultsModelSplitAndEvalRunReproduces) {
   TP_CHECK(strstr(out, "(identical)") != NULL);
   g_free(out);
   char *model = g_build_filename(run, "model", NULL);
-  rc = run_cli(&out, "eval", "--model", model, "--data", d, "--json", "--max-len", "64", NULL);
+  char *small = g_build_filename(tmp, "small.jsonl", NULL);
+  GString *lines_s = g_string_new(NULL);
+  for (int i = 0; i < 40; i++)
+    g_string_append_printf(lines_s, "{\"text\": \"review %d: %s\", \"label\": %d}\n", i,
+                           i % 2 ? "a wonderful, moving film" : "a dull and tedious mess", i % 2);
+  TP_ASSERT(g_file_set_contents(small, lines_s->str, -1, NULL));
+  g_string_free(lines_s, TRUE);
+  rc = run_cli(&out, "eval", "--model", model, "--data", small, "--json", "--max-len", "64", NULL);
   TP_CHECK_INT_EQ(rc, 0);
-  TP_CHECK(strstr(out, "\"n\": 50000") != NULL);
+  TP_CHECK(strstr(out, "\"n\": 40") != NULL);
+  TP_CHECK(strstr(out, "\"accuracy\": ") != NULL && strstr(out, "\"confusion\": [[") != NULL);
+  g_free(small);
   g_free(out);
   rc = run_cli(&out, "predict", "--model", model, "--json", "a wonderful film", "dull", NULL);
   TP_CHECK_INT_EQ(rc, 0);
