@@ -243,8 +243,14 @@ tp_tensor *tp_tanh(tp_ctx *c, tp_tensor *x) { return unary(c, "tanh", x, K(c)->t
 
 static void dropout_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) K(c)->dropout_bwd(DEV(c), dx->mem, n->out->grad->mem, tp_tensor_numel(dx), n->f[0],
-                            n->u[0], n->u[1]);
+  if (!dx) return;
+  const tp_backend_iface *bi = tp_ctx_backend(c)->iface;
+  if (n->saved[0]) /* the mask kept by dropout_fwd_keep */
+    bi->dropout_bwd_keep(DEV(c), dx->mem, n->out->grad->mem, n->saved[0]->mem,
+                         tp_tensor_numel(dx), n->f[0]);
+  else
+    K(c)->dropout_bwd(DEV(c), dx->mem, n->out->grad->mem, tp_tensor_numel(dx), n->f[0], n->u[0],
+                      n->u[1]);
 }
 
 tp_tensor *tp_dropout(tp_ctx *c, tp_tensor *x, float p) {
@@ -256,12 +262,26 @@ tp_tensor *tp_dropout(tp_ctx *c, tp_tensor *x, float p) {
   int64_t cnt = tp_tensor_numel(x);
   uint64_t seed, off;
   tp_ctx_take_rng(c, cnt, &seed, &off);
-  K(c)->dropout_fwd(DEV(c), y->mem, x->mem, cnt, p, seed, off);
+  /* With a backend that can keep the mask (one byte per element), backward
+   * reads it instead of drawing the Philox stream again: same mask, same
+   * results, half the random numbers. */
+  const tp_backend_iface *bi = tp_ctx_backend(c)->iface;
+  tp_tensor *keep = NULL;
+  if (x->requires_grad && TP_IFACE_HAS(bi, dropout_fwd_keep) &&
+      TP_IFACE_HAS(bi, dropout_bwd_keep)) {
+    int64_t words[1] = {(cnt + 3) / 4}; /* n bytes, held as i32 words */
+    keep = tp_tensor_new(c, TP_I32, 1, words);
+    if (!keep) return NULL;
+    bi->dropout_fwd_keep(DEV(c), y->mem, keep->mem, x->mem, cnt, p, seed, off);
+  } else {
+    K(c)->dropout_fwd(DEV(c), y->mem, x->mem, cnt, p, seed, off);
+  }
   tp_tape_node *n = tp_ctx_record(c, dropout_bwd, y, 1, &x);
   if (n) {
     n->f[0] = p;
     n->u[0] = seed;
     n->u[1] = off;
+    n->saved[0] = keep;
   }
   return y;
 }

@@ -871,6 +871,50 @@ TP_TEST(CpuKernels, DropoutBackwardSameMaskAccumulates) {
   g_rand_free(r);
 }
 
+/* Optional slots dropout_fwd_keep / dropout_bwd_keep: bit for bit the basic
+ * dropout kernels, with the mask matching the Philox stream. */
+TP_TEST(CpuKernels, DropoutKeepMatchesBasicKernels) {
+  SETUP();
+  TP_ASSERT(TP_IFACE_HAS(B, dropout_fwd_keep) && TP_IFACE_HAS(B, dropout_bwd_keep));
+  GRand *r = g_rand_new_with_seed(41);
+  const float ps[] = {0.0f, 0.1f, 0.5f, 1.0f};
+  for (size_t pi = 0; pi < G_N_ELEMENTS(ps); pi++)
+    for (size_t s = 0; s < G_N_ELEMENTS(EW_SIZES); s++) {
+      int64_t n = EW_SIZES[s];
+      float p = ps[pi];
+      /* odd sizes: counters crossing 2^32 (the high counter word changes) */
+      uint64_t seed = 0x1234567890abcdefull, offset = s % 2 ? 0xFFFFFFFFull - 20 - s : 999 + s;
+      tbuf x = tb_f32(r, n, -2, 2), y = tb_f32(r, n, -1, 1), y2 = tb_dup(&y, 4 * n);
+      tbuf keep = tb_new((size_t)n);
+      memset(keep.p, 7, (size_t)n);
+      B->k.dropout_fwd(D, M(y), M(x), n, p, seed, offset);
+      B->dropout_fwd_keep(D, M(y2), M(keep), M(x), n, p, seed, offset);
+      TP_ASSERT(sync_ok(D));
+      TP_CHECK(memcmp(y.p, y2.p, 4 * (size_t)n) == 0);
+      int bad = 0;
+      for (int64_t i = 0; i < n; i++) {
+        uint8_t want = p == 0.0f ? 1 : tp_philox_uniform(seed, offset + (uint64_t)i) >= p;
+        if (((uint8_t *)keep.p)[i] != want && bad++ < 3)
+          TP_FAILF("keep[%lld] = %d, want %d (p=%g)", (long long)i, ((uint8_t *)keep.p)[i], want,
+                   (double)p);
+      }
+      /* backward from the mask == backward recomputing it, accumulating */
+      tbuf dy = tb_f32(r, n, -1, 1), dx = tb_f32(r, n, -1, 1), dx2 = tb_dup(&dx, 4 * n);
+      B->k.dropout_bwd(D, M(dx), M(dy), n, p, seed, offset);
+      B->dropout_bwd_keep(D, M(dx2), M(dy), M(keep), n, p);
+      TP_ASSERT(sync_ok(D));
+      TP_CHECK(memcmp(dx.p, dx2.p, 4 * (size_t)n) == 0);
+      tb_free(&x);
+      tb_free(&y);
+      tb_free(&y2);
+      tb_free(&keep);
+      tb_free(&dy);
+      tb_free(&dx);
+      tb_free(&dx2);
+    }
+  g_rand_free(r);
+}
+
 /* ------------------------------------------------------------ permute */
 
 TP_TEST(CpuKernels, Permute0213) {

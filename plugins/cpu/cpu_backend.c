@@ -274,6 +274,8 @@ static const tp_backend_iface cpu_iface = {
             .nonfinite = cpu_nonfinite,
             .cast = cpu_cast,
         },
+    .dropout_fwd_keep = cpu_dropout_fwd_keep,
+    .dropout_bwd_keep = cpu_dropout_bwd_keep,
 };
 
 static const tp_plugin cpu_plugin = {

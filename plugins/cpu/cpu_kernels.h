@@ -68,3 +68,9 @@ void cpu_adam_step(tp_backend_dev *d, tp_mem p, tp_mem g, tp_mem m, tp_mem v, in
 void cpu_sumsq(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n);
 void cpu_nonfinite(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n);
 void cpu_cast(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dtype xdt, int64_t n);
+
+/* Optional slots (appended after tp_backend_iface.k). */
+void cpu_dropout_fwd_keep(tp_backend_dev *d, tp_mem y, tp_mem keep, tp_mem x, int64_t n, float p,
+                          uint64_t seed, uint64_t offset);
+void cpu_dropout_bwd_keep(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem keep, int64_t n,
+                          float p);

@@ -175,7 +175,25 @@ typedef struct tp_backend_iface {
 
   tp_kernels k;
   /* Optional fused slots are appended after this line (NULL = composed by core). */
+
+  /* Dropout that keeps its mask for the backward pass, so the Philox stream
+   * is drawn once per step instead of twice. Exactly dropout_fwd, and also
+   * keep[i] = 1 (element kept) or 0 (dropped), one byte each (keep holds n
+   * bytes). */
+  void (*dropout_fwd_keep)(tp_backend_dev *d, tp_mem y, tp_mem keep, tp_mem x, int64_t n,
+                           float p, uint64_t seed, uint64_t offset);
+  /* dx += keep[i] ? dy[i] / (1 - p) : 0 — dropout_bwd from the saved mask
+   * (the same scale as dropout_fwd: 1 / (1 - p) rounded to f32 once). */
+  void (*dropout_bwd_keep)(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem keep, int64_t n,
+                           float p);
 } tp_backend_iface;
+
+/* Whether the plugin's iface has room for an appended slot (and the slot is
+ * set): slots after `k` exist only in plugins built against headers that
+ * have them. */
+#define TP_IFACE_HAS(iface, slot)                                                                  \
+  ((iface)->struct_size >= offsetof(tp_backend_iface, slot) + sizeof((iface)->slot) &&             \
+   (iface)->slot != NULL)
 
 #ifdef __cplusplus
 }
