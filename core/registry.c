@@ -156,10 +156,22 @@ static tp_registry *registry_scan(char **dirs) {
   return r;
 }
 
+/* Backends that use OpenMP (the CPU one, with OpenBLAS's OpenMP build) read
+ * the wait policy when libgomp loads, i.e. at our dlopen. libgomp's default
+ * spins at every barrier; on a loaded machine (parallel tests, a second job)
+ * the spinning threads steal the cores from the working ones and a training
+ * step got 3-5x slower in our measurements (docs/performance.md), while
+ * PASSIVE cost nothing measurable when idle. The user's own setting wins. */
+static void default_openmp_wait_policy(void) {
+  if (!g_getenv("OMP_WAIT_POLICY") && !g_getenv("GOMP_SPINCOUNT"))
+    g_setenv("OMP_WAIT_POLICY", "PASSIVE", FALSE);
+}
+
 tp_registry *tp_registry_get_default(void) {
   static gsize once = 0;
   static tp_registry *reg;
   if (g_once_init_enter(&once)) {
+    default_openmp_wait_policy();
     reg = registry_scan(default_dirs());
     g_once_init_leave(&once, 1);
   }

@@ -136,13 +136,22 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
   x = tp_dropout(ctx, x, c->hidden_dropout);
   for (int l = 0; l < c->layers; l++) {
 #define L(s) P("bert.encoder.layer.%d.%s", l, s)
-    tp_tensor *q = tp_linear(ctx, x, L("attention.self.query.weight"), L("attention.self.query.bias"));
+    /* The head reads only [CLS]: the last layer computes queries, attention
+     * output and FFN for that position alone (keys and values still see every
+     * token). Same logits and gradients as the full layer, about 1/T of its
+     * query-side work. xq [B, Tq, H], Tq = T, or 1 in the last layer. */
+    tp_tensor *xq = x;
+    if (l == c->layers - 1) {
+      int64_t one[3] = {bsz, 1, c->hidden};
+      xq = tp_reshape(ctx, tp_first_token(ctx, x), 3, one);
+    }
+    tp_tensor *q = tp_linear(ctx, xq, L("attention.self.query.weight"), L("attention.self.query.bias"));
     tp_tensor *k = tp_linear(ctx, x, L("attention.self.key.weight"), L("attention.self.key.bias"));
     tp_tensor *v = tp_linear(ctx, x, L("attention.self.value.weight"), L("attention.self.value.bias"));
     tp_tensor *a = tp_attention(ctx, q, k, v, mask, c->heads, c->attention_dropout);
     a = tp_linear(ctx, a, L("attention.output.dense.weight"), L("attention.output.dense.bias"));
     a = tp_dropout(ctx, a, c->hidden_dropout);
-    x = tp_layernorm(ctx, tp_add(ctx, a, x), L("attention.output.LayerNorm.weight"),
+    x = tp_layernorm(ctx, tp_add(ctx, a, xq), L("attention.output.LayerNorm.weight"),
                      L("attention.output.LayerNorm.bias"), c->layer_norm_eps);
     tp_tensor *f = tp_gelu(ctx, tp_linear(ctx, x, L("intermediate.dense.weight"),
                                           L("intermediate.dense.bias"))); /* [B, T, ffn] */

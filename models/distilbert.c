@@ -125,12 +125,21 @@ static tp_tensor *distilbert_forward(tp_ctx *ctx, const tp_model_config *c, tp_p
   x = tp_dropout(ctx, x, c->hidden_dropout);
   for (int l = 0; l < c->layers; l++) {
 #define L(s) P("distilbert.transformer.layer.%d.%s", l, s)
-    tp_tensor *q = tp_linear(ctx, x, L("attention.q_lin.weight"), L("attention.q_lin.bias"));
+    /* The head reads only the first token: the last layer computes queries,
+     * attention output and FFN for that position alone (keys and values still
+     * see every token) — same logits and gradients, far less work.
+     * xq [B, Tq, H], Tq = T, or 1 in the last layer. */
+    tp_tensor *xq = x;
+    if (l == c->layers - 1) {
+      int64_t one[3] = {bsz, 1, c->hidden};
+      xq = tp_reshape(ctx, tp_first_token(ctx, x), 3, one);
+    }
+    tp_tensor *q = tp_linear(ctx, xq, L("attention.q_lin.weight"), L("attention.q_lin.bias"));
     tp_tensor *k = tp_linear(ctx, x, L("attention.k_lin.weight"), L("attention.k_lin.bias"));
     tp_tensor *v = tp_linear(ctx, x, L("attention.v_lin.weight"), L("attention.v_lin.bias"));
     tp_tensor *a = tp_attention(ctx, q, k, v, mask, c->heads, c->attention_dropout);
     a = tp_linear(ctx, a, L("attention.out_lin.weight"), L("attention.out_lin.bias"));
-    x = tp_layernorm(ctx, tp_add(ctx, a, x), L("sa_layer_norm.weight"), L("sa_layer_norm.bias"),
+    x = tp_layernorm(ctx, tp_add(ctx, a, xq), L("sa_layer_norm.weight"), L("sa_layer_norm.bias"),
                      c->layer_norm_eps);
     tp_tensor *f = tp_gelu(ctx, tp_linear(ctx, x, L("ffn.lin1.weight"), L("ffn.lin1.bias")));
     f = tp_linear(ctx, f, L("ffn.lin2.weight"), L("ffn.lin2.bias"));
