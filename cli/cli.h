@@ -70,6 +70,9 @@ typedef struct tp_cli_session {
 bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo,
                          const tp_cli_run_opts *ro, uint64_t seed, bool need_vocab, GError **err);
 void tp_cli_session_close(tp_cli_session *s);
+/* For eval/predict: warns on stderr when the weights lacked the task head
+ * (it was initialised randomly, so outputs mean nothing yet). */
+void tp_cli_warn_untrained_head(const tp_cli_session *s);
 /* One line for humans: "model bert (6 layers, hidden 384, ...): 22,713,986 parameters, weights from ..." */
 char *tp_cli_session_describe(const tp_cli_session *s);
 

@@ -171,6 +171,17 @@ char *tp_cli_hms(double sec) {
   return g_strdup_printf("%02ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
 }
 
+void tp_cli_warn_untrained_head(const tp_cli_session *s) {
+  if (!s->weights_path) {
+    fprintf(stderr, "tensorplug: warning: the model is randomly initialised (--init random): its "
+                    "outputs mean nothing\n");
+  } else if (s->load.initialised) {
+    fprintf(stderr, "tensorplug: warning: %s has no %s: initialised randomly, so the outputs "
+                    "mean nothing until the model is fine-tuned (tensorplug train)\n",
+            s->weights_path, s->load.initialised_names->str);
+  }
+}
+
 char *tp_cli_session_describe(const tp_cli_session *s) {
   const tp_model_config *c = &s->model->cfg;
   char *np = tp_cli_thousands(tp_params_numel(s->model->params));

@@ -93,6 +93,7 @@ static int run(eval_cfg *c) {
   guint *idx = NULL, n = 0;
   tp_eval_result r = {0};
   bool ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
+  if (ok) tp_cli_warn_untrained_head(&s);
   if (ok) ok = (d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err)) != NULL;
   if (ok && c->run) {
     ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);

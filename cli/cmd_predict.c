@@ -36,6 +36,7 @@ static int run(const tp_cli_model_opts *mo, const tp_cli_run_opts *ro, int max_l
   if (argc <= 1 && !read_stdin_lines(texts, &err)) return tp_cli_report(err);
   tp_cli_session s;
   bool ok = tp_cli_session_open(&s, mo, ro, 42, true, &err);
+  if (ok) tp_cli_warn_untrained_head(&s);
   guint n = texts->len;
   int c = ok ? s.model->cfg.num_labels : 2;
   float *probs = g_new0(float, (gsize)MAX(n, 1) * c), *logits = g_new0(float, (gsize)MAX(n, 1) * c);

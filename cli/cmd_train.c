@@ -385,8 +385,9 @@ static GOptionContext *make_options(train_cfg *c) {
       G_OPTION_ENTRY_NULL};
   GOptionContext *oc = g_option_context_new("- fine-tune a classifier");
   g_option_context_set_summary(oc,
-      "Fine-tunes a model on labelled texts: stratified 80/10/10 split, Adam, early stopping on\n"
-      "validation loss with restore-best, then test accuracy, F1 and confusion matrix.\n"
+      "Fine-tunes a model on labelled texts: the homework's seeded stratified split (80/20\n"
+      "train+val/test, then 12.5% of train+val as validation: 70/10/20), Adam, early stopping\n"
+      "on validation loss with restore-best, then test accuracy, F1 and confusion matrix.\n"
       "Writes DIR/results.json, DIR/model/ (best weights, a Hugging Face model folder),\n"
       "DIR/split/{train,val,test}.txt (record ids) and DIR/checkpoint/ (each epoch;\n"
       "--resume DIR continues an interrupted run).");
