@@ -328,6 +328,7 @@ void tp_cli_progress_cb(const tp_progress *p, void *user) {
   }
   if (p->epoch != pr->last_epoch) {
     printf("Epoch %d/%d\n", p->epoch, p->epochs);
+    fflush(stdout);
     pr->last_epoch = p->epoch;
     pr->last_decile = 0;
   }

@@ -541,12 +541,9 @@ static int run(train_cfg *c) {
     g_free(rp);
   }
   if (!ok) {
-    if (err && err->domain == TP_ERROR && err->code == TP_ERROR_INTERRUPTED) {
-      printf("\n");
-      rc = tp_cli_report(err);
-    } else {
-      rc = tp_cli_report(err);
-    }
+    printf("\n");
+    fflush(stdout); /* the progress lines come before the error */
+    rc = tp_cli_report(err);
   }
   if (resume_cfg) json_node_unref(resume_cfg);
   json_node_unref(cfg_json);
