@@ -500,10 +500,53 @@ tp_tensor *tp_cross_entropy(tp_ctx *c, tp_tensor *logits, tp_tensor *labels) {
   return loss;
 }
 
+/* ---- broadcast add over the leading axis: y [B, ...] = x + bias [...] ---- */
+
+static void add_broadcast_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *x = n->in[0], *bias = n->in[1], *dy = n->out->grad;
+  int64_t rows = n->i[0], cols = n->i[1];
+  if (x->requires_grad) {
+    tp_tensor *dx = tp_tensor_grad(c, x);
+    if (dx) K(c)->axpy(DEV(c), dx->mem, dy->mem, 1.0f, rows * cols);
+  }
+  if (bias->requires_grad) { /* dbias += sum over the leading axis */
+    tp_tensor *db = tp_tensor_grad(c, bias);
+    if (db) K(c)->bias_grad(DEV(c), db->mem, dy->mem, rows, (int)cols);
+  }
+}
+
+tp_tensor *tp_add_broadcast(tp_ctx *c, tp_tensor *x, tp_tensor *bias) {
+  tp_tensor *in[2] = {x, bias};
+  if (!ready(c, "add_broadcast", 2, in, TP_F32)) return NULL;
+  int64_t cols = tp_tensor_numel(bias);
+  bool fits = x->ndim == bias->ndim + 1;
+  for (int i = 0; fits && i < bias->ndim; i++) fits = x->shape[i + 1] == bias->shape[i];
+  if (!fits || cols > INT32_MAX) {
+    char *sx = shape_str(x), *sb = shape_str(bias);
+    fail(c, "add_broadcast", "bias %s must be x %s without its first dimension", sb, sx);
+    g_free(sx);
+    g_free(sb);
+    return NULL;
+  }
+  int64_t rows = x->shape[0];
+  tp_tensor *y = new_like(c, x);
+  if (!y) return NULL;
+  GError *e = NULL;
+  if (!tp_ctx_backend(c)->iface->copy(DEV(c), y->mem, x->mem, tp_tensor_nbytes(x), &e))
+    tp_ctx_fail(c, e);
+  K(c)->bias_add(DEV(c), y->mem, bias->mem, rows, (int)cols);
+  tp_tape_node *n = tp_ctx_record(c, add_broadcast_bwd, y, 2, in);
+  if (n) {
+    n->i[0] = rows;
+    n->i[1] = cols;
+  }
+  return y;
+}
+
 /* ---- attention, composed ---- */
 
 tp_tensor *tp_attention(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_tensor *mask,
-                        int heads, float attn_dropout) {
+                        tp_tensor *bias, int heads, float attn_dropout) {
   if (!tp_ctx_ok(c) || !q) return NULL;
   tp_tensor *qh = tp_split_heads(c, q, heads); /* [B, nh, T, hd] */
   tp_tensor *kh = tp_split_heads(c, k, heads);
@@ -511,6 +554,7 @@ tp_tensor *tp_attention(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_
   if (!qh) return NULL;
   float scale = 1.0f / sqrtf((float)qh->shape[3]);
   tp_tensor *s = tp_matmul(c, qh, kh, false, true, scale); /* [B, nh, T, T] */
+  if (bias) s = tp_add_broadcast(c, s, bias);
   tp_tensor *p = tp_softmax_masked(c, s, mask, 1.0f);
   p = tp_dropout(c, p, attn_dropout);
   tp_tensor *o = tp_matmul(c, p, vh, false, false, 1.0f); /* [B, nh, T, hd] */

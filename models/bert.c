@@ -148,7 +148,7 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
     tp_tensor *q = tp_linear(ctx, xq, L("attention.self.query.weight"), L("attention.self.query.bias"));
     tp_tensor *k = tp_linear(ctx, x, L("attention.self.key.weight"), L("attention.self.key.bias"));
     tp_tensor *v = tp_linear(ctx, x, L("attention.self.value.weight"), L("attention.self.value.bias"));
-    tp_tensor *a = tp_attention(ctx, q, k, v, mask, c->heads, c->attention_dropout);
+    tp_tensor *a = tp_attention(ctx, q, k, v, mask, NULL, c->heads, c->attention_dropout);
     a = tp_linear(ctx, a, L("attention.output.dense.weight"), L("attention.output.dense.bias"));
     a = tp_dropout(ctx, a, c->hidden_dropout);
     x = tp_layernorm(ctx, tp_add(ctx, a, xq), L("attention.output.LayerNorm.weight"),

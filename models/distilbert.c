@@ -137,7 +137,7 @@ static tp_tensor *distilbert_forward(tp_ctx *ctx, const tp_model_config *c, tp_p
     tp_tensor *q = tp_linear(ctx, xq, L("attention.q_lin.weight"), L("attention.q_lin.bias"));
     tp_tensor *k = tp_linear(ctx, x, L("attention.k_lin.weight"), L("attention.k_lin.bias"));
     tp_tensor *v = tp_linear(ctx, x, L("attention.v_lin.weight"), L("attention.v_lin.bias"));
-    tp_tensor *a = tp_attention(ctx, q, k, v, mask, c->heads, c->attention_dropout);
+    tp_tensor *a = tp_attention(ctx, q, k, v, mask, NULL, c->heads, c->attention_dropout);
     a = tp_linear(ctx, a, L("attention.out_lin.weight"), L("attention.out_lin.bias"));
     x = tp_layernorm(ctx, tp_add(ctx, a, xq), L("sa_layer_norm.weight"), L("sa_layer_norm.bias"),
                      c->layer_norm_eps);

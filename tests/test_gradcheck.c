@@ -12,7 +12,7 @@
 #include "tensorplug/ops.h"
 #include "tp_test.h"
 
-#define MAX_IN 4
+#define MAX_IN 5
 #define H_STEP 1e-2f
 #define MAX_PROBES 96 /* elements probed per input (all when fewer) */
 
@@ -242,10 +242,17 @@ static tp_tensor *w_xent(tp_ctx *c, tp_tensor **in, const void *u) {
   return tp_cross_entropy(c, in[0], in[1]);
 }
 static tp_tensor *w_attention(tp_ctx *c, tp_tensor **in, const void *u) {
-  return tp_attention(c, in[0], in[1], in[2], in[3], *(const int *)u, 0.0f);
+  return tp_attention(c, in[0], in[1], in[2], in[3], NULL, *(const int *)u, 0.0f);
+}
+static tp_tensor *w_attention_bias(tp_ctx *c, tp_tensor **in, const void *u) {
+  return tp_attention(c, in[0], in[1], in[2], in[3], in[4], *(const int *)u, 0.0f);
+}
+static tp_tensor *w_add_broadcast(tp_ctx *c, tp_tensor **in, const void *u) {
+  (void)u;
+  return tp_add_broadcast(c, in[0], in[1]);
 }
 static tp_tensor *w_attention_dropout(tp_ctx *c, tp_tensor **in, const void *u) {
-  return tp_attention(c, in[0], in[1], in[2], in[3], *(const int *)u, 0.2f);
+  return tp_attention(c, in[0], in[1], in[2], in[3], NULL, *(const int *)u, 0.2f);
 }
 
 /* Shape sets: each op runs on three; every set has a 1 and a non-multiple of 8. */
@@ -427,6 +434,36 @@ static void attention_check(gc_fn fn, guint32 seed) {
 
 TP_TEST(GradCheck, Attention) { attention_check(w_attention, 15); }
 TP_TEST(GradCheck, AttentionWithDropout) { attention_check(w_attention_dropout, 16); }
+
+/* An additive score bias [nh, T, T] shared by the batch (MPNet's relative
+ * positions): its gradient sums over the batch. */
+TP_TEST(GradCheck, AttentionWithBias) {
+  GRand *rng = g_rand_new_with_seed(18);
+  const int64_t sh[3][3] = {{1, 1, 4}, {2, 5, 6}, {3, 3, 9}};
+  const int heads[3] = {2, 3, 1};
+  for (int s = 0; s < 3; s++) {
+    int64_t ms[2] = {sh[s][0], sh[s][1]}, bs[3] = {heads[s], sh[s][1], sh[s][1]};
+    gc_input in[5] = {f32_input(rng, 3, sh[s], -1, 1), f32_input(rng, 3, sh[s], -1, 1),
+                      f32_input(rng, 3, sh[s], -1, 1), i32_input(rng, 2, ms, 0, 2),
+                      f32_input(rng, 3, bs, -1, 1)};
+    for (int64_t b = 0; b < ms[0]; b++) in[3].i[b * ms[1]] = 1;
+    TP_CHECK_INT_EQ(gradcheck("attention+bias", in, 5, w_attention_bias, &heads[s]), 0);
+    free_inputs(in, 5);
+  }
+  g_rand_free(rng);
+}
+
+TP_TEST(GradCheck, AddBroadcast) {
+  GRand *rng = g_rand_new_with_seed(19);
+  const int64_t x[3][3] = {{1, 1, 5}, {3, 2, 7}, {4, 9, 1}};
+  for (int s = 0; s < 3; s++) {
+    int64_t b[2] = {x[s][1], x[s][2]};
+    gc_input in[2] = {f32_input(rng, 3, x[s], -1, 1), f32_input(rng, 2, b, -1, 1)};
+    TP_CHECK_INT_EQ(gradcheck("add_broadcast", in, 2, w_add_broadcast, NULL), 0);
+    free_inputs(in, 2);
+  }
+  g_rand_free(rng);
+}
 
 /* The gradient check itself must be able to fail: a wrong analytic gradient
  * (relu's forward with gelu's input grads missing) is caught. */

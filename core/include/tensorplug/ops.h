@@ -36,9 +36,15 @@ tp_tensor *tp_first_token(tp_ctx *ctx, tp_tensor *x);
 /* logits [B, C], labels [B] i32 -> mean cross-entropy, shape [1] */
 tp_tensor *tp_cross_entropy(tp_ctx *ctx, tp_tensor *logits, tp_tensor *labels);
 
-/* Multi-head self-attention core: q, k, v [B, T, H] -> [B, T, H], composed of
- * the ops above (split, matmul, masked softmax, dropout, matmul, merge). */
+/* Multi-head self-attention core: q, k, v [B, T, H] -> [B, T, H]:
+ * softmax(q k^T / sqrt(hd) + bias, masked) v per head, with dropout on the
+ * probabilities. mask [B, T] i32 over the keys (NULL = none); bias [nh, T, T]
+ * f32 added to the scaled scores of every batch entry (NULL = none; MPNet's
+ * relative positions), differentiable. Composed of the ops above. */
 tp_tensor *tp_attention(tp_ctx *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_tensor *mask,
-                        int heads, float attn_dropout);
+                        tp_tensor *bias, int heads, float attn_dropout);
+/* y [B, ...] = x + bias broadcast over the leading axis: bias has x's shape
+ * without its first dimension (numel(x) / B elements). */
+tp_tensor *tp_add_broadcast(tp_ctx *ctx, tp_tensor *x, tp_tensor *bias);
 
 G_END_DECLS
