@@ -1,4 +1,4 @@
-/* tensorplug/backend_iface.h — what a compute backend implements.
+/* tensorplug/backend_iface.h — what a compute backend implements (ABI 2).
  *
  * Layers (as in ggml): the plugin's iface is the registry (probe lists
  * devices), open() gives a device, the device allocates buffers, and kernels
@@ -8,11 +8,44 @@
  * Kernel rules, for every backend:
  *  - All tensors are dense row-major; sizes are element counts; f32 unless a
  *    dtype argument says otherwise; ids and labels are i32.
- *  - Kernels may run asynchronously; their errors surface at synchronize().
  *  - "+=" in a comment means the kernel ACCUMULATES into its output (every
  *    gradient output does: the core zeroes gradients before backward).
  *  - Outputs never alias inputs unless the comment says "in place".
- * The CPU backend is the reference; tests compare every other backend to it. */
+ *  - A kernel's errors (bad argument, id out of range, unsupported dtype)
+ *    are kept on the device and reported by the next synchronize() or
+ *    download(); a kernel never blocks and never prints.
+ * The CPU backend is the reference; tests/test_backend_ops.c compares every
+ * other backend's kernels to it.
+ *
+ * Device limits (tp_device_info). The core, never the plugin, keeps every
+ * call inside them (core/kernels.c splits the work):
+ *  - no buffer is larger than max_alloc_bytes;
+ *  - every tensor argument of a kernel, from its first to its last byte,
+ *    lies within [align_down(off, offset_align), that + max_binding_bytes):
+ *    so a backend can bind it as one descriptor range starting at the
+ *    aligned-down offset and pass (off - aligned) as an element offset;
+ *  - offsets are multiples of the element size; tensors the core allocates
+ *    start at multiples of offset_align, but views and split chunks may not
+ *    (a backend that needs aligned bindings handles the remainder itself).
+ *
+ * Ordering and asynchrony (every backend):
+ *  - Each opened device has ONE in-order queue. upload, kernels, copy,
+ *    download and buffer_free take effect in the order they are called.
+ *  - upload() may return before the data reaches the device; the source may
+ *    be reused or freed as soon as it returns (the backend copies it first).
+ *  - download() waits for every earlier call, then copies: it is a host
+ *    synchronisation, like synchronize(). Both report the first kernel
+ *    error since the last report.
+ *  - buffer_free() may be called while queued work still reads or writes
+ *    the buffer: the backend releases it after that work.
+ *  - Memory handed out again by the core (the activation arena is reset at
+ *    every step) may be overwritten by later kernels at once: the queue's
+ *    order makes earlier readers finish first.
+ *  - Kernel arguments are values (structs are copied before the call
+ *    returns); nothing a kernel reads from the host outlives the call.
+ *  - The core synchronises at most once per training step (see
+ *    docs/architecture.md): losses, accuracy, the gradient norm and the
+ *    loss scale stay on the device between read-backs. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,37 +66,132 @@ typedef struct tp_mem {
   size_t off;
 } tp_mem;
 
+/* Bit (1u << dtype) in a dtype mask. */
+#define TP_DTYPE_BIT(t) (1u << (unsigned)(t))
+
 typedef struct tp_device_info {
-  char name[128];        /* "cpu", "NVIDIA H100 80GB HBM3", ... */
-  char description[256]; /* details: cores, BLAS core, driver, ... */
-  uint64_t memory_bytes; /* 0 when unknown */
+  char name[128];        /* "cpu", "NVIDIA H100 80GB HBM3", "llvmpipe (LLVM 15.0.6, 256 bits)" */
+  char description[256]; /* details: cores, BLAS core, driver, API version, ... */
+  uint64_t memory_bytes; /* device memory (0 when unknown) */
   int compute_units;     /* cores / SMs / CUs */
   bool is_software;      /* a CPU implementation of a GPU API (lavapipe) */
+  bool is_discrete;      /* a GPU with its own memory (for device choice) */
+  bool host_visible;     /* buffer_host_ptr() returns a pointer (CPU, unified memory) */
+  uint64_t max_alloc_bytes;   /* largest buffer_alloc() (0 = memory_bytes) */
+  uint64_t max_binding_bytes; /* largest byte range one kernel argument may span (0 = no limit) */
+  uint32_t offset_align;      /* alignment of tensor offsets the core allocates (power of 2, >= 4) */
+  uint32_t gemm_compute;      /* TP_DTYPE_BIT of every compute type gemm runs natively */
+  uint32_t storage_dtypes;    /* TP_DTYPE_BIT of every element type kernels accept */
+  char features[256];         /* extensions or libraries the backend uses ("VK_KHR_cooperative_matrix, ...") */
 } tp_device_info;
 
 typedef enum { TP_ADAM_KERAS = 0, TP_ADAM_W = 1 } tp_adam_mode;
+
+/* The optimizer's device-side control block: TP_CTL_WORDS f32 words. The
+ * host never reads it inside a step: sumsq accumulates into SUMSQ,
+ * optim_control turns that into GRAD_SCALE and SKIP, adam_step obeys them. */
+enum {
+  TP_CTL_SUMSQ = 0,      /* sum of squares of the (loss-scaled) gradients, += by sumsq */
+  TP_CTL_GRAD_SCALE = 1, /* what adam_step multiplies every gradient by */
+  TP_CTL_SKIP = 2,       /* nonzero: adam_step leaves p, m and v unchanged this step */
+  TP_CTL_LOSS_SCALE = 3, /* the factor the loss gradient was seeded with (1 without scaling) */
+  TP_CTL_GOOD_STEPS = 4, /* finite steps since the loss scale last changed */
+  TP_CTL_SKIPPED = 5,    /* steps skipped so far (non-finite gradients under loss scaling) */
+  TP_CTL_GRAD_NORM = 6,  /* the last step's global gradient norm, unscaled */
+  TP_CTL_WORDS = 8
+};
 
 typedef struct tp_adam_args {
   tp_adam_mode mode;
   float lr, beta1, beta2, eps, weight_decay;
   int64_t step;     /* t, starting at 1 */
-  float grad_scale; /* gradients are multiplied by this first (clipping, loss-scale unscale) */
+  float grad_scale; /* gradients are multiplied by this first */
+  /* A control block (TP_CTL_WORDS f32), or buf NULL: then only grad_scale
+   * applies. With one: g' = grad_scale * ctl[GRAD_SCALE] * g, and nothing
+   * changes when ctl[SKIP] != 0. */
+  tp_mem ctl;
 } tp_adam_args;
 
-typedef struct tp_kernels {
-  /* C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], for b < batch.
-   * op(A) is m x k (A stored k x m when ta), op(B) is k x n (B stored n x k
-   * when tb), C is m x n; ld* are row strides, s* are batch strides, all in
-   * elements. dtype is the element type of A, B and C (f32 required; others
-   * optional, unsupported ones fail at synchronize). */
-  void (*gemm)(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha,
-               tp_mem a, int lda, int64_t sa, tp_mem b, int ldb, int64_t sb, float beta,
-               tp_mem c, int ldc, int64_t sc, int batch, tp_dtype dtype);
+/* The step's control rule, run once per step after sumsq into ctl[SUMSQ]:
+ *   norm = sqrt(ctl[SUMSQ]) / ctl[LOSS_SCALE];  ctl[GRAD_NORM] = norm
+ *   dynamic && !finite(norm): SKIP = 1, SKIPPED += 1, GRAD_SCALE = 0,
+ *       LOSS_SCALE = max(LOSS_SCALE * backoff, 1), GOOD_STEPS = 0
+ *   otherwise: SKIP = 0, clip = max_norm > 0 && norm > max_norm ? max_norm / norm : 1,
+ *       GRAD_SCALE = clip / LOSS_SCALE;
+ *       dynamic: GOOD_STEPS += 1, and at growth_interval: LOSS_SCALE *= growth, GOOD_STEPS = 0
+ *   then SUMSQ = 0.
+ * Without dynamic scaling a non-finite norm flows on (GRAD_SCALE NaN), and
+ * the loss read back later reports it. tp_optim_control_host() in
+ * tensorplug/optim_control.h is the reference implementation. */
+typedef struct tp_control_args {
+  float max_norm; /* 0 = no clipping */
+  bool dynamic;   /* dynamic loss scaling (f16) */
+  int growth_interval;
+  float growth, backoff;
+} tp_control_args;
 
-  /* out[i, :] = table[ids[i], :]   out [n, h], table [v, h], ids [n] */
-  void (*embedding_fwd)(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem ids, int n, int h);
-  /* dtable[ids[i], :] += dout[i, :] */
-  void (*embedding_bwd)(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids, int n, int h);
+/* C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], for b < batch.
+ * op(A) is m x k (A stored k x m when ta), op(B) is k x n (B stored n x k
+ * when tb), C is m x n; ld* are row strides, s* are batch strides, all in
+ * elements. sc == 0 means every product adds into the one C (in batch
+ * order, beta applied once, before the first).
+ * Storage: A and B are ab_dtype, C is c_dtype (f32 always supported; bf16
+ * and f16 where storage_dtypes says so). compute: TP_F32 multiplies in f32;
+ * TP_BF16 / TP_F16 round every element of A and B to that type first (as
+ * tensor cores / matrix units do), then accumulate in at least f32. beta == 0
+ * never reads C; k == 0 gives C = beta * C. */
+typedef struct tp_gemm_args {
+  bool ta, tb;
+  int m, n, k, batch;
+  float alpha, beta;
+  tp_mem a, b, c;
+  int lda, ldb, ldc;
+  int64_t sa, sb, sc;
+  tp_dtype ab_dtype, c_dtype, compute;
+} tp_gemm_args;
+
+/* Multi-head attention over q, k, v in [B, T, ld] rows (head h of position t
+ * at element (b*T + t)*ld + h*hd; ld >= nh*hd, so q, k and v may be slices
+ * of one fused [B, T, 3H] projection):
+ *   S[b,h,i,j] = scale * q[b,i,h] . k[b,j,h] + bias[h,i,j]   (bias optional)
+ *   P = softmax_j(S) over keys j with mask[b,j] != 0; masked j get exactly 0;
+ *       a batch entry whose every key is masked gets P = 1/T everywhere and
+ *       behaves in backward as if every S there were 0
+ *   P' = dropout(P): keep = philox_uniform(seed, offset + ((b*nh + h)*T + i)*T + j) >= p,
+ *       P' = keep ? P / (1 - p) : 0 (the counters tp_dropout gives P [B, nh, T, T])
+ *   out[b, i, h*hd:(h+1)*hd] = sum_j P'[b,h,i,j] v[b,j,h]     out is [B, T, nh*hd] dense
+ *   lse[b,h,i] = log sum_j exp(S[b,h,i,j]) over unmasked j (log T for a fully masked entry)
+ * compute: as gemm's (TP_F32, or TP_BF16/TP_F16 operands with f32 sums).
+ * The core's composition (core/ops.c) is the reference. */
+typedef struct tp_attention_args {
+  int batch, heads, seq, head_dim;
+  int ld; /* row stride of q, k, v (and of dq, dk, dv) in elements */
+  tp_mem q, k, v;
+  tp_mem out;  /* [B, T, nh*hd] */
+  tp_mem lse;  /* [B, nh, T] f32, written by forward, read by backward */
+  tp_mem mask; /* [B, T] i32 over keys, buf NULL = none */
+  tp_mem bias; /* [nh, T, T] f32, buf NULL = none */
+  float scale;
+  float dropout; /* p in [0, 1); 0 = none */
+  uint64_t seed, offset;
+  tp_dtype compute;
+} tp_attention_args;
+
+typedef struct tp_kernels {
+  void (*gemm)(tp_backend_dev *d, const tp_gemm_args *g);
+
+  /* Rows [row0, row0 + rows) of a table of vocab rows are given (table
+   * points at row row0):
+   *   out[i, :] = table[ids[i] - row0, :]   for ids[i] in [row0, row0 + rows)
+   * other rows of out are left as they are. An id outside [0, vocab) is an
+   * error (no table memory outside the given rows is ever read).
+   * out [n, h], ids [n]. */
+  void (*embedding_fwd)(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem ids, int n, int h,
+                        int row0, int rows, int vocab);
+  /* dtable[ids[i] - row0, :] += dout[i, :] for ids[i] in [row0, row0 + rows);
+   * repeated ids add in order of i. */
+  void (*embedding_bwd)(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids, int n, int h,
+                        int row0, int rows, int vocab);
 
   /* y = (x - mean) * rstd * gamma + beta per row; also stores mean[rows] and
    * rstd[rows] = 1/sqrt(var + eps) (biased variance). x, y [rows, cols]. */
@@ -102,13 +230,14 @@ typedef struct tp_kernels {
   void (*add)(tp_backend_dev *d, tp_mem y, tp_mem a, tp_mem b, int64_t n);
   /* y += alpha * x */
   void (*axpy)(tp_backend_dev *d, tp_mem y, tp_mem x, float alpha, int64_t n);
-  /* y[i] = value */
+  /* y[i] = value (y is n 32-bit words: f32, or i32 when value is 0) */
   void (*fill)(tp_backend_dev *d, tp_mem y, float value, int64_t n);
 
   /* Inverted dropout. keep_i = philox_uniform(seed, offset + i) >= p, where
    * philox_uniform is tp_philox_uniform() of tensorplug/philox.h (Philox4x32-10,
    * counter = offset + i, key = seed, top 24 bits of the first output word
-   * / 2^24). Identical masks on every backend. y = keep ? x / (1 - p) : 0. */
+   * / 2^24). Identical masks on every backend. y = keep ? x / (1 - p) : 0,
+   * with 1 / (1 - p) rounded to f32 once. */
   void (*dropout_fwd)(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n, float p, uint64_t seed,
                       uint64_t offset);
   /* dx += keep ? dy / (1 - p) : 0, the same mask recomputed */
@@ -127,19 +256,27 @@ typedef struct tp_kernels {
   void (*first_token_bwd)(tp_backend_dev *d, tp_mem dx, tp_mem dy, int batch, int seq, int h);
 
   /* loss[0] = mean_b (logsumexp(logits[b]) - logits[b, labels[b]])
-   * logits [batch, classes], labels [batch] i32 in [0, classes). */
+   * logits [batch, classes], labels [batch] i32 in [0, classes) (others are
+   * an error). */
   void (*cross_entropy_fwd)(tp_backend_dev *d, tp_mem loss, tp_mem logits, tp_mem labels,
                             int batch, int classes);
   /* dlogits += dloss[0] / batch * (softmax(logits) - onehot(labels)) */
   void (*cross_entropy_bwd)(tp_backend_dev *d, tp_mem dlogits, tp_mem dloss, tp_mem logits,
                             tp_mem labels, int batch, int classes);
+  /* out[0] = (f32) the number of b with argmax_c logits[b, c] == labels[b]
+   * (the first maximum wins; a NaN row counts as wrong). */
+  void (*count_correct)(tp_backend_dev *d, tp_mem out, tp_mem logits, tp_mem labels, int batch,
+                        int classes);
 
   /* One optimizer step over n parameters (in place on p, m, v), g read only.
-   * g' = grad_scale * g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+   * g' = grad_scale * g (times ctl[GRAD_SCALE] with a control block, and no
+   * change at all when ctl[SKIP] != 0); m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
    * KERAS: p -= lr * sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)
    * W:     p *= 1 - lr*wd first; then p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
   void (*adam_step)(tp_backend_dev *d, tp_mem p, tp_mem g, tp_mem m, tp_mem v, int64_t n,
                     const tp_adam_args *args);
+  /* Applies the step's control rule (tp_control_args) to the block ctl. */
+  void (*optim_control)(tp_backend_dev *d, tp_mem ctl, const tp_control_args *args);
 
   /* out[0] += sum_i x[i]^2 (f32 accumulate; out is one f32) */
   void (*sumsq)(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n);
@@ -153,28 +290,34 @@ typedef struct tp_kernels {
 typedef struct tp_backend_iface {
   size_t struct_size; /* sizeof(tp_backend_iface) the plugin was built with */
 
-  /* Devices usable here; fills up to max infos. Returns the count (0 when the
-   * driver or hardware is missing: err then says why), never crashes. */
+  /* Devices usable here; fills up to max infos (zeroed by the caller). Returns
+   * the count (0 when the driver or hardware is missing: err then says why),
+   * never crashes. */
   int (*probe)(tp_device_info *infos, int max, GError **err);
 
   /* threads: worker threads for host-side work (0 = backend default). */
   tp_backend_dev *(*open)(int index, int threads, GError **err);
+  /* Waits for queued work, then releases everything of the device. */
   void (*close)(tp_backend_dev *d);
 
+  /* A new buffer of at least bytes (<= max_alloc_bytes); its contents are
+   * undefined. Out of memory: TP_ERROR_OUT_OF_MEMORY with the bytes asked
+   * and the device's memory in the message. */
   tp_buffer *(*buffer_alloc)(tp_backend_dev *d, size_t bytes, GError **err);
   void (*buffer_free)(tp_backend_dev *d, tp_buffer *b);
-  /* Host pointer to the buffer's first byte when the memory is host-visible
-   * (CPU), else NULL. Lets the core skip copies. */
+  /* Host pointer to the buffer's first byte when the device is host_visible,
+   * else NULL. For tests and benchmarks; the core uses upload/download. */
   void *(*buffer_host_ptr)(tp_buffer *b);
 
   bool (*upload)(tp_backend_dev *d, tp_mem dst, const void *src, size_t bytes, GError **err);
   bool (*download)(tp_backend_dev *d, void *dst, tp_mem src, size_t bytes, GError **err);
+  /* Device-to-device copy, queued; the ranges may overlap (memmove). */
   bool (*copy)(tp_backend_dev *d, tp_mem dst, tp_mem src, size_t bytes, GError **err);
-  /* Waits for queued kernels; reports any failure they hit. */
+  /* Waits for queued work; reports any failure it hit. */
   bool (*synchronize)(tp_backend_dev *d, GError **err);
 
   tp_kernels k;
-  /* Optional fused slots are appended after this line (NULL = composed by core). */
+  /* Optional slots are appended after this line (NULL = composed by core). */
 
   /* Dropout that keeps its mask for the backward pass, so the Philox stream
    * is drawn once per step instead of twice. Exactly dropout_fwd, and also
@@ -186,6 +329,14 @@ typedef struct tp_backend_iface {
    * (the same scale as dropout_fwd: 1 / (1 - p) rounded to f32 once). */
   void (*dropout_bwd_keep)(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem keep, int64_t n,
                            float p);
+
+  /* Fused attention (tp_attention_args): out and lse, no [T, T] matrix kept. */
+  void (*attention_fwd)(tp_backend_dev *d, const tp_attention_args *a);
+  /* dq, dk, dv += (same [B, T, ld] layout as q, k, v); dbias += when
+   * dbias.buf is set (summed over the batch). a is the forward's arguments
+   * (out and lse as it wrote them). */
+  void (*attention_bwd)(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout, tp_mem dq,
+                        tp_mem dk, tp_mem dv, tp_mem dbias);
 } tp_backend_iface;
 
 /* Whether the plugin's iface has room for an appended slot (and the slot is

@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define TP_PLUGIN_ABI_VERSION 1u
+#define TP_PLUGIN_ABI_VERSION 2u
 #define TP_PLUGIN_ENTRY_SYMBOL "tp_plugin_entry"
 
 typedef enum { TP_PLUGIN_BACKEND = 1, TP_PLUGIN_MODEL = 2 } tp_plugin_kind;
