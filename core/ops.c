@@ -7,11 +7,11 @@
 #include <string.h>
 
 #include "tensorplug/error.h"
+#include "tensorplug/kernels.h"
 
 void tp_ctx_take_rng(tp_ctx *c, int64_t n, uint64_t *seed, uint64_t *offset);
 
-#define DEV(c) (tp_ctx_backend(c)->dev)
-#define K(c) tp_ctx_kernels(c)
+#define BE(c) tp_ctx_backend(c)
 
 static bool fail(tp_ctx *c, const char *op, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 static bool fail(tp_ctx *c, const char *op, const char *fmt, ...) {
@@ -60,13 +60,24 @@ static tp_tensor *new_like(tp_ctx *c, const tp_tensor *x) {
   return tp_tensor_new(c, TP_F32, x->ndim, x->shape);
 }
 
+/* C = alpha op(A) op(B) + beta C, f32 storage, at the context's precision. */
+static void gemm(tp_ctx *c, bool ta, bool tb, int m, int n, int k, float alpha, tp_mem a, int lda,
+                 int64_t sa, tp_mem b, int ldb, int64_t sb, float beta, tp_mem cc, int ldc,
+                 int64_t sc, int batch) {
+  tp_gemm_args g = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .batch = batch, .alpha = alpha,
+                    .beta = beta, .a = a, .b = b, .c = cc, .lda = lda, .ldb = ldb, .ldc = ldc,
+                    .sa = sa, .sb = sb, .sc = sc, .ab_dtype = TP_F32, .c_dtype = TP_F32,
+                    .compute = tp_ctx_precision(c)};
+  tp_k_gemm(BE(c), &g);
+}
+
 /* ---- embedding: out [B, T, H] = table[ids] ---- */
 
 static void embedding_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *table = n->in[0], *ids = n->in[1];
   tp_tensor *dt = tp_tensor_grad(c, table);
-  if (dt) K(c)->embedding_bwd(DEV(c), dt->mem, n->out->grad->mem, ids->mem, (int)n->i[0],
-                              (int)n->i[1]);
+  if (dt) tp_k_embedding_bwd(BE(c), dt->mem, n->out->grad->mem, ids->mem, (int)n->i[0],
+                             (int)n->i[1], (int)table->shape[0]);
 }
 
 tp_tensor *tp_embedding(tp_ctx *c, tp_tensor *table, tp_tensor *ids) {
@@ -80,7 +91,7 @@ tp_tensor *tp_embedding(tp_ctx *c, tp_tensor *table, tp_tensor *ids) {
   tp_tensor *out = tp_tensor_new(c, TP_F32, ids->ndim + 1, shape);
   if (!out) return NULL;
   int n = (int)tp_tensor_numel(ids), h = (int)table->shape[1];
-  K(c)->embedding_fwd(DEV(c), out->mem, table->mem, ids->mem, n, h);
+  tp_k_embedding_fwd(BE(c), out->mem, table->mem, ids->mem, n, h, (int)table->shape[0]);
   tp_tensor *in[2] = {table, ids};
   tp_tape_node *node = tp_ctx_record(c, embedding_bwd, out, 2, in);
   if (node) {
@@ -97,7 +108,7 @@ static void add_bwd(tp_ctx *c, tp_tape_node *n) {
   for (int i = 0; i < 2; i++)
     if (n->in[i]->requires_grad) {
       tp_tensor *g = tp_tensor_grad(c, n->in[i]);
-      if (g) K(c)->axpy(DEV(c), g->mem, n->out->grad->mem, 1.0f, cnt);
+      if (g) tp_k_axpy(BE(c), g->mem, n->out->grad->mem, 1.0f, cnt);
     }
 }
 
@@ -106,7 +117,7 @@ tp_tensor *tp_add(tp_ctx *c, tp_tensor *a, tp_tensor *b) {
   if (!ready(c, "add", 2, in, TP_F32) || !same_shape(c, "add", a, b)) return NULL;
   tp_tensor *y = new_like(c, a);
   if (!y) return NULL;
-  K(c)->add(DEV(c), y->mem, a->mem, b->mem, tp_tensor_numel(a));
+  tp_k_add(BE(c), y->mem, a->mem, b->mem, tp_tensor_numel(a));
   tp_ctx_record(c, add_bwd, y, 2, in);
   return y;
 }
@@ -118,17 +129,17 @@ static void linear_bwd(tp_ctx *c, tp_tape_node *n) {
   int rows = (int)n->i[0], in = (int)n->i[1], out = (int)n->i[2];
   if (x->requires_grad) { /* dx [N, in] += dy [N, out] @ w [out, in] */
     tp_tensor *dx = tp_tensor_grad(c, x);
-    if (dx) K(c)->gemm(DEV(c), false, false, rows, in, out, 1.0f, dy->mem, out, 0, w->mem, in, 0,
-                       1.0f, dx->mem, in, 0, 1, TP_F32);
+    if (dx) gemm(c, false, false, rows, in, out, 1.0f, dy->mem, out, 0, w->mem, in, 0,
+                       1.0f, dx->mem, in, 0, 1);
   }
   if (w->requires_grad) { /* dw [out, in] += dy^T [out, N] @ x [N, in] */
     tp_tensor *dw = tp_tensor_grad(c, w);
-    if (dw) K(c)->gemm(DEV(c), true, false, out, in, rows, 1.0f, dy->mem, out, 0, x->mem, in, 0,
-                       1.0f, dw->mem, in, 0, 1, TP_F32);
+    if (dw) gemm(c, true, false, out, in, rows, 1.0f, dy->mem, out, 0, x->mem, in, 0,
+                       1.0f, dw->mem, in, 0, 1);
   }
   if (b && b->requires_grad) {
     tp_tensor *db = tp_tensor_grad(c, b);
-    if (db) K(c)->bias_grad(DEV(c), db->mem, dy->mem, rows, out);
+    if (db) tp_k_bias_grad(BE(c), db->mem, dy->mem, rows, out);
   }
 }
 
@@ -152,9 +163,9 @@ tp_tensor *tp_linear(tp_ctx *c, tp_tensor *x, tp_tensor *w, tp_tensor *b) {
   shape[x->ndim - 1] = out;
   tp_tensor *y = tp_tensor_new(c, TP_F32, x->ndim, shape);
   if (!y) return NULL;
-  K(c)->gemm(DEV(c), false, true, rows, out, in, 1.0f, x->mem, in, 0, w->mem, in, 0, 0.0f,
-             y->mem, out, 0, 1, TP_F32);
-  if (b) K(c)->bias_add(DEV(c), y->mem, b->mem, rows, out);
+  gemm(c, false, true, rows, out, in, 1.0f, x->mem, in, 0, w->mem, in, 0, 0.0f,
+             y->mem, out, 0, 1);
+  if (b) tp_k_bias_add(BE(c), y->mem, b->mem, rows, out);
   tp_tensor *in3[3] = {x, w, b};
   tp_tape_node *n = tp_ctx_record(c, linear_bwd, y, 3, in3);
   if (n) {
@@ -180,7 +191,7 @@ static void layernorm_bwd(tp_ctx *c, tp_tape_node *n) {
   if (!dg) dg = tp_tensor_zeros(c, TP_F32, 1, cs);
   if (!db) db = tp_tensor_zeros(c, TP_F32, 1, cs);
   if (!tp_ctx_ok(c)) return;
-  K(c)->layernorm_bwd(DEV(c), dx->mem, dg->mem, db->mem, n->out->grad->mem, x->mem,
+  tp_k_layernorm_bwd(BE(c), dx->mem, dg->mem, db->mem, n->out->grad->mem, x->mem,
                       n->saved[0]->mem, n->saved[1]->mem, g->mem, rows, cols);
 }
 
@@ -196,7 +207,7 @@ tp_tensor *tp_layernorm(tp_ctx *c, tp_tensor *x, tp_tensor *gamma, tp_tensor *be
   tp_tensor *mean = tp_tensor_new(c, TP_F32, 1, rs);
   tp_tensor *rstd = tp_tensor_new(c, TP_F32, 1, rs);
   if (!y || !mean || !rstd) return NULL;
-  K(c)->layernorm_fwd(DEV(c), y->mem, mean->mem, rstd->mem, x->mem, gamma->mem, beta->mem, rows,
+  tp_k_layernorm_fwd(BE(c), y->mem, mean->mem, rstd->mem, x->mem, gamma->mem, beta->mem, rows,
                       cols, eps);
   tp_tape_node *n = tp_ctx_record(c, layernorm_bwd, y, 3, in);
   if (n) {
@@ -212,44 +223,43 @@ tp_tensor *tp_layernorm(tp_ctx *c, tp_tensor *x, tp_tensor *gamma, tp_tensor *be
 
 static void gelu_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) K(c)->gelu_bwd(DEV(c), dx->mem, n->out->grad->mem, n->in[0]->mem, tp_tensor_numel(dx));
+  if (dx) tp_k_gelu_bwd(BE(c), dx->mem, n->out->grad->mem, n->in[0]->mem, tp_tensor_numel(dx));
 }
 static void relu_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) K(c)->relu_bwd(DEV(c), dx->mem, n->out->grad->mem, n->in[0]->mem, tp_tensor_numel(dx));
+  if (dx) tp_k_relu_bwd(BE(c), dx->mem, n->out->grad->mem, n->in[0]->mem, tp_tensor_numel(dx));
 }
 static void tanh_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) K(c)->tanh_bwd(DEV(c), dx->mem, n->out->grad->mem, n->out->mem, tp_tensor_numel(dx));
+  if (dx) tp_k_tanh_bwd(BE(c), dx->mem, n->out->grad->mem, n->out->mem, tp_tensor_numel(dx));
 }
 
-typedef void (*unary_fwd)(tp_backend_dev *, tp_mem, tp_mem, int64_t);
+typedef void (*unary_fwd)(tp_backend *, tp_mem, tp_mem, int64_t);
 
 static tp_tensor *unary(tp_ctx *c, const char *op, tp_tensor *x, unary_fwd fwd,
                         tp_backward_fn bwd) {
   if (!ready(c, op, 1, &x, TP_F32)) return NULL;
   tp_tensor *y = new_like(c, x);
   if (!y) return NULL;
-  fwd(DEV(c), y->mem, x->mem, tp_tensor_numel(x));
+  fwd(BE(c), y->mem, x->mem, tp_tensor_numel(x));
   tp_ctx_record(c, bwd, y, 1, &x);
   return y;
 }
 
-tp_tensor *tp_gelu(tp_ctx *c, tp_tensor *x) { return unary(c, "gelu", x, K(c)->gelu_fwd, gelu_bwd); }
-tp_tensor *tp_relu(tp_ctx *c, tp_tensor *x) { return unary(c, "relu", x, K(c)->relu_fwd, relu_bwd); }
-tp_tensor *tp_tanh(tp_ctx *c, tp_tensor *x) { return unary(c, "tanh", x, K(c)->tanh_fwd, tanh_bwd); }
+tp_tensor *tp_gelu(tp_ctx *c, tp_tensor *x) { return unary(c, "gelu", x, tp_k_gelu_fwd, gelu_bwd); }
+tp_tensor *tp_relu(tp_ctx *c, tp_tensor *x) { return unary(c, "relu", x, tp_k_relu_fwd, relu_bwd); }
+tp_tensor *tp_tanh(tp_ctx *c, tp_tensor *x) { return unary(c, "tanh", x, tp_k_tanh_fwd, tanh_bwd); }
 
 /* ---- dropout (inverted; Philox mask recomputed in backward) ---- */
 
 static void dropout_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
   if (!dx) return;
-  const tp_backend_iface *bi = tp_ctx_backend(c)->iface;
   if (n->saved[0]) /* the mask kept by dropout_fwd_keep */
-    bi->dropout_bwd_keep(DEV(c), dx->mem, n->out->grad->mem, n->saved[0]->mem,
-                         tp_tensor_numel(dx), n->f[0]);
+    tp_k_dropout_bwd_keep(BE(c), dx->mem, n->out->grad->mem, n->saved[0]->mem,
+                          tp_tensor_numel(dx), n->f[0]);
   else
-    K(c)->dropout_bwd(DEV(c), dx->mem, n->out->grad->mem, tp_tensor_numel(dx), n->f[0], n->u[0],
+    tp_k_dropout_bwd(BE(c), dx->mem, n->out->grad->mem, tp_tensor_numel(dx), n->f[0], n->u[0],
                       n->u[1]);
 }
 
@@ -272,9 +282,9 @@ tp_tensor *tp_dropout(tp_ctx *c, tp_tensor *x, float p) {
     int64_t words[1] = {(cnt + 3) / 4}; /* n bytes, held as i32 words */
     keep = tp_tensor_new(c, TP_I32, 1, words);
     if (!keep) return NULL;
-    bi->dropout_fwd_keep(DEV(c), y->mem, keep->mem, x->mem, cnt, p, seed, off);
+    tp_k_dropout_fwd_keep(BE(c), y->mem, keep->mem, x->mem, cnt, p, seed, off);
   } else {
-    K(c)->dropout_fwd(DEV(c), y->mem, x->mem, cnt, p, seed, off);
+    tp_k_dropout_fwd(BE(c), y->mem, x->mem, cnt, p, seed, off);
   }
   tp_tape_node *n = tp_ctx_record(c, dropout_bwd, y, 1, &x);
   if (n) {
@@ -291,7 +301,7 @@ tp_tensor *tp_dropout(tp_ctx *c, tp_tensor *x, float p) {
 static void permute_bwd(tp_ctx *c, tp_tape_node *n) {
   /* forward mapped [d0, d1, d2, d3] -> [d0, d2, d1, d3]; backward maps back */
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) K(c)->permute_0213(DEV(c), dx->mem, n->out->grad->mem, (int)n->i[0], (int)n->i[2],
+  if (dx) tp_k_permute_0213(BE(c), dx->mem, n->out->grad->mem, (int)n->i[0], (int)n->i[2],
                              (int)n->i[1], (int)n->i[3], 1.0f);
 }
 
@@ -299,7 +309,7 @@ static tp_tensor *permute(tp_ctx *c, tp_tensor *x, const int64_t d[4], const int
                           int yndim) {
   tp_tensor *y = tp_tensor_new(c, TP_F32, yndim, yshape);
   if (!y) return NULL;
-  K(c)->permute_0213(DEV(c), y->mem, x->mem, (int)d[0], (int)d[1], (int)d[2], (int)d[3], 0.0f);
+  tp_k_permute_0213(BE(c), y->mem, x->mem, (int)d[0], (int)d[1], (int)d[2], (int)d[3], 0.0f);
   tp_tape_node *n = tp_ctx_record(c, permute_bwd, y, 1, &x);
   if (n) memcpy(n->i, d, 4 * sizeof(int64_t));
   return y;
@@ -334,20 +344,20 @@ static void matmul_bwd(tp_ctx *c, tp_tape_node *n) {
   if (a->requires_grad) {
     tp_tensor *da = tp_tensor_grad(c, a);
     if (da && !ta) /* dA [m,k] += alpha dC [m,n] @ op(B)^T [n,k] */
-      K(c)->gemm(DEV(c), false, !tb, m, k, nn, alpha, dc->mem, nn, sc, b->mem, ldb, sb, 1.0f,
-                 da->mem, lda, sa, batch, TP_F32);
+      gemm(c, false, !tb, m, k, nn, alpha, dc->mem, nn, sc, b->mem, ldb, sb, 1.0f,
+                 da->mem, lda, sa, batch);
     else if (da) /* A stored [k,m]: dA += alpha op(B) [k,n] @ dC^T [n,m] */
-      K(c)->gemm(DEV(c), tb, true, k, m, nn, alpha, b->mem, ldb, sb, dc->mem, nn, sc, 1.0f,
-                 da->mem, lda, sa, batch, TP_F32);
+      gemm(c, tb, true, k, m, nn, alpha, b->mem, ldb, sb, dc->mem, nn, sc, 1.0f,
+                 da->mem, lda, sa, batch);
   }
   if (b->requires_grad) {
     tp_tensor *db = tp_tensor_grad(c, b);
     if (db && !tb) /* dB [k,n] += alpha op(A)^T [k,m] @ dC [m,n] */
-      K(c)->gemm(DEV(c), !ta, false, k, nn, m, alpha, a->mem, lda, sa, dc->mem, nn, sc, 1.0f,
-                 db->mem, ldb, sb, batch, TP_F32);
+      gemm(c, !ta, false, k, nn, m, alpha, a->mem, lda, sa, dc->mem, nn, sc, 1.0f,
+                 db->mem, ldb, sb, batch);
     else if (db) /* B stored [n,k]: dB += alpha dC^T [n,m] @ op(A) [m,k] */
-      K(c)->gemm(DEV(c), true, ta, nn, k, m, alpha, dc->mem, nn, sc, a->mem, lda, sa, 1.0f,
-                 db->mem, ldb, sb, batch, TP_F32);
+      gemm(c, true, ta, nn, k, m, alpha, dc->mem, nn, sc, a->mem, lda, sa, 1.0f,
+                 db->mem, ldb, sb, batch);
   }
 }
 
@@ -376,8 +386,8 @@ tp_tensor *tp_matmul(tp_ctx *c, tp_tensor *a, tp_tensor *b, bool ta, bool tb, fl
   shape[a->ndim - 1] = n;
   tp_tensor *y = tp_tensor_new(c, TP_F32, a->ndim, shape);
   if (!y) return NULL;
-  K(c)->gemm(DEV(c), ta, tb, (int)m, (int)n, (int)k, alpha, a->mem, (int)ac, ar * ac, b->mem,
-             (int)bc, br * bc, 0.0f, y->mem, (int)n, m * n, (int)batch, TP_F32);
+  gemm(c, ta, tb, (int)m, (int)n, (int)k, alpha, a->mem, (int)ac, ar * ac, b->mem,
+             (int)bc, br * bc, 0.0f, y->mem, (int)n, m * n, (int)batch);
   tp_tape_node *node = tp_ctx_record(c, matmul_bwd, y, 2, in);
   if (node) {
     node->i[0] = m;
@@ -394,7 +404,7 @@ tp_tensor *tp_matmul(tp_ctx *c, tp_tensor *a, tp_tensor *b, bool ta, bool tb, fl
 
 static void softmax_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) K(c)->softmax_bwd(DEV(c), dx->mem, n->out->grad->mem, n->out->mem, (int)n->i[0],
+  if (dx) tp_k_softmax_bwd(BE(c), dx->mem, n->out->grad->mem, n->out->mem, (int)n->i[0],
                             (int)n->i[1], (int)n->i[2], (int)n->i[3], n->f[0]);
 }
 
@@ -407,7 +417,7 @@ tp_tensor *tp_softmax_masked(tp_ctx *c, tp_tensor *x, tp_tensor *mask, float sca
     return fail(c, "softmax", "mask must be [%lld, %lld]", (long long)b, (long long)k), NULL;
   tp_tensor *y = new_like(c, x);
   if (!y) return NULL;
-  K(c)->softmax_fwd(DEV(c), y->mem, x->mem, mask ? mask->mem : tp_mem_null(), (int)b, (int)h,
+  tp_k_softmax_fwd(BE(c), y->mem, x->mem, mask ? mask->mem : tp_mem_null(), (int)b, (int)h,
                     (int)r, (int)k, scale);
   tp_tape_node *n = tp_ctx_record(c, softmax_bwd, y, 1, &x);
   if (n) {
@@ -424,7 +434,7 @@ tp_tensor *tp_softmax_masked(tp_ctx *c, tp_tensor *x, tp_tensor *mask, float sca
 
 static void reshape_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) K(c)->axpy(DEV(c), dx->mem, n->out->grad->mem, 1.0f, tp_tensor_numel(dx));
+  if (dx) tp_k_axpy(BE(c), dx->mem, n->out->grad->mem, 1.0f, tp_tensor_numel(dx));
 }
 
 tp_tensor *tp_reshape(tp_ctx *c, tp_tensor *x, int ndim, const int64_t *shape) {
@@ -451,7 +461,7 @@ tp_tensor *tp_reshape(tp_ctx *c, tp_tensor *x, int ndim, const int64_t *shape) {
 
 static void first_token_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) K(c)->first_token_bwd(DEV(c), dx->mem, n->out->grad->mem, (int)n->i[0], (int)n->i[1],
+  if (dx) tp_k_first_token_bwd(BE(c), dx->mem, n->out->grad->mem, (int)n->i[0], (int)n->i[1],
                                 (int)n->i[2]);
 }
 
@@ -461,7 +471,7 @@ tp_tensor *tp_first_token(tp_ctx *c, tp_tensor *x) {
   int64_t ys[2] = {x->shape[0], x->shape[2]};
   tp_tensor *y = tp_tensor_new(c, TP_F32, 2, ys);
   if (!y) return NULL;
-  K(c)->first_token_fwd(DEV(c), y->mem, x->mem, (int)x->shape[0], (int)x->shape[1],
+  tp_k_first_token_fwd(BE(c), y->mem, x->mem, (int)x->shape[0], (int)x->shape[1],
                         (int)x->shape[2]);
   tp_tape_node *n = tp_ctx_record(c, first_token_bwd, y, 1, &x);
   if (n) {
@@ -476,7 +486,7 @@ tp_tensor *tp_first_token(tp_ctx *c, tp_tensor *x) {
 
 static void cross_entropy_bwd(tp_ctx *c, tp_tape_node *n) {
   tp_tensor *dl = tp_tensor_grad(c, n->in[0]);
-  if (dl) K(c)->cross_entropy_bwd(DEV(c), dl->mem, n->out->grad->mem, n->in[0]->mem,
+  if (dl) tp_k_cross_entropy_bwd(BE(c), dl->mem, n->out->grad->mem, n->in[0]->mem,
                                   n->in[1]->mem, (int)n->i[0], (int)n->i[1]);
 }
 
@@ -490,7 +500,7 @@ tp_tensor *tp_cross_entropy(tp_ctx *c, tp_tensor *logits, tp_tensor *labels) {
   tp_tensor *loss = tp_tensor_new(c, TP_F32, 1, one);
   if (!loss) return NULL;
   int b = (int)logits->shape[0], cl = (int)logits->shape[1];
-  K(c)->cross_entropy_fwd(DEV(c), loss->mem, logits->mem, labels->mem, b, cl);
+  tp_k_cross_entropy_fwd(BE(c), loss->mem, logits->mem, labels->mem, b, cl);
   tp_tensor *in[2] = {logits, labels};
   tp_tape_node *n = tp_ctx_record(c, cross_entropy_bwd, loss, 2, in);
   if (n) {
@@ -507,11 +517,11 @@ static void add_broadcast_bwd(tp_ctx *c, tp_tape_node *n) {
   int64_t rows = n->i[0], cols = n->i[1];
   if (x->requires_grad) {
     tp_tensor *dx = tp_tensor_grad(c, x);
-    if (dx) K(c)->axpy(DEV(c), dx->mem, dy->mem, 1.0f, rows * cols);
+    if (dx) tp_k_axpy(BE(c), dx->mem, dy->mem, 1.0f, rows * cols);
   }
   if (bias->requires_grad) { /* dbias += sum over the leading axis */
     tp_tensor *db = tp_tensor_grad(c, bias);
-    if (db) K(c)->bias_grad(DEV(c), db->mem, dy->mem, rows, (int)cols);
+    if (db) tp_k_bias_grad(BE(c), db->mem, dy->mem, rows, (int)cols);
   }
 }
 
@@ -532,9 +542,8 @@ tp_tensor *tp_add_broadcast(tp_ctx *c, tp_tensor *x, tp_tensor *bias) {
   tp_tensor *y = new_like(c, x);
   if (!y) return NULL;
   GError *e = NULL;
-  if (!tp_ctx_backend(c)->iface->copy(DEV(c), y->mem, x->mem, tp_tensor_nbytes(x), &e))
-    tp_ctx_fail(c, e);
-  K(c)->bias_add(DEV(c), y->mem, bias->mem, rows, (int)cols);
+  if (!tp_backend_copy(BE(c), y->mem, x->mem, tp_tensor_nbytes(x), &e)) tp_ctx_fail(c, e);
+  tp_k_bias_add(BE(c), y->mem, bias->mem, rows, (int)cols);
   tp_tape_node *n = tp_ctx_record(c, add_broadcast_bwd, y, 2, in);
   if (n) {
     n->i[0] = rows;
@@ -543,11 +552,12 @@ tp_tensor *tp_add_broadcast(tp_ctx *c, tp_tensor *x, tp_tensor *bias) {
   return y;
 }
 
-/* ---- attention, composed ---- */
+/* ---- attention: the backend's fused slot, else composed ---- */
 
-tp_tensor *tp_attention(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_tensor *mask,
-                        tp_tensor *bias, int heads, float attn_dropout) {
-  if (!tp_ctx_ok(c) || !q) return NULL;
+/* Composed from the ops above: the reference the fused slot must match. */
+static tp_tensor *attention_composed(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v,
+                                     tp_tensor *mask, tp_tensor *bias, int heads,
+                                     float attn_dropout) {
   tp_tensor *qh = tp_split_heads(c, q, heads); /* [B, nh, T, hd] */
   tp_tensor *kh = tp_split_heads(c, k, heads);
   tp_tensor *vh = tp_split_heads(c, v, heads);
@@ -559,4 +569,87 @@ tp_tensor *tp_attention(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_
   p = tp_dropout(c, p, attn_dropout);
   tp_tensor *o = tp_matmul(c, p, vh, false, false, 1.0f); /* [B, nh, T, hd] */
   return tp_merge_heads(c, o);                              /* [B, T, H] */
+}
+
+/* in: q, k, v, mask, bias (the last two may be NULL); saved[0]: lse. */
+static tp_attention_args attention_args(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v,
+                                        tp_tensor *mask, tp_tensor *bias, int heads) {
+  int64_t hd = q->shape[2] / heads;
+  tp_attention_args a = {.batch = (int)q->shape[0], .heads = heads, .head_dim = (int)hd,
+                         .q_len = (int)q->shape[1], .kv_len = (int)k->shape[1],
+                         .ld_q = (int)q->shape[2], .ld_kv = (int)k->shape[2], .q = q->mem, .k = k->mem,
+                         .v = v->mem, .mask = mask ? mask->mem : tp_mem_null(),
+                         .bias = bias ? bias->mem : tp_mem_null(),
+                         .scale = 1.0f / sqrtf((float)hd), .compute = tp_ctx_precision(c)};
+  return a;
+}
+
+static void attention_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *q = n->in[0], *k = n->in[1], *v = n->in[2], *bias = n->in[3];
+  tp_attention_args a = attention_args(c, q, k, v, n->saved[1], bias, (int)n->i[0]);
+  a.out = n->out->mem;
+  a.lse = n->saved[0]->mem;
+  a.dropout = n->f[0];
+  a.seed = n->u[0];
+  a.offset = n->u[1];
+  /* the kernel writes dq, dk, dv together: route unwanted ones to scratch */
+  tp_tensor *g[3];
+  for (int i = 0; i < 3; i++)
+    g[i] = n->in[i]->requires_grad ? tp_tensor_grad(c, n->in[i])
+                                   : tp_tensor_zeros(c, TP_F32, n->in[i]->ndim, n->in[i]->shape);
+  tp_tensor *db = bias && bias->requires_grad ? tp_tensor_grad(c, bias) : NULL;
+  if (!tp_ctx_ok(c)) return;
+  tp_k_attention_bwd(BE(c), &a, n->out->grad->mem, g[0]->mem, g[1]->mem, g[2]->mem,
+                     db ? db->mem : tp_mem_null());
+}
+
+tp_tensor *tp_attention(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_tensor *mask,
+                        tp_tensor *bias, int heads, float attn_dropout) {
+  tp_tensor *in[3] = {q, k, v};
+  if (!ready(c, "attention", 3, in, TP_F32)) return NULL;
+  if (q->ndim != 3 || k->ndim != 3 || heads <= 0 || q->shape[2] % heads ||
+      !same_shape(c, "attention", k, v) || q->shape[0] != k->shape[0] ||
+      q->shape[2] != k->shape[2]) {
+    char *sq = shape_str(q), *sk = shape_str(k);
+    fail(c, "attention", "q %s, k/v %s must be [B, Tq, H] and [B, Tk, H] with H divisible by %d "
+         "heads", sq, sk, heads);
+    g_free(sq);
+    g_free(sk);
+    return NULL;
+  }
+  int64_t B = q->shape[0], Tq = q->shape[1], T = k->shape[1];
+  if (mask && (!ready(c, "attention", 1, &mask, TP_I32) || mask->ndim != 2 ||
+               mask->shape[0] != B || mask->shape[1] != T))
+    return fail(c, "attention", "mask must be [%lld, %lld] i32", (long long)B, (long long)T), NULL;
+  if (bias && (!ready(c, "attention", 1, &bias, TP_F32) || bias->ndim != 3 ||
+               bias->shape[0] != heads || bias->shape[1] != Tq || bias->shape[2] != T))
+    return fail(c, "attention", "bias must be [%d, %lld, %lld] f32", heads, (long long)Tq,
+                (long long)T),
+           NULL;
+  float p = tp_ctx_training(c) ? attn_dropout : 0.0f;
+  if (p >= 1.0f) return fail(c, "attention", "dropout %g must be below 1", p), NULL;
+  tp_attention_args a = attention_args(c, q, k, v, mask, bias, heads);
+  if (!tp_k_has_attention(BE(c), &a))
+    return attention_composed(c, q, k, v, mask, bias, heads, attn_dropout);
+  int64_t ls[3] = {B, heads, Tq};
+  tp_tensor *out = new_like(c, q), *lse = tp_tensor_new(c, TP_F32, 3, ls);
+  if (!out || !lse) return NULL;
+  a.out = out->mem;
+  a.lse = lse->mem;
+  if (p > 0.0f) { /* the counters the composed dropout on P [B, nh, Tq, Tk] would take */
+    a.dropout = p;
+    tp_ctx_take_rng(c, B * heads * Tq * T, &a.seed, &a.offset);
+  }
+  tp_k_attention_fwd(BE(c), &a);
+  tp_tensor *ins[4] = {q, k, v, bias};
+  tp_tape_node *n = tp_ctx_record(c, attention_bwd, out, 4, ins);
+  if (n) {
+    n->saved[0] = lse;
+    n->saved[1] = mask;
+    n->i[0] = heads;
+    n->f[0] = a.dropout;
+    n->u[0] = a.seed;
+    n->u[1] = a.offset;
+  }
+  return out;
 }

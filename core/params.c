@@ -8,25 +8,37 @@
 #include "tensorplug/error.h"
 #include "tensorplug/philox.h"
 
-#define PARAM_ALIGN 16 /* floats: 64-byte aligned slices */
+#include "tensorplug/kernels.h"
+
+#define PARAM_ALIGN 16 /* floats: the flat (checkpoint) layout's 64-byte slices */
 
 typedef struct param_decl {
   char *name;
   int ndim;
   int64_t shape[TP_MAX_DIMS];
-  int64_t numel, offset; /* in floats */
+  int64_t numel, offset; /* offset: in floats, in the flat layout */
+  guint group;           /* the device buffer group holding it */
+  int64_t dev_offset;    /* in floats, inside its group's buffers */
   tp_init init;
   float std;
   int flags;
   tp_tensor value, grad; /* persistent views into the buffers */
 } param_decl;
 
+/* Parameters live in groups of four buffers (values, grads, m, v) of the
+ * same layout, each group at most the device's largest buffer: one group on
+ * the CPU, several where buffers are small. */
+typedef struct param_group {
+  tp_buffer *buf[4];
+  int64_t floats;
+} param_group;
+
 struct tp_params {
   GPtrArray *decls; /* param_decl* */
   GHashTable *by_name;
-  int64_t total; /* floats, padded */
+  int64_t total; /* floats of the flat layout, padded */
   tp_backend *be;
-  tp_buffer *buf[4]; /* values, grads, m, v */
+  GArray *groups; /* param_group */
 };
 
 static void decl_free(gpointer p) {
@@ -39,13 +51,19 @@ tp_params *tp_params_new(void) {
   tp_params *p = g_new0(tp_params, 1);
   p->decls = g_ptr_array_new_with_free_func(decl_free);
   p->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+  p->groups = g_array_new(FALSE, TRUE, sizeof(param_group));
   return p;
+}
+
+static param_group *group_at(tp_params *p, guint g) {
+  return &g_array_index(p->groups, param_group, g);
 }
 
 void tp_params_free(tp_params *p) {
   if (!p) return;
-  for (int i = 0; i < 4; i++)
-    if (p->buf[i]) p->be->iface->buffer_free(p->be->dev, p->buf[i]);
+  for (guint g = 0; g < p->groups->len; g++)
+    for (int i = 0; i < 4; i++) tp_backend_free(p->be, group_at(p, g)->buf[i]);
+  g_array_unref(p->groups);
   g_hash_table_unref(p->by_name);
   g_ptr_array_unref(p->decls);
   g_free(p);
@@ -53,7 +71,7 @@ void tp_params_free(tp_params *p) {
 
 int tp_params_declare(tp_params *p, const char *name, int ndim, const int64_t *shape,
                       tp_init init, float std, int flags) {
-  g_return_val_if_fail(!p->buf[0] && ndim >= 1 && ndim <= TP_MAX_DIMS, -1);
+  g_return_val_if_fail(!tp_params_materialized(p) && ndim >= 1 && ndim <= TP_MAX_DIMS, -1);
   g_return_val_if_fail(!g_hash_table_contains(p->by_name, name), -1);
   param_decl *d = g_new0(param_decl, 1);
   d->name = g_strdup(name);
@@ -126,22 +144,20 @@ static void init_values(const param_decl *d, uint64_t seed, float *dst) {
 }
 
 static tp_mem slice(tp_params *p, int which, const param_decl *d) {
-  tp_mem m = {p->buf[which], (size_t)d->offset * sizeof(float)};
+  tp_mem m = {group_at(p, d->group)->buf[which], (size_t)d->dev_offset * sizeof(float)};
   return m;
 }
 
 bool tp_params_set_f32(tp_params *p, tp_ctx *ctx, guint i, const float *src, GError **err) {
   (void)ctx;
   param_decl *d = g_ptr_array_index(p->decls, i);
-  return p->be->iface->upload(p->be->dev, slice(p, 0, d), src, (size_t)d->numel * sizeof(float),
-                              err);
+  return tp_backend_upload(p->be, slice(p, 0, d), src, (size_t)d->numel * sizeof(float), err);
 }
 
 bool tp_params_get_f32(tp_params *p, tp_ctx *ctx, guint i, float *dst, GError **err) {
-  if (!tp_ctx_check(ctx, err)) return false;
+  if (!tp_ctx_take_error(ctx, err)) return false;
   param_decl *d = g_ptr_array_index(p->decls, i);
-  return p->be->iface->download(p->be->dev, dst, slice(p, 0, d),
-                                (size_t)d->numel * sizeof(float), err);
+  return tp_backend_download(p->be, dst, slice(p, 0, d), (size_t)d->numel * sizeof(float), err);
 }
 
 bool tp_params_reinit(tp_params *p, tp_ctx *ctx, guint i, uint64_t seed, GError **err) {
@@ -153,22 +169,57 @@ bool tp_params_reinit(tp_params *p, tp_ctx *ctx, guint i, uint64_t seed, GError 
   return ok;
 }
 
-bool tp_params_materialize(tp_params *p, tp_ctx *ctx, uint64_t seed, GError **err) {
-  g_return_val_if_fail(!p->buf[0], false);
-  p->be = tp_ctx_backend(ctx);
-  size_t bytes = (size_t)(p->total > 0 ? p->total : PARAM_ALIGN) * sizeof(float);
-  static const char *const what[4] = {"parameters", "gradients", "Adam first moments",
-                                      "Adam second moments"};
-  for (int w = 0; w < 4; w++) {
-    p->buf[w] = p->be->iface->buffer_alloc(p->be->dev, bytes, err);
-    if (!p->buf[w]) {
-      g_prefix_error(err, "cannot allocate %.1f MiB of %s on %s: ", (double)bytes / 1048576.0,
-                     what[w], p->be->name);
+/* Places every parameter in a group: in declaration order, each slice at
+ * the device's offset alignment, a new group when the next would pass the
+ * device's largest buffer. */
+static bool plan_groups(tp_params *p, GError **err) {
+  const tp_device_info *in = &p->be->info;
+  int64_t align = MAX((int64_t)PARAM_ALIGN, (int64_t)in->offset_align / (int64_t)sizeof(float));
+  uint64_t cap = in->max_alloc_bytes ? in->max_alloc_bytes / sizeof(float) : UINT64_MAX;
+  param_group cur = {0};
+  for (guint i = 0; i < p->decls->len; i++) {
+    param_decl *d = g_ptr_array_index(p->decls, i);
+    int64_t padded = (d->numel + align - 1) / align * align;
+    if ((uint64_t)padded > cap) {
+      g_set_error(err, TP_ERROR, TP_ERROR_OUT_OF_MEMORY, "parameter \"%s\" takes %.1f MiB, more "
+                  "than the largest buffer %s (%s) can hold (%.1f MiB)", d->name,
+                  (double)d->numel * 4 / 1048576.0, p->be->name, in->name,
+                  (double)in->max_alloc_bytes / 1048576.0);
       return false;
     }
-    /* zero everything, padding included, so whole-buffer kernels see zeros */
-    tp_mem all = {p->buf[w], 0};
-    tp_ctx_kernels(ctx)->fill(p->be->dev, all, 0.0f, (int64_t)(bytes / sizeof(float)));
+    if ((uint64_t)(cur.floats + padded) > cap) {
+      g_array_append_val(p->groups, cur);
+      cur.floats = 0;
+    }
+    d->group = p->groups->len;
+    d->dev_offset = cur.floats;
+    cur.floats += padded;
+  }
+  if (cur.floats == 0) cur.floats = align;
+  g_array_append_val(p->groups, cur);
+  return true;
+}
+
+bool tp_params_materialize(tp_params *p, tp_ctx *ctx, uint64_t seed, GError **err) {
+  g_return_val_if_fail(!tp_params_materialized(p), false);
+  p->be = tp_ctx_backend(ctx);
+  if (!plan_groups(p, err)) return false;
+  static const char *const what[4] = {"parameters", "gradients", "Adam first moments",
+                                      "Adam second moments"};
+  for (guint g = 0; g < p->groups->len; g++) {
+    param_group *gr = group_at(p, g);
+    size_t bytes = (size_t)gr->floats * sizeof(float);
+    for (int w = 0; w < 4; w++) {
+      gr->buf[w] = tp_backend_alloc(p->be, bytes, err);
+      if (!gr->buf[w]) {
+        g_prefix_error(err, "cannot allocate %.1f MiB of %s: ", (double)bytes / 1048576.0,
+                       what[w]);
+        return false;
+      }
+      /* zero everything, padding included, so whole-buffer kernels see zeros */
+      tp_mem all = {gr->buf[w], 0};
+      tp_k_fill(p->be, all, 0.0f, gr->floats);
+    }
   }
   for (guint i = 0; i < p->decls->len; i++) {
     param_decl *d = g_ptr_array_index(p->decls, i);
@@ -184,7 +235,7 @@ bool tp_params_materialize(tp_params *p, tp_ctx *ctx, uint64_t seed, GError **er
   return true;
 }
 
-bool tp_params_materialized(const tp_params *p) { return p->buf[0] != NULL; }
+bool tp_params_materialized(const tp_params *p) { return p->groups->len > 0; }
 guint tp_params_count(const tp_params *p) { return p->decls->len; }
 
 int64_t tp_params_numel(const tp_params *p) {
@@ -226,45 +277,91 @@ tp_tensor *tp_params_get(tp_params *p, tp_ctx *ctx, const char *fmt, ...) {
   return t;
 }
 
-tp_mem tp_params_buffer(tp_params *p, int which) {
-  tp_mem m = {p->buf[which], 0};
-  return m;
+int64_t tp_params_flat_floats(const tp_params *p) { return p->total > 0 ? p->total : PARAM_ALIGN; }
+
+/* Whole group buffers cross the host boundary; each parameter's slice moves
+ * between its group's place and its flat place. */
+bool tp_params_read_flat(tp_params *p, tp_ctx *ctx, int which, float *dst, GError **err) {
+  if (!tp_ctx_take_error(ctx, err)) return false;
+  memset(dst, 0, (size_t)tp_params_flat_floats(p) * sizeof(float));
+  bool ok = true;
+  for (guint g = 0; ok && g < p->groups->len; g++) {
+    param_group *gr = group_at(p, g);
+    float *h = g_malloc((size_t)gr->floats * sizeof(float));
+    tp_mem all = {gr->buf[which], 0};
+    ok = tp_backend_download(p->be, h, all, (size_t)gr->floats * sizeof(float), err);
+    for (guint i = 0; ok && i < p->decls->len; i++) {
+      param_decl *d = g_ptr_array_index(p->decls, i);
+      if (d->group == g)
+        memcpy(dst + d->offset, h + d->dev_offset, (size_t)d->numel * sizeof(float));
+    }
+    g_free(h);
+  }
+  return ok;
 }
 
-int64_t tp_params_buffer_floats(const tp_params *p) { return p->total > 0 ? p->total : PARAM_ALIGN; }
+bool tp_params_write_flat(tp_params *p, tp_ctx *ctx, int which, const float *src, GError **err) {
+  (void)ctx;
+  bool ok = true;
+  for (guint g = 0; ok && g < p->groups->len; g++) {
+    param_group *gr = group_at(p, g);
+    float *h = g_malloc0((size_t)gr->floats * sizeof(float));
+    for (guint i = 0; i < p->decls->len; i++) {
+      param_decl *d = g_ptr_array_index(p->decls, i);
+      if (d->group == g)
+        memcpy(h + d->dev_offset, src + d->offset, (size_t)d->numel * sizeof(float));
+    }
+    tp_mem all = {gr->buf[which], 0};
+    ok = tp_backend_upload(p->be, all, h, (size_t)gr->floats * sizeof(float), err);
+    g_free(h);
+  }
+  return ok;
+}
+
+/* fill / sumsq / adam over every group's buffers */
+static void fill_all(tp_params *p, int which) {
+  for (guint g = 0; g < p->groups->len; g++) {
+    tp_mem all = {group_at(p, g)->buf[which], 0};
+    tp_k_fill(p->be, all, 0.0f, group_at(p, g)->floats);
+  }
+}
 
 void tp_params_zero_grad(tp_params *p, tp_ctx *ctx) {
-  tp_ctx_kernels(ctx)->fill(p->be->dev, tp_params_buffer(p, 1), 0.0f, p->total);
+  (void)ctx;
+  fill_all(p, 1);
 }
 
 void tp_params_reset_optimizer(tp_params *p, tp_ctx *ctx) {
-  tp_ctx_kernels(ctx)->fill(p->be->dev, tp_params_buffer(p, 2), 0.0f, p->total);
-  tp_ctx_kernels(ctx)->fill(p->be->dev, tp_params_buffer(p, 3), 0.0f, p->total);
+  (void)ctx;
+  fill_all(p, 2);
+  fill_all(p, 3);
+}
+
+void tp_params_grad_sumsq(tp_params *p, tp_ctx *ctx, tp_mem out) {
+  (void)ctx;
+  for (guint g = 0; g < p->groups->len; g++) {
+    tp_mem all = {group_at(p, g)->buf[1], 0};
+    tp_k_sumsq(p->be, out, all, group_at(p, g)->floats);
+  }
 }
 
 bool tp_params_grad_norm(tp_params *p, tp_ctx *ctx, double *norm, GError **err) {
   int64_t one[1] = {1};
   tp_tensor *acc = tp_tensor_zeros(ctx, TP_F32, 1, one);
-  if (!acc) return tp_ctx_check(ctx, err);
-  tp_ctx_kernels(ctx)->sumsq(p->be->dev, acc->mem, tp_params_buffer(p, 1), p->total);
+  if (!acc) return tp_ctx_take_error(ctx, err);
+  tp_params_grad_sumsq(p, ctx, acc->mem);
   float s = 0.0f;
   if (!tp_tensor_to_host(ctx, acc, &s, err)) return false;
   *norm = sqrt((double)s);
   return true;
 }
 
-bool tp_params_grad_nonfinite(tp_params *p, tp_ctx *ctx, bool *bad, GError **err) {
-  int64_t one[1] = {1};
-  tp_tensor *flag = tp_tensor_zeros(ctx, TP_I32, 1, one);
-  if (!flag) return tp_ctx_check(ctx, err);
-  tp_ctx_kernels(ctx)->nonfinite(p->be->dev, flag->mem, tp_params_buffer(p, 1), p->total);
-  int32_t f = 0;
-  if (!tp_tensor_to_host(ctx, flag, &f, err)) return false;
-  *bad = f != 0;
-  return true;
-}
-
 void tp_params_adam_step(tp_params *p, tp_ctx *ctx, const tp_adam_args *args) {
-  tp_ctx_kernels(ctx)->adam_step(p->be->dev, tp_params_buffer(p, 0), tp_params_buffer(p, 1),
-                                 tp_params_buffer(p, 2), tp_params_buffer(p, 3), p->total, args);
+  (void)ctx;
+  for (guint g = 0; g < p->groups->len; g++) {
+    param_group *gr = group_at(p, g);
+    tp_mem m[4];
+    for (int w = 0; w < 4; w++) m[w] = (tp_mem){gr->buf[w], 0};
+    tp_k_adam_step(p->be, m[0], m[1], m[2], m[3], gr->floats, args);
+  }
 }

@@ -5,23 +5,33 @@
 
 #include "tensorplug/error.h"
 
-#define ARENA_ALIGN 256
+#include "tensorplug/kernels.h"
+
+#define ARENA_ALIGN 256 /* at least; the device's offset_align when larger */
 #define ARENA_MIN (16u << 20)
+
+typedef struct arena_chunk {
+  tp_buffer *buf;
+  size_t cap;
+} arena_chunk;
 
 struct tp_ctx {
   tp_backend *be;
   const tp_kernels *k;
   bool training; /* dropout on */
   bool record;   /* ops go on the tape */
+  tp_dtype precision; /* compute type of matrix products */
   uint64_t rng_seed, rng_counter;
   GError *error; /* sticky: the first failure */
 
-  /* Device arena: one buffer; a step that outgrows it spills into extra
-   * buffers, and the next step starts with one buffer big enough for all. */
-  tp_buffer *arena;
-  size_t arena_cap, arena_used;
-  GPtrArray *spill;   /* tp_buffer* */
-  size_t step_bytes;  /* bytes asked for this step (arena + spill) */
+  /* Device arena: chunks of at most max_alloc_bytes, bump-allocated in
+   * order. A step that outgrows them adds a chunk (a spill); the next step
+   * starts with chunks sized for everything the last one needed. */
+  GArray *chunks; /* arena_chunk */
+  guint cur;      /* chunk being filled */
+  size_t used;    /* bytes used in chunks[cur] */
+  bool spilled;
+  size_t step_bytes; /* bytes asked for this step */
 
   /* Host objects of this step: tensors and tape nodes. */
   GPtrArray *host_objs; /* g_free'd at each step */
@@ -43,23 +53,25 @@ tp_ctx *tp_ctx_new(tp_backend *be, GError **err) {
   tp_ctx *c = g_new0(tp_ctx, 1);
   c->be = be;
   c->k = &be->iface->k;
-  c->spill = g_ptr_array_new();
+  c->precision = TP_F32;
+  c->chunks = g_array_new(FALSE, TRUE, sizeof(arena_chunk));
   c->host_objs = g_ptr_array_new_with_free_func(g_free);
   c->tape = g_ptr_array_new();
   return c;
 }
 
-static void free_spill(tp_ctx *c) {
-  for (guint i = 0; i < c->spill->len; i++)
-    c->be->iface->buffer_free(c->be->dev, g_ptr_array_index(c->spill, i));
-  g_ptr_array_set_size(c->spill, 0);
+static void free_chunks(tp_ctx *c) {
+  for (guint i = 0; i < c->chunks->len; i++)
+    tp_backend_free(c->be, g_array_index(c->chunks, arena_chunk, i).buf);
+  g_array_set_size(c->chunks, 0);
+  c->cur = 0;
+  c->used = 0;
 }
 
 void tp_ctx_free(tp_ctx *c) {
   if (!c) return;
-  free_spill(c);
-  if (c->arena) c->be->iface->buffer_free(c->be->dev, c->arena);
-  g_ptr_array_unref(c->spill);
+  free_chunks(c);
+  g_array_unref(c->chunks);
   g_ptr_array_unref(c->host_objs);
   g_ptr_array_unref(c->tape);
   g_clear_error(&c->error);
@@ -74,6 +86,22 @@ void tp_ctx_set_training(tp_ctx *c, bool t) {
 }
 void tp_ctx_set_grad_enabled(tp_ctx *c, bool enabled) { c->record = enabled; }
 bool tp_ctx_training(const tp_ctx *c) { return c->training; }
+
+bool tp_ctx_set_precision(tp_ctx *c, tp_dtype compute, GError **err) {
+  if (compute != TP_F32 && compute != TP_BF16 && compute != TP_F16) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "precision %s: use f32, bf16 or f16",
+                tp_dtype_name(compute));
+    return false;
+  }
+  if (!(c->be->info.gemm_compute & TP_DTYPE_BIT(compute))) {
+    g_set_error(err, TP_ERROR, TP_ERROR_UNAVAILABLE, "%s (%s) cannot compute matrix products in "
+                "%s: use --precision f32", c->be->name, c->be->info.name, tp_dtype_name(compute));
+    return false;
+  }
+  c->precision = compute;
+  return true;
+}
+tp_dtype tp_ctx_precision(const tp_ctx *c) { return c->precision; }
 
 void tp_ctx_set_rng(tp_ctx *c, uint64_t seed, uint64_t counter) {
   c->rng_seed = seed;
@@ -90,22 +118,40 @@ void tp_ctx_take_rng(tp_ctx *c, int64_t n, uint64_t *seed, uint64_t *offset) {
   c->rng_counter += (uint64_t)n;
 }
 
+static size_t chunk_limit(const tp_ctx *c) {
+  uint64_t m = c->be->info.max_alloc_bytes;
+  return m == 0 || m > SIZE_MAX ? SIZE_MAX : (size_t)m;
+}
+
+/* Chunks holding `want` bytes, each at most the device's largest buffer. */
+static void alloc_chunks(tp_ctx *c, size_t want) {
+  size_t lim = chunk_limit(c);
+  while (want > 0) {
+    size_t sz = MIN(want, lim);
+    GError *e = NULL;
+    tp_buffer *b = tp_backend_alloc(c->be, sz, &e);
+    if (!b) { /* the next allocation retries and reports */
+      g_clear_error(&e);
+      return;
+    }
+    arena_chunk ch = {b, sz};
+    g_array_append_val(c->chunks, ch);
+    want -= sz;
+  }
+}
+
 void tp_ctx_begin_step(tp_ctx *c) {
   g_ptr_array_set_size(c->tape, 0);
   g_ptr_array_set_size(c->host_objs, 0);
-  if (c->spill->len > 0) {
-    /* Grow the arena to what the last step needed, plus headroom. */
+  if (c->spilled) {
+    /* Size the arena for what the last step needed, plus headroom. */
     size_t want = c->step_bytes + c->step_bytes / 4;
-    free_spill(c);
-    if (c->arena) c->be->iface->buffer_free(c->be->dev, c->arena);
-    c->arena = NULL;
-    c->arena_cap = 0;
-    GError *e = NULL;
-    c->arena = c->be->iface->buffer_alloc(c->be->dev, want, &e);
-    if (c->arena) c->arena_cap = want;
-    else g_clear_error(&e); /* the next allocation retries and reports */
+    free_chunks(c);
+    alloc_chunks(c, want);
+    c->spilled = false;
   }
-  c->arena_used = 0;
+  c->cur = 0;
+  c->used = 0;
   c->step_bytes = 0;
 }
 
@@ -120,49 +166,59 @@ void tp_ctx_fail(tp_ctx *c, GError *e) {
 bool tp_ctx_check(tp_ctx *c, GError **err) {
   if (!c->error) {
     GError *e = NULL;
-    if (!c->be->iface->synchronize(c->be->dev, &e)) c->error = e;
+    if (!tp_backend_sync(c->be, &e)) c->error = e;
   }
-  if (c->error) {
-    g_propagate_error(err, c->error);
-    c->error = NULL;
-    return false;
-  }
-  return true;
+  return tp_ctx_take_error(c, err);
 }
 
-size_t tp_ctx_arena_bytes(const tp_ctx *c) { return c->arena_cap; }
+bool tp_ctx_take_error(tp_ctx *c, GError **err) {
+  if (!c->error) return true;
+  g_propagate_error(err, c->error);
+  c->error = NULL;
+  return false;
+}
+
+size_t tp_ctx_arena_bytes(const tp_ctx *c) {
+  size_t n = 0;
+  for (guint i = 0; i < c->chunks->len; i++) n += g_array_index(c->chunks, arena_chunk, i).cap;
+  return n;
+}
 
 static tp_mem arena_alloc(tp_ctx *c, size_t bytes) {
   tp_mem m = {NULL, 0};
-  size_t sz = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-  if (sz == 0) sz = ARENA_ALIGN;
+  size_t align = MAX((size_t)ARENA_ALIGN, (size_t)c->be->info.offset_align);
+  size_t sz = (bytes + align - 1) / align * align;
+  if (sz == 0) sz = align;
   c->step_bytes += sz;
-  if (!c->arena && c->spill->len == 0) {
-    size_t cap = sz > ARENA_MIN ? sz : ARENA_MIN;
-    GError *e = NULL;
-    c->arena = c->be->iface->buffer_alloc(c->be->dev, cap, &e);
-    if (!c->arena) {
-      tp_ctx_fail(c, e);
+  while (c->cur < c->chunks->len) {
+    arena_chunk *ch = &g_array_index(c->chunks, arena_chunk, c->cur);
+    if (c->used + sz <= ch->cap) {
+      m.buf = ch->buf;
+      m.off = c->used;
+      c->used += sz;
       return m;
     }
-    c->arena_cap = cap;
+    c->cur++;
+    c->used = 0;
   }
-  if (c->arena && c->arena_used + sz <= c->arena_cap) {
-    m.buf = c->arena;
-    m.off = c->arena_used;
-    c->arena_used += sz;
-    return m;
+  /* A new chunk: at least ARENA_MIN (the first step's start), else this tensor. */
+  size_t cap = MIN(MAX(sz, (size_t)ARENA_MIN), MAX(sz, chunk_limit(c)));
+  if (c->chunks->len > 0) {
+    c->spilled = true;
+    cap = sz;
   }
   GError *e = NULL;
-  tp_buffer *b = c->be->iface->buffer_alloc(c->be->dev, sz, &e);
+  tp_buffer *b = tp_backend_alloc(c->be, cap, &e);
   if (!b) {
-    g_prefix_error(&e, "activation memory for one step exceeds what %s can allocate (%.1f MiB "
-                       "so far; lower --batch or --max-len): ",
-                   c->be->name, (double)c->step_bytes / 1048576.0);
+    g_prefix_error(&e, "activation memory for one step (%.1f MiB so far): ",
+                   (double)c->step_bytes / 1048576.0);
     tp_ctx_fail(c, e);
     return m;
   }
-  g_ptr_array_add(c->spill, b);
+  arena_chunk ch = {b, cap};
+  g_array_append_val(c->chunks, ch);
+  c->cur = c->chunks->len - 1;
+  c->used = sz;
   m.buf = b;
   return m;
 }
@@ -201,11 +257,11 @@ tp_tensor *tp_tensor_zeros(tp_ctx *c, tp_dtype dt, int ndim, const int64_t *shap
   if (!t) return NULL;
   /* all dtypes' zero is all-zero bits; fill as f32 words covers i32 too */
   size_t bytes = tp_tensor_nbytes(t);
-  if (bytes % 4 == 0) c->k->fill(c->be->dev, t->mem, 0.0f, (int64_t)(bytes / 4));
+  if (bytes % 4 == 0) tp_k_fill(c->be, t->mem, 0.0f, (int64_t)(bytes / 4));
   else {
     void *z = g_malloc0(bytes);
     GError *e = NULL;
-    if (!c->be->iface->upload(c->be->dev, t->mem, z, bytes, &e)) tp_ctx_fail(c, e);
+    if (!tp_backend_upload(c->be, t->mem, z, bytes, &e)) tp_ctx_fail(c, e);
     g_free(z);
   }
   return t;
@@ -216,7 +272,7 @@ tp_tensor *tp_tensor_from_host(tp_ctx *c, tp_dtype dt, int ndim, const int64_t *
   tp_tensor *t = tp_tensor_new(c, dt, ndim, shape);
   if (!t) return NULL;
   GError *e = NULL;
-  if (!c->be->iface->upload(c->be->dev, t->mem, data, tp_tensor_nbytes(t), &e)) {
+  if (!tp_backend_upload(c->be, t->mem, data, tp_tensor_nbytes(t), &e)) {
     tp_ctx_fail(c, e);
     return NULL;
   }
@@ -224,8 +280,9 @@ tp_tensor *tp_tensor_from_host(tp_ctx *c, tp_dtype dt, int ndim, const int64_t *
 }
 
 bool tp_tensor_to_host(tp_ctx *c, const tp_tensor *t, void *dst, GError **err) {
-  if (!tp_ctx_check(c, err)) return false;
-  return c->be->iface->download(c->be->dev, dst, t->mem, tp_tensor_nbytes(t), err);
+  if (!tp_ctx_take_error(c, err)) return false;
+  /* one synchronisation: download reports queued kernels' failures too */
+  return tp_backend_download(c->be, dst, t->mem, tp_tensor_nbytes(t), err);
 }
 
 tp_tape_node *tp_ctx_record(tp_ctx *c, tp_backward_fn fn, tp_tensor *out, int n_in,
@@ -269,7 +326,7 @@ static void walk_tape(tp_ctx *c) {
 }
 
 bool tp_ctx_backward(tp_ctx *c, tp_tensor *loss, GError **err) {
-  if (c->error) return tp_ctx_check(c, err);
+  if (c->error) return tp_ctx_take_error(c, err);
   if (loss && tp_tensor_numel(loss) != 1) {
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                 "backward needs a loss with one element");
@@ -277,18 +334,33 @@ bool tp_ctx_backward(tp_ctx *c, tp_tensor *loss, GError **err) {
   }
   if (!backward_check(loss, err)) return false;
   tp_tensor *g = tp_tensor_grad(c, loss);
-  if (g) c->k->fill(c->be->dev, g->mem, 1.0f, 1);
+  if (g) tp_k_fill(c->be, g->mem, 1.0f, 1);
   walk_tape(c);
-  return tp_ctx_check(c, err);
+  return tp_ctx_take_error(c, err);
+}
+
+bool tp_ctx_backward_scaled(tp_ctx *c, tp_tensor *loss, tp_mem scale, GError **err) {
+  if (c->error) return tp_ctx_take_error(c, err);
+  if (loss && tp_tensor_numel(loss) != 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                "backward needs a loss with one element");
+    return false;
+  }
+  if (!backward_check(loss, err)) return false;
+  tp_tensor *g = tp_tensor_grad(c, loss);
+  GError *e = NULL;
+  if (g && !tp_backend_copy(c->be, g->mem, scale, sizeof(float), &e)) tp_ctx_fail(c, e);
+  walk_tape(c);
+  return tp_ctx_take_error(c, err);
 }
 
 bool tp_ctx_backward_from(tp_ctx *c, tp_tensor *out, const float *dout, GError **err) {
-  if (c->error) return tp_ctx_check(c, err);
+  if (c->error) return tp_ctx_take_error(c, err);
   if (!backward_check(out, err)) return false;
   tp_tensor *g = tp_tensor_grad(c, out);
   GError *e = NULL;
-  if (g && !c->be->iface->upload(c->be->dev, g->mem, dout, tp_tensor_nbytes(g), &e))
+  if (g && !tp_backend_upload(c->be, g->mem, dout, tp_tensor_nbytes(g), &e))
     tp_ctx_fail(c, e);
   walk_tape(c);
-  return tp_ctx_check(c, err);
+  return tp_ctx_take_error(c, err);
 }

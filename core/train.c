@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "tensorplug/error.h"
+#include "tensorplug/kernels.h"
+#include "tensorplug/optim_control.h"
 #include "tensorplug/ops.h"
 #include "tensorplug/safetensors.h"
 
@@ -118,7 +120,7 @@ bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *d, const guint *id
     tp_tensor *z = tp_model_forward(m, ctx, b.ids, b.mask);
     ok = z && tp_tensor_to_host(ctx, z, lg, err);
     if (!ok) {
-      if (err && !*err) tp_ctx_check(ctx, err);
+      if (err && !*err) tp_ctx_take_error(ctx, err);
       break;
     }
     score_rows(lg, lab, (int)cnt, c, &loss_sum, &out->confusion, &correct);
@@ -202,68 +204,131 @@ static void epoch_order(const guint *train, guint n, uint64_t seed, int epoch, g
   }
 }
 
-typedef struct step_out {
-  double loss;
-  int64_t correct, tokens;
-} step_out;
+/* ---- the device-side step record ----
+ * One persistent buffer: the optimizer's control block (TP_CTL_WORDS f32),
+ * then (loss, correct) per step since the last read-back. Steps only queue
+ * work; the host reads the record back at the logging interval — one
+ * synchronisation for many steps. */
+#define STATS_CAP 256 /* steps between read-backs at most */
 
+typedef struct train_dev {
+  tp_buffer *buf;
+  int pending; /* steps recorded since the last read-back */
+  bool use_ctl; /* clipping or loss scaling: adam obeys the control block */
+  bool dynamic; /* f16: dynamic loss scaling */
+} train_dev;
+
+static tp_mem dev_at(const train_dev *t, int64_t word) {
+  tp_mem m = {t->buf, (size_t)word * sizeof(float)};
+  return m;
+}
+static tp_mem step_slot(const train_dev *t, int slot, int which) {
+  return dev_at(t, TP_CTL_WORDS + 2 * slot + which);
+}
+
+static bool train_dev_open(train_dev *t, tp_ctx *ctx, const tp_train_options *o, GError **err) {
+  memset(t, 0, sizeof *t);
+  tp_backend *be = tp_ctx_backend(ctx);
+  t->dynamic = tp_ctx_precision(ctx) == TP_F16;
+  t->use_ctl = o->clip_norm > 0 || t->dynamic;
+  size_t words = TP_CTL_WORDS + 2 * STATS_CAP;
+  t->buf = tp_backend_alloc(be, words * sizeof(float), err);
+  if (!t->buf) return false;
+  float *init = g_new0(float, words);
+  init[TP_CTL_LOSS_SCALE] = t->dynamic ? TP_LOSS_SCALE_INIT : 1.0f;
+  init[TP_CTL_GRAD_SCALE] = 1.0f;
+  bool ok = tp_backend_upload(be, dev_at(t, 0), init, words * sizeof(float), err);
+  g_free(init);
+  return ok;
+}
+
+static void train_dev_close(train_dev *t, tp_ctx *ctx) {
+  if (t->buf) tp_backend_free(tp_ctx_backend(ctx), t->buf);
+  t->buf = NULL;
+}
+
+/* Queues one training step; nothing is read back. */
 static bool train_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labelled *d,
-                       const guint *bidx, int cnt, int64_t step, int64_t total, step_out *so,
-                       GError **err) {
+                       const guint *bidx, int cnt, int64_t step, int64_t total, train_dev *td,
+                       int64_t *tokens, GError **err) {
+  tp_backend *be = tp_ctx_backend(ctx);
   tp_ctx_begin_step(ctx);
   tp_ctx_set_training(ctx, true);
   tp_ctx_set_rng(ctx, o->seed, (uint64_t)step << STEP_RNG_SHIFT);
   batch b;
   batch_make(ctx, d, bidx, cnt, &b);
+  *tokens = b.tokens;
   tp_tensor *logits = tp_model_forward(m, ctx, b.ids, b.mask);
   tp_tensor *loss = tp_cross_entropy(ctx, logits, b.labels);
   tp_params_zero_grad(m->params, ctx);
-  if (!tp_ctx_backward(ctx, loss, err)) return false;
-  int c = m->cfg.num_labels;
-  float *lg = g_new(float, (int64_t)cnt * c);
-  float lv = 0;
-  bool ok = tp_tensor_to_host(ctx, loss, &lv, err) && tp_tensor_to_host(ctx, logits, lg, err);
-  if (ok) {
-    int32_t *lab = g_new(int32_t, cnt);
-    for (int i = 0; i < cnt; i++) lab[i] = d->labels[bidx[i]];
-    double unused = 0;
-    so->correct = 0;
-    score_rows(lg, lab, cnt, c, &unused, NULL, &so->correct);
-    g_free(lab);
-  }
-  g_free(lg);
+  bool ok = td->dynamic ? tp_ctx_backward_scaled(ctx, loss, dev_at(td, TP_CTL_LOSS_SCALE), err)
+                        : tp_ctx_backward(ctx, loss, err);
   if (!ok) return false;
-  so->loss = lv;
-  so->tokens = b.tokens;
-  if (!isfinite(lv)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_NON_FINITE, "the training loss became %s at step %lld: "
-                "training stopped; the last epoch's checkpoint is kept (try a lower --lr or "
-                "--clip-norm 1.0)", isnan(lv) ? "NaN" : "infinite", (long long)step + 1);
-    return false;
-  }
-  float scale = 1.0f;
-  if (o->clip_norm > 0) {
-    double norm = 0;
-    if (!tp_params_grad_norm(m->params, ctx, &norm, err)) return false;
-    if (!isfinite(norm)) {
-      g_set_error(err, TP_ERROR, TP_ERROR_NON_FINITE, "the gradient norm is not finite at step "
-                  "%lld", (long long)step + 1);
-      return false;
-    }
-    if (norm > o->clip_norm) scale = (float)(o->clip_norm / norm);
+  int slot = td->pending++;
+  if (!tp_backend_copy(be, step_slot(td, slot, 0), loss->mem, sizeof(float), err)) return false;
+  tp_k_count_correct(be, step_slot(td, slot, 1), logits->mem, b.labels->mem, cnt,
+                     m->cfg.num_labels);
+  if (td->use_ctl) {
+    tp_params_grad_sumsq(m->params, ctx, dev_at(td, TP_CTL_SUMSQ));
+    tp_control_args ca = {.max_norm = (float)o->clip_norm, .dynamic = td->dynamic,
+                          .growth_interval = TP_LOSS_SCALE_INTERVAL,
+                          .growth = TP_LOSS_SCALE_GROWTH, .backoff = TP_LOSS_SCALE_BACKOFF};
+    tp_k_optim_control(be, dev_at(td, 0), &ca);
   }
   bool w = o->optimizer == TP_ADAM_W;
   tp_adam_args a = {.mode = o->optimizer, .lr = (float)tp_schedule_lr(o, step, total),
                     .beta1 = 0.9f, .beta2 = 0.999f, .eps = w ? 1e-8f : 1e-7f,
                     .weight_decay = w ? (float)o->weight_decay : 0.0f, .step = step + 1,
-                    .grad_scale = scale};
+                    .grad_scale = 1.0f, .ctl = td->use_ctl ? dev_at(td, 0) : tp_mem_null()};
   tp_params_adam_step(m->params, ctx, &a);
-  return tp_ctx_check(ctx, err);
+  return tp_ctx_take_error(ctx, err);
+}
+
+/* Running sums of one epoch, from the read-backs. */
+typedef struct epoch_sums {
+  double loss_sum;
+  int64_t correct, seen; /* examples read back */
+  int64_t steps_read;
+  double skipped; /* steps the loss scaler skipped (f16) */
+} epoch_sums;
+
+/* Reads back the steps recorded since the last read-back (one
+ * synchronisation) and adds them, in step order, to e. first_step: the
+ * global step of the first of them; sizes: their batch sizes. */
+static bool read_back(train_dev *td, tp_ctx *ctx, int64_t first_step, const int *sizes,
+                      epoch_sums *e, GError **err) {
+  if (td->pending == 0) return true;
+  size_t words = TP_CTL_WORDS + 2 * (size_t)td->pending;
+  float *h = g_new(float, words);
+  bool ok = tp_ctx_take_error(ctx, err) &&
+            tp_backend_download(tp_ctx_backend(ctx), h, dev_at(td, 0), words * sizeof(float), err);
+  for (int i = 0; ok && i < td->pending; i++) {
+    float lv = h[TP_CTL_WORDS + 2 * i], corr = h[TP_CTL_WORDS + 2 * i + 1];
+    if (!isfinite(lv)) {
+      g_set_error(err, TP_ERROR, TP_ERROR_NON_FINITE, "the training loss became %s at step %lld: "
+                  "training stopped; the last epoch's checkpoint is kept (try a lower --lr or "
+                  "--clip-norm 1.0)", isnan(lv) ? "NaN" : "infinite",
+                  (long long)(first_step + i + 1));
+      ok = false;
+      break;
+    }
+    e->loss_sum += (double)lv * sizes[i];
+    e->correct += (int64_t)corr;
+    e->seen += sizes[i];
+    e->steps_read++;
+  }
+  if (ok) e->skipped = h[TP_CTL_SKIPPED];
+  td->pending = 0;
+  g_free(h);
+  return ok;
 }
 
 static void report(const tp_train_hooks *h, const tp_progress *p) {
   if (h && h->progress) h->progress(p, h->user);
 }
+
+/* Seconds between read-backs (and progress updates) while training. */
+#define READ_BACK_S 0.5
 
 bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labelled *d,
               const guint *train_idx, guint n_train, const guint *val_idx, guint n_val,
@@ -274,13 +339,17 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
     return false;
   }
   int64_t steps = ((int64_t)n_train + o->batch - 1) / o->batch, total = steps * o->epochs;
+  double every = o->read_back_s > 0 ? o->read_back_s : READ_BACK_S;
+  train_dev td;
+  if (!train_dev_open(&td, ctx, o, err)) return false;
   guint *order = g_new(guint, n_train);
+  int sizes[STATS_CAP];
   bool ok = true;
   for (int e = s->epochs_done + 1; ok && e <= o->epochs; e++) {
     epoch_order(train_idx, n_train, o->seed, e, order);
-    gint64 t0 = g_get_monotonic_time();
-    double loss_sum = 0;
-    int64_t correct = 0, tokens = 0;
+    gint64 t0 = g_get_monotonic_time(), last = t0;
+    epoch_sums sum = {0};
+    int64_t tokens = 0, first = s->global_step;
     for (int64_t st = 0; ok && st < steps; st++) {
       if (o->stop && *o->stop) {
         g_set_error(err, TP_ERROR, TP_ERROR_INTERRUPTED, "interrupted in epoch %d at step "
@@ -289,22 +358,31 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
         break;
       }
       guint start = (guint)(st * o->batch), cnt = MIN((guint)o->batch, n_train - start);
-      step_out so;
-      ok = train_step(m, ctx, o, d, order + start, (int)cnt, s->global_step, total, &so, err);
+      int64_t tok = 0;
+      sizes[td.pending] = (int)cnt;
+      ok = train_step(m, ctx, o, d, order + start, (int)cnt, s->global_step, total, &td, &tok,
+                      err);
       if (!ok) break;
       s->global_step++;
-      loss_sum += so.loss * cnt;
-      correct += so.correct;
-      tokens += so.tokens;
+      tokens += tok;
+      gint64 now = g_get_monotonic_time();
+      bool due = td.pending == STATS_CAP || st + 1 == steps ||
+                 (double)(now - last) / 1e6 >= every || (o->stop && *o->stop);
+      if (!due) continue;
+      ok = read_back(&td, ctx, first, sizes, &sum, err);
+      first = s->global_step;
+      last = g_get_monotonic_time();
+      if (!ok) break;
       tp_progress p = {.phase = "train", .epoch = e, .epochs = o->epochs, .step = st + 1,
-                       .steps = steps, .elapsed_s = (double)(g_get_monotonic_time() - t0) / 1e6,
-                       .loss = loss_sum / (start + cnt), .acc = (double)correct / (start + cnt),
-                       .tokens = tokens};
+                       .steps = steps, .elapsed_s = (double)(last - t0) / 1e6,
+                       .loss = sum.loss_sum / (double)sum.seen,
+                       .acc = (double)sum.correct / (double)sum.seen, .tokens = tokens};
       report(h, &p);
     }
     if (!ok) break;
-    tp_epoch_stats es = {.epoch = e, .loss = loss_sum / n_train, .acc = (double)correct / n_train,
-                         .steps = steps, .tokens = tokens};
+    tp_epoch_stats es = {.epoch = e, .loss = sum.loss_sum / n_train,
+                         .acc = (double)sum.correct / n_train, .steps = steps, .tokens = tokens,
+                         .skipped_steps = (int64_t)sum.skipped};
     es.seconds = (double)(g_get_monotonic_time() - t0) / 1e6;
     es.ms_per_step = es.seconds * 1000.0 / (double)steps;
     es.tokens_per_s = (double)tokens / fmax(es.seconds, 1e-9);
@@ -334,6 +412,7 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
     if (stop) break;
   }
   g_free(order);
+  train_dev_close(&td, ctx);
   return ok;
 }
 
@@ -437,16 +516,14 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
     g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot create %s: %s", tmp, g_strerror(errno));
     ok = false;
   }
-  int64_t nf = tp_params_buffer_floats(m->params);
+  int64_t nf = tp_params_flat_floats(m->params);
   float *buf[3] = {0};
   tp_st_write_item items[3];
   static const char *const names[3] = {"values", "adam_m", "adam_v"};
   static const int which[3] = {0, 2, 3};
   for (int i = 0; ok && i < 3; i++) {
     buf[i] = g_new(float, nf);
-    tp_tensor view = {.dtype = TP_F32, .ndim = 1, .shape = {nf},
-                      .mem = tp_params_buffer(m->params, which[i])};
-    ok = tp_tensor_to_host(ctx, &view, buf[i], err);
+    ok = tp_params_read_flat(m->params, ctx, which[i], buf[i], err);
     items[i] = (tp_st_write_item){.name = names[i], .dtype = TP_F32, .ndim = 1, .shape = {nf},
                                   .data = buf[i]};
   }
@@ -504,7 +581,7 @@ bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_s
   bool ok = json_parser_load_from_file(parser, jp, err);
   if (ok) st = tp_safetensors_open(st_path, err);
   ok = ok && st;
-  int64_t nf = tp_params_buffer_floats(m->params);
+  int64_t nf = tp_params_flat_floats(m->params);
   static const char *const names[3] = {"values", "adam_m", "adam_v"};
   static const int which[3] = {0, 2, 3};
   for (int i = 0; ok && i < 3; i++) {
@@ -518,9 +595,7 @@ bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_s
     }
     float *h = g_new(float, nf);
     memcpy(h, t->data, (size_t)nf * sizeof(float));
-    tp_backend *be = tp_ctx_backend(ctx);
-    ok = be->iface->upload(be->dev, tp_params_buffer(m->params, which[i]), h,
-                           (size_t)nf * sizeof(float), err);
+    ok = tp_params_write_flat(m->params, ctx, which[i], h, err);
     g_free(h);
   }
   if (ok) {

@@ -141,6 +141,18 @@ static double *dcopy(const float *x, int64_t n) {
   return d;
 }
 
+/* The gemm slot with the arguments as a list: A, B and C stored as dt,
+ * multiplied in f32. */
+static void gemm_call(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha,
+                      tp_mem a, int lda, int64_t sa, tp_mem b, int ldb, int64_t sb, float beta,
+                      tp_mem c, int ldc, int64_t sc, int batch, tp_dtype dt) {
+  tp_gemm_args g = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .batch = batch, .alpha = alpha,
+                    .beta = beta, .a = a, .b = b, .c = c, .lda = lda, .ldb = ldb, .ldc = ldc,
+                    .sa = sa, .sb = sb, .sc = sc, .ab_dtype = dt, .c_dtype = dt,
+                    .compute = TP_F32};
+  B->k.gemm(d, &g);
+}
+
 static const int SIZES[] = {1, 3, 7, 13, 33, 130};
 #define NSIZES ((int)G_N_ELEMENTS(SIZES))
 
@@ -235,13 +247,13 @@ TP_TEST(CpuPlugin, KernelErrorsSurfaceAtSynchronize) {
   SETUP();
   tbuf a = tb_new(64), l = tb_new(8);
   GError *err = NULL;
-  B->k.gemm(D, false, false, 2, 2, 2, 1.0f, M(a), 2, 0, M(a), 2, 0, 0.0f, M(a), 2, 0, 1, TP_I32);
+  gemm_call(D, false, false, 2, 2, 2, 1.0f, M(a), 2, 0, M(a), 2, 0, 0.0f, M(a), 2, 0, 1, TP_I32);
   TP_CHECK(!B->synchronize(D, &err));
-  TP_CHECK_ERROR(err, TP_ERROR_UNAVAILABLE, "dtype");
+  TP_CHECK_ERROR(err, TP_ERROR_UNAVAILABLE, "not supported");
   TP_CHECK(B->synchronize(D, &err)); /* reported once, then cleared */
   TP_ASSERT_NO_ERROR(err);
 
-  B->k.gemm(D, false, false, 2, 3, 4, 1.0f, M(a), 3, 0, M(a), 3, 0, 0.0f, M(a), 3, 0, 1, TP_F32);
+  gemm_call(D, false, false, 2, 3, 4, 1.0f, M(a), 3, 0, M(a), 3, 0, 0.0f, M(a), 3, 0, 1, TP_F32);
   TP_CHECK(!B->synchronize(D, &err));
   TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "lda=3");
 
@@ -314,7 +326,7 @@ static void gemm_case(GRand *r, bool ta, bool tb, int m, int n, int k, float alp
   double *want = dcopy(F(c), sc * batch), *mag = dalloc(sc * batch);
   ref_gemm(ta, tb, m, n, k, alpha, F(a), lda, sa, F(b), ldb, sb, beta, F(c), ldc, sc, batch, want,
            mag);
-  B->k.gemm(D, ta, tb, m, n, k, alpha, M(a), lda, sa, M(b), ldb, sb, beta, M(c), ldc, sc, batch,
+  gemm_call(D, ta, tb, m, n, k, alpha, M(a), lda, sa, M(b), ldb, sb, beta, M(c), ldc, sc, batch,
             TP_F32);
   if (sync_ok(D)) {
     int bad = 0;
@@ -372,16 +384,16 @@ TP_TEST(CpuGemm, BetaZeroIgnoresGarbageAndKZero) {
   for (int i = 0; i < 16; i++) F(a)[i] = F(b)[i] = 1.0f;
   for (int i = 0; i < 6; i++) F(c)[i] = NAN;
   /* beta == 0: C is written, never read (BLAS rule), so NaN there vanishes */
-  B->k.gemm(D, false, false, 2, 3, 2, 1.0f, M(a), 2, 0, M(b), 3, 0, 0.0f, M(c), 3, 0, 1, TP_F32);
+  gemm_call(D, false, false, 2, 3, 2, 1.0f, M(a), 2, 0, M(b), 3, 0, 0.0f, M(c), 3, 0, 1, TP_F32);
   TP_ASSERT(sync_ok(D));
   for (int i = 0; i < 6; i++) TP_CHECK_NEAR(F(c)[i], 2.0, 0.0);
   /* k == 0: C = beta * C */
-  B->k.gemm(D, false, false, 2, 3, 0, 1.0f, M(a), 1, 0, M(b), 3, 0, 0.5f, M(c), 3, 0, 1, TP_F32);
+  gemm_call(D, false, false, 2, 3, 0, 1.0f, M(a), 1, 0, M(b), 3, 0, 0.5f, M(c), 3, 0, 1, TP_F32);
   TP_ASSERT(sync_ok(D));
   for (int i = 0; i < 6; i++) TP_CHECK_NEAR(F(c)[i], 1.0, 0.0);
   /* sc == 0: every product lands in the one C, in batch order (beta 1 sums) */
   F(a)[0] = 1.0f, F(a)[1] = 2.0f, F(a)[2] = 3.0f, F(b)[0] = 2.0f, F(c)[0] = 10.0f;
-  B->k.gemm(D, false, false, 1, 1, 1, 1.0f, M(a), 1, 1, M(b), 1, 0, 1.0f, M(c), 1, 0, 3, TP_F32);
+  gemm_call(D, false, false, 1, 1, 1, 1.0f, M(a), 1, 1, M(b), 1, 0, 1.0f, M(c), 1, 0, 3, TP_F32);
   TP_ASSERT(sync_ok(D));
   TP_CHECK_NEAR(F(c)[0], 22.0, 0.0);
   tb_free(&a);
@@ -407,7 +419,7 @@ static void gemm_half_case(GRand *r, tp_dtype dt, bool ta, bool tb, int m, int n
     cf[i] = from(ch[i] = to((float)g_rand_double_range(r, -1, 1)));
   double *want = dcopy(cf, sc * batch), *mag = dalloc(sc * batch);
   ref_gemm(ta, tb, m, n, k, 0.5, af, lda, sa, bf, ldb, sb, 1.0, cf, ldc, sc, batch, want, mag);
-  B->k.gemm(D, ta, tb, m, n, k, 0.5f, M(a), lda, sa, M(b), ldb, sb, 1.0f, M(c), ldc, sc, batch, dt);
+  gemm_call(D, ta, tb, m, n, k, 0.5f, M(a), lda, sa, M(b), ldb, sb, 1.0f, M(c), ldc, sc, batch, dt);
   double unit = dt == TP_BF16 ? 1.0 / 256 : 1.0 / 2048; /* one rounding of the output */
   if (sync_ok(D)) {
     int bad = 0;
@@ -456,7 +468,7 @@ TP_TEST(CpuKernels, EmbeddingForwardAndScatterAdd) {
     for (int i = 0; i < n; i++)
       I(ids)[i] = (i % 3 == 0) ? 4 : g_rand_int_range(r, 0, v); /* repeats */
     tbuf out = tb_f32(r, (int64_t)n * h, -1, 1);
-    B->k.embedding_fwd(D, M(out), M(table), M(ids), n, h);
+    B->k.embedding_fwd(D, M(out), M(table), M(ids), n, h, 0, v, v);
     TP_ASSERT(sync_ok(D));
     for (int i = 0; i < n; i++)
       TP_CHECK(memcmp(F(out) + (int64_t)i * h, F(table) + (int64_t)I(ids)[i] * h, 4 * h) == 0);
@@ -465,7 +477,7 @@ TP_TEST(CpuKernels, EmbeddingForwardAndScatterAdd) {
     double *want = dcopy(F(table), (int64_t)v * h); /* table as a non-zero dtable */
     for (int i = 0; i < n; i++)
       for (int c = 0; c < h; c++) want[(int64_t)I(ids)[i] * h + c] += F(dout)[(int64_t)i * h + c];
-    B->k.embedding_bwd(D, M(table), M(dout), M(ids), n, h);
+    B->k.embedding_bwd(D, M(table), M(dout), M(ids), n, h, 0, v, v);
     TP_ASSERT(sync_ok(D));
     check_close("embedding_bwd", F(table), want, (int64_t)v * h, 1e-5, 1e-6);
     g_free(want);
@@ -1241,8 +1253,8 @@ static float *run_all(tp_backend_dev *dev, size_t *count) {
   tp_mem om[16];
   for (int i = 0; i < nout; i++) om[i] = (tp_mem){o.b, (size_t)i * n * 4};
   const tp_kernels *k = &B->k;
-  k->embedding_fwd(dev, om[0], M(x), M(ids), rows, cols);
-  k->embedding_bwd(dev, om[1], M(dy), M(ids), rows, cols);
+  k->embedding_fwd(dev, om[0], M(x), M(ids), rows, cols, 0, rows, rows);
+  k->embedding_bwd(dev, om[1], M(dy), M(ids), rows, cols, 0, rows, rows);
   k->layernorm_fwd(dev, om[2], M(mu), M(rs), M(x), M(g), M(be), rows, cols, 1e-5f);
   k->layernorm_bwd(dev, om[3], om[4], (tp_mem){o.b, (size_t)4 * n * 4 + 4 * cols}, M(dy), M(x),
                    M(mu), M(rs), M(g), rows, cols);
@@ -1258,7 +1270,7 @@ static float *run_all(tp_backend_dev *dev, size_t *count) {
   k->cross_entropy_bwd(dev, om[13], (tp_mem){g.b, 0}, M(x), M(ids), rows, cols);
   k->sumsq(dev, om[14], M(x), n);
   k->cross_entropy_fwd(dev, (tp_mem){o.b, ((size_t)14 * n + 1) * 4}, M(x), M(ids), rows, cols);
-  tp_adam_args a = {TP_ADAM_W, 1e-3f, 0.9f, 0.999f, 1e-7f, 0.01f, 2, 1.0f};
+  tp_adam_args a = {TP_ADAM_W, 1e-3f, 0.9f, 0.999f, 1e-7f, 0.01f, 2, 1.0f, {NULL, 0}};
   memcpy(F(o) + 15 * n, F(x), 4 * n);
   tbuf m = tb_dup(&dy, 4 * n), v = tb_new(4 * n);
   for (int i = 0; i < n; i++) F(v)[i] = F(x)[i] * F(x)[i];

@@ -55,7 +55,9 @@ TP_TEST(Registry, RefusesWrongAbiNamingBothVersions) {
   TP_ASSERT(x != NULL);
   TP_CHECK(!x->loaded);
   TP_CHECK(strstr(x->why_not, "ABI version 999") != NULL);
-  TP_CHECK(strstr(x->why_not, "ABI version 1") != NULL);
+  char *ours = g_strdup_printf("ABI version %u", TP_PLUGIN_ABI_VERSION);
+  TP_CHECK(strstr(x->why_not, ours) != NULL);
+  g_free(ours);
   TP_CHECK_STR_EQ(x->name, "future");
   tp_registry_free(r);
 }

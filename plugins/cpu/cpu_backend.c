@@ -79,7 +79,7 @@ static const char *blas_parallel_name(int p) {
 }
 
 static int cpu_probe(tp_device_info *infos, int max, GError **err) {
-  (void)err;
+  if (!cpu_isa_init(err)) return 0;
   if (max < 1 || infos == NULL) return 1;
   tp_device_info *in = &infos[0];
   memset(in, 0, sizeof *in);
@@ -88,14 +88,25 @@ static int cpu_probe(tp_device_info *infos, int max, GError **err) {
   int par = openblas_get_parallel();
   const char *core = openblas_get_corename();
   snprintf(in->description, sizeof in->description,
-           "%d cores / %d threads usable; OpenBLAS %s core, %s build%s",
+           "%d cores / %d threads usable; OpenBLAS %s core, %s build%s; kernels %s",
            cores > 0 ? cores : threads, threads, core ? core : "?", blas_parallel_name(par),
            par == 2 ? " (shares the OpenMP pool with the kernels)"
-                    : " (may oversubscribe: OpenMP build recommended)");
+                    : " (may oversubscribe: OpenMP build recommended)",
+           cpu_isa_name(cpu_isa));
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   in->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
   in->compute_units = threads;
   in->is_software = false;
+  in->is_discrete = false;
+  in->host_visible = true;
+  in->max_alloc_bytes = in->memory_bytes;
+  in->max_binding_bytes = 0; /* a pointer reaches everything */
+  in->offset_align = CPU_ALIGN;
+  in->gemm_compute = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16);
+  in->storage_dtypes = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16) |
+                       TP_DTYPE_BIT(TP_I32);
+  snprintf(in->features, sizeof in->features, "OpenBLAS %s, OpenMP, %s kernels",
+           core ? core : "?", cpu_isa_name(cpu_isa));
   return 1;
 }
 
@@ -127,6 +138,7 @@ static tp_backend_dev *cpu_open(int index, int threads, GError **err) {
                 "cpu backend: device %d does not exist (the CPU backend has device 0 only)", index);
     return NULL;
   }
+  if (!cpu_isa_init(err)) return NULL;
   int n = resolve_threads(threads, err);
   if (n < 1) return NULL;
   tp_backend_dev *d = g_new0(tp_backend_dev, 1);
@@ -269,7 +281,9 @@ static const tp_backend_iface cpu_iface = {
             .first_token_bwd = cpu_first_token_bwd,
             .cross_entropy_fwd = cpu_cross_entropy_fwd,
             .cross_entropy_bwd = cpu_cross_entropy_bwd,
+            .count_correct = cpu_count_correct,
             .adam_step = cpu_adam_step,
+            .optim_control = cpu_optim_control,
             .sumsq = cpu_sumsq,
             .nonfinite = cpu_nonfinite,
             .cast = cpu_cast,

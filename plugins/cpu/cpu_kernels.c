@@ -10,10 +10,7 @@
  * chunk order; embedding_bwd splits the work by columns so each dtable element
  * is accumulated in the order of i. Only GEMM (OpenBLAS) may vary with the
  * thread count.
- * Dispatch: the hot row/element loops are built three times (target_clones
- * avx512f, avx2 and baseline x86-64) and picked at load time. The build is ISO C11, so GCC does
- * not contract a*b+c into FMA, and all clones give bitwise-identical
- * results. */
+ * Dispatch: see CPU_VARIANTS below. */
 #include "cpu_kernels.h"
 
 #include <math.h>
@@ -24,21 +21,78 @@
 #include <cblas.h>
 
 #include "tensorplug/error.h"
+#include "tensorplug/optim_control.h"
 
+/* Instruction-set variants. Each hot row/element loop is written once as an
+ * always-inline body (NAME_impl); CPU_VARIANTS builds an AVX-512, an AVX2 and
+ * a baseline copy of it and a NAME() that calls the one for cpu_isa (the
+ * CPU's best, or lower when $TENSORPLUG_CPU_ISA asks: the tests run every
+ * kernel at every level). The build is ISO C11, so GCC never contracts
+ * a*b+c into FMA, and all copies give bitwise-identical results. The plugin
+ * is built with -fno-math-errno -fno-trapping-math (no value changes) so GCC
+ * vectorises sqrtf and if-converts float selects. */
+#define CPU_INLINE static inline __attribute__((always_inline))
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-/* For short rows (layernorm over hidden 128) the 512-bit clone measured
+#define CPU_VARIANTS(name, params, args)                                                          \
+  __attribute__((target("avx512f"))) static void name##_avx512 params { name##_impl args; }       \
+  __attribute__((target("avx2"))) static void name##_avx2 params { name##_impl args; }            \
+  static void name##_base params { name##_impl args; }                                            \
+  static void name params {                                                                       \
+    if (cpu_isa >= CPU_ISA_AVX512) name##_avx512 args;                                            \
+    else if (cpu_isa >= CPU_ISA_AVX2) name##_avx2 args;                                           \
+    else name##_base args;                                                                        \
+  }
+/* For short rows (layernorm over hidden 128) the 512-bit copy measured
  * slower than the 256-bit one: AVX2 and baseline only. */
-#define CPU_CLONES_256 __attribute__((target_clones("avx2", "default")))
-/* We never read the FP exception flags nor errno; without this GCC will not
- * if-convert float selects (a < b ? c : d) nor vectorise sqrtf, and leaves
- * such loops scalar. Results are unchanged (no reassociation). */
-#define CPU_NO_TRAPS __attribute__((optimize("no-trapping-math", "no-math-errno")))
+#define CPU_VARIANTS_256(name, params, args)                                                      \
+  __attribute__((target("avx2"))) static void name##_avx2 params { name##_impl args; }            \
+  static void name##_base params { name##_impl args; }                                            \
+  static void name params {                                                                       \
+    if (cpu_isa >= CPU_ISA_AVX2) name##_avx2 args;                                                \
+    else name##_base args;                                                                        \
+  }
 #else
-#define CPU_CLONES
-#define CPU_CLONES_256
-#define CPU_NO_TRAPS
+#define CPU_VARIANTS(name, params, args)                                                          \
+  static void name params { name##_impl args; }
+#define CPU_VARIANTS_256 CPU_VARIANTS
 #endif
+
+int cpu_isa = CPU_ISA_BASE;
+
+const char *cpu_isa_name(int level) {
+  return level >= CPU_ISA_AVX512 ? "avx512" : level >= CPU_ISA_AVX2 ? "avx2" : "baseline";
+}
+
+static int cpu_isa_best(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return CPU_ISA_AVX512;
+  if (__builtin_cpu_supports("avx2")) return CPU_ISA_AVX2;
+#endif
+  return CPU_ISA_BASE;
+}
+
+bool cpu_isa_init(GError **err) {
+  int best = cpu_isa_best(), want = best;
+  const char *env = g_getenv("TENSORPLUG_CPU_ISA");
+  if (env && *env) {
+    if (g_ascii_strcasecmp(env, "baseline") == 0) want = CPU_ISA_BASE;
+    else if (g_ascii_strcasecmp(env, "avx2") == 0) want = CPU_ISA_AVX2;
+    else if (g_ascii_strcasecmp(env, "avx512") == 0) want = CPU_ISA_AVX512;
+    else {
+      g_set_error(err, CPU_ERROR, TP_ERROR_INVALID_ARGUMENT, "cpu backend: TENSORPLUG_CPU_ISA="
+                  "\"%s\" is not one of baseline, avx2, avx512; fix or unset it", env);
+      return false;
+    }
+    if (want > best) {
+      g_set_error(err, CPU_ERROR, TP_ERROR_UNAVAILABLE, "cpu backend: TENSORPLUG_CPU_ISA=%s, but "
+                  "this CPU runs %s at best; unset it or ask for less", env, cpu_isa_name(best));
+      return false;
+    }
+  }
+  cpu_isa = want;
+  return true;
+}
 
 /* Below this many elements an elementwise kernel runs on the calling thread:
  * waking the team costs more than the work. Thread-count independent. */
@@ -58,7 +112,7 @@ static inline int32_t *i32(tp_mem m) { return (int32_t *)mem_ptr(m); }
 
 /* Sum of n floats in 8 lanes, then a fixed tree: vectorisable without
  * -ffast-math and the same bits in every clone. */
-static inline float lanes_sum(const float *restrict a, int64_t n) {
+CPU_INLINE float lanes_sum(const float *restrict a, int64_t n) {
   float acc[LANES] = {0};
   int64_t j = 0;
   for (; j + LANES <= n; j += LANES)
@@ -67,7 +121,7 @@ static inline float lanes_sum(const float *restrict a, int64_t n) {
   return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 
-static inline float lanes_dot(const float *restrict a, const float *restrict b, int64_t n) {
+CPU_INLINE float lanes_dot(const float *restrict a, const float *restrict b, int64_t n) {
   float acc[LANES] = {0};
   int64_t j = 0;
   for (; j + LANES <= n; j += LANES)
@@ -76,7 +130,7 @@ static inline float lanes_dot(const float *restrict a, const float *restrict b, 
   return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 
-static inline float lanes_max(const float *restrict a, int64_t n) {
+CPU_INLINE float lanes_max(const float *restrict a, int64_t n) {
   float acc[LANES];
   for (int l = 0; l < LANES; l++) acc[l] = -INFINITY;
   int64_t j = 0;
@@ -91,7 +145,7 @@ static inline float lanes_max(const float *restrict a, int64_t n) {
 /* exp(x) for x <= 88, pure arithmetic so loops over it vectorise (libm's expf
  * is a call). Cephes polynomial, error <= 2 ulp over the range; x < -87
  * (including -inf) gives 0. */
-CPU_NO_TRAPS static inline float exp_fast(float x) {
+CPU_INLINE float exp_fast(float x) {
   const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
   const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
   float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
@@ -150,120 +204,155 @@ static void scale_matrix(float *c, int m, int n, int ldc, float beta) {
 static uint16_t f32_to_half(float f, tp_dtype t);
 static float half_to_f32(uint16_t h, tp_dtype t);
 
-/* rows x cols half matrix (row stride ld) <-> dense f32 */
-static void half_to_dense(float *dst, const uint16_t *src, int rows, int cols, int ld, tp_dtype t) {
+/* rows x cols of a matrix (row stride ld, element type t) -> dense f32,
+ * each element rounded to the compute type ct (bf16/f16) when it is one. */
+static void to_dense(float *dst, const void *src, tp_dtype t, int rows, int cols, int ld,
+                     tp_dtype ct) {
   for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++)
-      dst[(int64_t)i * cols + j] = half_to_f32(src[(int64_t)i * ld + j], t);
+    for (int j = 0; j < cols; j++) {
+      int64_t at = (int64_t)i * ld + j;
+      float v = t == TP_F32 ? ((const float *)src)[at] : half_to_f32(((const uint16_t *)src)[at], t);
+      if (ct != TP_F32 && ct != t) v = half_to_f32(f32_to_half(v, ct), ct);
+      dst[(int64_t)i * cols + j] = v;
+    }
 }
 
-static void dense_to_half(uint16_t *dst, const float *src, int rows, int cols, int ld, tp_dtype t) {
+static void from_dense(void *dst, tp_dtype t, const float *src, int rows, int cols, int ld) {
   for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++)
-      dst[(int64_t)i * ld + j] = f32_to_half(src[(int64_t)i * cols + j], t);
+    for (int j = 0; j < cols; j++) {
+      int64_t at = (int64_t)i * ld + j;
+      float v = src[(int64_t)i * cols + j];
+      if (t == TP_F32)
+        ((float *)dst)[at] = v;
+      else
+        ((uint16_t *)dst)[at] = f32_to_half(v, t);
+    }
 }
 
-/* bf16/f16: widen each matrix to f32, sgemm, round C back (correctness over
- * speed: one rounding of the f32 result, as cuBLAS with f32 compute does). */
-static void gemm_half(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha,
-                      const uint16_t *a, int lda, int64_t sa, const uint16_t *b, int ldb,
-                      int64_t sb, float beta, uint16_t *c, int ldc, int64_t sc, int batch,
-                      tp_dtype t) {
-  int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-  size_t bytes = sizeof(float) * ((size_t)ar * ac + (size_t)br * bc + (size_t)m * n);
-  float *ta32 = g_try_malloc(bytes);
-  if (!ta32) {
+static size_t dtype_bytes(tp_dtype t) { return t == TP_F32 || t == TP_I32 ? 4 : 2; }
+
+/* Any storage or compute type: each product's A and B are made dense f32
+ * (rounded to the compute type), multiplied with sgemm, and C is rounded back
+ * to its storage type once. Correctness over speed: the f32 path below is the
+ * fast one. */
+static void gemm_general(tp_backend_dev *d, const tp_gemm_args *g) {
+  int m = g->m, n = g->n, k = g->k;
+  int ar = g->ta ? k : m, ac = g->ta ? m : k, br = g->tb ? n : k, bc = g->tb ? k : n;
+  size_t floats = (size_t)ar * ac + (size_t)br * bc + (size_t)m * n;
+  float *a32 = g_try_malloc(sizeof(float) * MAX(floats, 1));
+  if (!a32) {
     cpu_set_error(d, TP_ERROR_OUT_OF_MEMORY,
-                  "cpu gemm (%s): out of memory for %zu bytes of f32 temporaries",
-                  t == TP_BF16 ? "bf16" : "f16", bytes);
+                  "cpu gemm: out of memory for %zu bytes of f32 temporaries", sizeof(float) * floats);
     return;
   }
-  float *tb32 = ta32 + (size_t)ar * ac, *tc32 = tb32 + (size_t)br * bc;
-  for (int i = 0; i < batch; i++) {
-    half_to_dense(ta32, a + i * sa, ar, ac, lda, t);
-    half_to_dense(tb32, b + i * sb, br, bc, ldb, t);
+  float *b32 = a32 + (size_t)ar * ac, *c32 = b32 + (size_t)br * bc;
+  size_t abs_ = dtype_bytes(g->ab_dtype), cs = dtype_bytes(g->c_dtype);
+  const char *a = mem_ptr(g->a), *b = mem_ptr(g->b);
+  char *c = mem_ptr(g->c);
+  for (int i = 0; i < g->batch; i++) {
+    float beta = g->sc == 0 && i > 0 ? 1.0f : g->beta;
+    char *ci = c + (size_t)(i * g->sc) * cs;
+    to_dense(a32, a + (size_t)(i * g->sa) * abs_, g->ab_dtype, ar, ac, g->lda, g->compute);
+    to_dense(b32, b + (size_t)(i * g->sb) * abs_, g->ab_dtype, br, bc, g->ldb, g->compute);
     if (beta != 0.0f)
-      half_to_dense(tc32, c + i * sc, m, n, ldc, t);
+      to_dense(c32, ci, g->c_dtype, m, n, g->ldc, TP_F32);
     else
-      memset(tc32, 0, sizeof(float) * (size_t)m * n);
+      memset(c32, 0, sizeof(float) * (size_t)m * n);
     if (k == 0)
-      scale_matrix(tc32, m, n, n, beta);
+      scale_matrix(c32, m, n, n, beta);
     else
-      sgemm_batched(d, ta, tb, m, n, k, alpha, ta32, ac, 0, tb32, bc, 0, beta, tc32, n, 0, 1);
-    dense_to_half(c + i * sc, tc32, m, n, ldc, t);
+      sgemm_batched(d, g->ta, g->tb, m, n, k, g->alpha, a32, ac, 0, b32, bc, 0, beta, c32, n, 0, 1);
+    from_dense(ci, g->c_dtype, c32, m, n, g->ldc);
   }
-  g_free(ta32);
+  g_free(a32);
 }
 
-void cpu_gemm(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha, tp_mem a,
-              int lda, int64_t sa, tp_mem b, int ldb, int64_t sb, float beta, tp_mem c, int ldc,
-              int64_t sc, int batch, tp_dtype dtype) {
-  if (m < 0 || n < 0 || k < 0 || batch < 0) {
+static bool gemm_dtype_ok(tp_dtype t) { return t == TP_F32 || t == TP_BF16 || t == TP_F16; }
+
+void cpu_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
+  int m = g->m, n = g->n, k = g->k;
+  if (m < 0 || n < 0 || k < 0 || g->batch < 0) {
     cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu gemm: negative size m=%d n=%d k=%d batch=%d",
-                  m, n, k, batch);
+                  m, n, k, g->batch);
     return;
   }
-  if (m == 0 || n == 0 || batch == 0) return;
+  if (!gemm_dtype_ok(g->ab_dtype) || !gemm_dtype_ok(g->c_dtype) || !gemm_dtype_ok(g->compute)) {
+    cpu_set_error(d, TP_ERROR_UNAVAILABLE,
+                  "cpu gemm: types A/B %d, C %d, compute %d are not supported (f32, bf16, f16)",
+                  (int)g->ab_dtype, (int)g->c_dtype, (int)g->compute);
+    return;
+  }
+  if (m == 0 || n == 0 || g->batch == 0) return;
   /* OpenBLAS would print through xerbla and return; report it instead. */
-  int need_a = ta ? m : k, need_b = tb ? k : n;
-  if (lda < MAX(1, need_a) || ldb < MAX(1, need_b) || ldc < MAX(1, n)) {
+  int need_a = g->ta ? m : k, need_b = g->tb ? k : n;
+  if (g->lda < MAX(1, need_a) || g->ldb < MAX(1, need_b) || g->ldc < MAX(1, n)) {
     cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT,
                   "cpu gemm: row stride too small (lda=%d needs >= %d, ldb=%d needs >= %d, "
                   "ldc=%d needs >= %d)",
-                  lda, need_a, ldb, need_b, ldc, n);
+                  g->lda, need_a, g->ldb, need_b, g->ldc, n);
     return;
   }
-  switch (dtype) {
-  case TP_F32: {
-    float *cc = f32(c);
-    if (k == 0) {
-      for (int i = 0; i < batch; i++) scale_matrix(cc + i * sc, m, n, ldc, beta);
-      return;
-    }
-    sgemm_batched(d, ta, tb, m, n, k, alpha, f32(a), lda, sa, f32(b), ldb, sb, beta, cc, ldc, sc,
-                  batch);
+  bool plain = g->ab_dtype == TP_F32 && g->c_dtype == TP_F32 && g->compute == TP_F32;
+  if (!plain) {
+    gemm_general(d, g);
     return;
   }
-  case TP_BF16:
-  case TP_F16:
-    gemm_half(d, ta, tb, m, n, k, alpha, mem_ptr(a), lda, sa, mem_ptr(b), ldb, sb, beta, mem_ptr(c),
-              ldc, sc, batch, dtype);
+  float *c = f32(g->c);
+  if (k == 0) {
+    for (int i = 0; i < g->batch; i++)
+      scale_matrix(c + i * g->sc, m, n, g->ldc, g->sc == 0 && i > 0 ? 1.0f : g->beta);
     return;
-  default:
-    cpu_set_error(d, TP_ERROR_UNAVAILABLE, "cpu gemm: dtype %d is not supported (f32, bf16, f16)",
-                  (int)dtype);
   }
+  if (g->sc == 0) { /* every product into one C: in order, beta once */
+    for (int i = 0; i < g->batch; i++)
+      sgemm_batched(d, g->ta, g->tb, m, n, k, g->alpha, f32(g->a) + i * g->sa, g->lda, 0,
+                    f32(g->b) + i * g->sb, g->ldb, 0, i == 0 ? g->beta : 1.0f, c, g->ldc, 0, 1);
+    return;
+  }
+  sgemm_batched(d, g->ta, g->tb, m, n, k, g->alpha, f32(g->a), g->lda, g->sa, f32(g->b), g->ldb,
+                g->sb, g->beta, c, g->ldc, g->sc, g->batch);
 }
 
 /* -------------------------------------------------------------- embedding */
 
-static bool check_ids(tp_backend_dev *d, const char *what, const int32_t *ids, int n, int v) {
+/* Every id must lie in [0, vocab); the caller gives rows [row0, row0 + rows)
+ * of the table, and only those are touched. */
+static bool check_ids(tp_backend_dev *d, const char *what, const int32_t *ids, int n, int row0,
+                      int rows, int vocab) {
+  if (row0 < 0 || rows < 0 || row0 > vocab - rows) {
+    cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu %s: rows [%d, %d) are not inside a table "
+                  "of %d rows", what, row0, row0 + rows, vocab);
+    return false;
+  }
   for (int i = 0; i < n; i++)
-    if (ids[i] < 0 || (v >= 0 && ids[i] >= v)) {
-      cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu %s: id %d at position %d is negative", what,
-                    ids[i], i);
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu %s: id %d at position %d is outside the "
+                    "table's %d rows", what, ids[i], i, vocab);
       return false;
     }
   return true;
 }
 
-void cpu_embedding_fwd(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem ids, int n, int h) {
-  /* The table's row count is not passed: a negative id is all we can catch. */
+void cpu_embedding_fwd(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem ids, int n, int h,
+                       int row0, int rows, int vocab) {
   const int32_t *id = i32(ids);
-  if (!check_ids(d, "embedding_fwd", id, n, -1)) return;
+  if (!check_ids(d, "embedding_fwd", id, n, row0, rows, vocab)) return;
   float *o = f32(out);
   const float *t = f32(table);
 #pragma omp parallel for num_threads(d->threads) schedule(static) if ((int64_t)n * h > PAR_MIN)
-  for (int i = 0; i < n; i++)
-    memcpy(o + (int64_t)i * h, t + (int64_t)id[i] * h, sizeof(float) * (size_t)h);
+  for (int i = 0; i < n; i++) {
+    int64_t r = (int64_t)id[i] - row0;
+    if (r >= 0 && r < rows) memcpy(o + (int64_t)i * h, t + r * h, sizeof(float) * (size_t)h);
+  }
 }
 
 /* Column blocks: each thread owns whole columns of dtable and walks i in
  * order, so repeated ids accumulate in the same order as a serial loop. */
 #define EMB_COLS 64
-void cpu_embedding_bwd(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids, int n, int h) {
+void cpu_embedding_bwd(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids, int n, int h,
+                       int row0, int rows, int vocab) {
   const int32_t *id = i32(ids);
-  if (!check_ids(d, "embedding_bwd", id, n, -1)) return;
+  if (!check_ids(d, "embedding_bwd", id, n, row0, rows, vocab)) return;
   float *dt = f32(dtable);
   const float *g = f32(dout);
   int blocks = (h + EMB_COLS - 1) / EMB_COLS;
@@ -271,7 +360,9 @@ void cpu_embedding_bwd(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids
   for (int cb = 0; cb < blocks; cb++) {
     int c0 = cb * EMB_COLS, c1 = MIN(h, c0 + EMB_COLS);
     for (int i = 0; i < n; i++) {
-      float *restrict dst = dt + (int64_t)id[i] * h;
+      int64_t r = (int64_t)id[i] - row0;
+      if (r < 0 || r >= rows) continue;
+      float *restrict dst = dt + r * h;
       const float *restrict src = g + (int64_t)i * h;
       for (int c = c0; c < c1; c++) dst[c] += src[c];
     }
@@ -280,8 +371,7 @@ void cpu_embedding_bwd(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids
 
 /* -------------------------------------------------------------- layernorm */
 
-CPU_CLONES_256
-static void layernorm_row(float *restrict y, float *restrict mean, float *restrict rstd,
+CPU_INLINE void layernorm_row_impl(float *restrict y, float *restrict mean, float *restrict rstd,
                           const float *restrict x, const float *restrict gamma,
                           const float *restrict beta, int cols, float eps) {
   float mu = lanes_sum(x, cols) / (float)cols;
@@ -298,6 +388,9 @@ static void layernorm_row(float *restrict y, float *restrict mean, float *restri
   *mean = mu;
   *rstd = rs;
 }
+CPU_VARIANTS_256(layernorm_row,
+                 (float *restrict y, float *restrict mean, float *restrict rstd, const float *restrict x, const float *restrict gamma, const float *restrict beta, int cols, float eps),
+                 (y, mean, rstd, x, gamma, beta, cols, eps))
 
 void cpu_layernorm_fwd(tp_backend_dev *d, tp_mem y, tp_mem mean, tp_mem rstd, tp_mem x,
                        tp_mem gamma, tp_mem beta, int rows, int cols, float eps) {
@@ -312,8 +405,7 @@ void cpu_layernorm_fwd(tp_backend_dev *d, tp_mem y, tp_mem mean, tp_mem rstd, tp
 
 /* dx += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma.
  * Also adds this row's dy * xhat and dy to the chunk partials pg, pb [cols]. */
-CPU_CLONES
-static void layernorm_bwd_row(float *restrict dx, float *restrict pg, float *restrict pb,
+CPU_INLINE void layernorm_bwd_row_impl(float *restrict dx, float *restrict pg, float *restrict pb,
                               const float *restrict dy, const float *restrict x, float mu, float rs,
                               const float *restrict gamma, float *restrict tmp, int cols) {
   float *restrict xhat = tmp, *restrict dxhat = tmp + cols;
@@ -329,6 +421,9 @@ static void layernorm_bwd_row(float *restrict dx, float *restrict pg, float *res
     pb[c] += dy[c];
   }
 }
+CPU_VARIANTS(layernorm_bwd_row,
+             (float *restrict dx, float *restrict pg, float *restrict pb, const float *restrict dy, const float *restrict x, float mu, float rs, const float *restrict gamma, float *restrict tmp, int cols),
+             (dx, pg, pb, dy, x, mu, rs, gamma, tmp, cols))
 
 void cpu_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem dbeta, tp_mem dy,
                        tp_mem x, tp_mem mean, tp_mem rstd, tp_mem gamma, int rows, int cols) {
@@ -373,7 +468,7 @@ void cpu_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem dbeta
 
 /* ---------------------------------------------------------------- softmax */
 
-CPU_CLONES CPU_NO_TRAPS static void softmax_row(float *restrict y, const float *restrict x,
+CPU_INLINE void softmax_row_impl(float *restrict y, const float *restrict x,
                                                 const int32_t *restrict mask, int cols,
                                                 float scale) {
   int live = 0;
@@ -391,6 +486,9 @@ CPU_CLONES CPU_NO_TRAPS static void softmax_row(float *restrict y, const float *
   float inv = 1.0f / lanes_sum(y, cols);
   for (int j = 0; j < cols; j++) y[j] = (!mask || mask[j] != 0) ? y[j] * inv : 0.0f;
 }
+CPU_VARIANTS(softmax_row,
+             (float *restrict y, const float *restrict x, const int32_t *restrict mask, int cols, float scale),
+             (y, x, mask, cols, scale))
 
 void cpu_softmax_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, tp_mem mask, int batch, int heads,
                      int rows, int cols, float scale) {
@@ -406,12 +504,14 @@ void cpu_softmax_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, tp_mem mask, int bat
   }
 }
 
-CPU_CLONES
-static void softmax_bwd_row(float *restrict dx, const float *restrict dy, const float *restrict y,
+CPU_INLINE void softmax_bwd_row_impl(float *restrict dx, const float *restrict dy, const float *restrict y,
                             int cols, float scale) {
   float dot = lanes_dot(dy, y, cols);
   for (int j = 0; j < cols; j++) dx[j] += scale * y[j] * (dy[j] - dot);
 }
+CPU_VARIANTS(softmax_bwd_row,
+             (float *restrict dx, const float *restrict dy, const float *restrict y, int cols, float scale),
+             (dx, dy, y, cols, scale))
 
 void cpu_softmax_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem y, int batch, int heads,
                      int rows, int cols, float scale) {
@@ -448,7 +548,7 @@ void cpu_softmax_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem y, int batc
  * <= 1.5e-7), computed directly as t P(t) exp(-a^2), so the negative tail
  * keeps its relative accuracy instead of cancelling in 1 + erf. The same
  * exp(-x^2/2) serves the density. */
-CPU_NO_TRAPS static inline void gelu_cdf_pdf(float x, float *cdf, float *pdf) {
+CPU_INLINE void gelu_cdf_pdf(float x, float *cdf, float *pdf) {
   const float p = 0.3275911f, a1 = 0.254829592f, a2 = -0.284496736f, a3 = 1.421413741f,
               a4 = -1.453152027f, a5 = 1.061405429f;
   float z = x * (float)M_SQRT1_2;
@@ -461,7 +561,7 @@ CPU_NO_TRAPS static inline void gelu_cdf_pdf(float x, float *cdf, float *pdf) {
   *pdf = 0.3989422804014327f * e; /* 1/sqrt(2 pi) exp(-x^2/2) */
 }
 
-CPU_CLONES CPU_NO_TRAPS static void gelu_fwd_blk(float *restrict y, const float *restrict x,
+CPU_INLINE void gelu_fwd_blk_impl(float *restrict y, const float *restrict x,
                                                  int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float cdf, pdf;
@@ -469,8 +569,9 @@ CPU_CLONES CPU_NO_TRAPS static void gelu_fwd_blk(float *restrict y, const float 
     y[i] = x[i] * cdf;
   }
 }
+CPU_VARIANTS(gelu_fwd_blk, (float *restrict y, const float *restrict x, int64_t n), (y, x, n))
 
-CPU_CLONES CPU_NO_TRAPS static void gelu_bwd_blk(float *restrict dx, const float *restrict dy,
+CPU_INLINE void gelu_bwd_blk_impl(float *restrict dx, const float *restrict dy,
                                                  const float *restrict x, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     float cdf, pdf;
@@ -478,6 +579,9 @@ CPU_CLONES CPU_NO_TRAPS static void gelu_bwd_blk(float *restrict dx, const float
     dx[i] += dy[i] * (cdf + x[i] * pdf);
   }
 }
+CPU_VARIANTS(gelu_bwd_blk,
+             (float *restrict dx, const float *restrict dy, const float *restrict x, int64_t n),
+             (dx, dy, x, n))
 
 void cpu_gelu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
   float *yy = f32(y);
@@ -491,15 +595,19 @@ void cpu_gelu_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem x, int64_t n) 
   EW_LOOP(gelu_bwd_blk(ddx + i0, ddy + i0, xx + i0, len));
 }
 
-CPU_CLONES CPU_NO_TRAPS static void relu_fwd_blk(float *restrict y, const float *restrict x,
+CPU_INLINE void relu_fwd_blk_impl(float *restrict y, const float *restrict x,
                                                  int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
+CPU_VARIANTS(relu_fwd_blk, (float *restrict y, const float *restrict x, int64_t n), (y, x, n))
 
-CPU_CLONES CPU_NO_TRAPS static void relu_bwd_blk(float *restrict dx, const float *restrict dy,
+CPU_INLINE void relu_bwd_blk_impl(float *restrict dx, const float *restrict dy,
                                                  const float *restrict x, int64_t n) {
   for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
 }
+CPU_VARIANTS(relu_bwd_blk,
+             (float *restrict dx, const float *restrict dy, const float *restrict x, int64_t n),
+             (dx, dy, x, n))
 
 void cpu_relu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
   float *yy = f32(y);
@@ -517,11 +625,13 @@ static void tanh_fwd_blk(float *restrict y, const float *restrict x, int64_t n) 
   for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
 }
 
-CPU_CLONES
-static void tanh_bwd_blk(float *restrict dx, const float *restrict dy, const float *restrict y,
+CPU_INLINE void tanh_bwd_blk_impl(float *restrict dx, const float *restrict dy, const float *restrict y,
                          int64_t n) {
   for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
 }
+CPU_VARIANTS(tanh_bwd_blk,
+             (float *restrict dx, const float *restrict dy, const float *restrict y, int64_t n),
+             (dx, dy, y, n))
 
 void cpu_tanh_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
   float *yy = f32(y);
@@ -586,10 +696,12 @@ static void add_blk(float *y, const float *a, const float *b, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
-CPU_CLONES
-static void axpy_blk(float *restrict y, const float *restrict x, float alpha, int64_t n) {
+CPU_INLINE void axpy_blk_impl(float *restrict y, const float *restrict x, float alpha, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }
+CPU_VARIANTS(axpy_blk,
+             (float *restrict y, const float *restrict x, float alpha, int64_t n),
+             (y, x, alpha, n))
 
 static void fill_blk(float *restrict y, float v, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = v;
@@ -617,7 +729,7 @@ void cpu_fill(tp_backend_dev *d, tp_mem y, float value, int64_t n) {
 /* tp_philox_uniform(seed, ctr) with the rounds unrolled so a loop over ctr
  * vectorises (the header's loop keeps the caller scalar); the tests check it
  * bit for bit against the header. */
-CPU_NO_TRAPS static inline float philox_uniform_unrolled(uint32_t k0, uint32_t k1, uint64_t i) {
+CPU_INLINE float philox_uniform_unrolled(uint32_t k0, uint32_t k1, uint64_t i) {
   uint32_t c0 = (uint32_t)i, c1 = (uint32_t)(i >> 32), c2 = 0, c3 = 0;
 #pragma GCC unroll 10
   for (int r = 0; r < 10; r++) {
@@ -640,7 +752,7 @@ CPU_NO_TRAPS static inline float philox_uniform_unrolled(uint32_t k0, uint32_t k
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #define CPU_PHILOX_AVX512 1
-static bool have_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+static bool have_avx512(void) { return cpu_isa >= CPU_ISA_AVX512; }
 
 __attribute__((target("avx512f"))) static void philox_uniform_avx512(float *restrict u,
                                                                      uint32_t k0, uint32_t k1,
@@ -680,7 +792,7 @@ __attribute__((target("avx512f"))) static void philox_uniform_avx512(float *rest
 #endif
 
 /* The same dropout selects from precomputed uniforms (the AVX-512 path). */
-CPU_CLONES CPU_NO_TRAPS static void dropout_fwd_u(float *restrict y, uint8_t *restrict keep,
+CPU_INLINE void dropout_fwd_u_impl(float *restrict y, uint8_t *restrict keep,
                                                   const float *restrict x,
                                                   const float *restrict u, int64_t n, float p,
                                                   float scale) {
@@ -693,33 +805,45 @@ CPU_CLONES CPU_NO_TRAPS static void dropout_fwd_u(float *restrict y, uint8_t *re
   else
     for (int64_t i = 0; i < n; i++) y[i] = u[i] >= p ? x[i] * scale : 0.0f;
 }
+CPU_VARIANTS(dropout_fwd_u,
+             (float *restrict y, uint8_t *restrict keep, const float *restrict x, const float *restrict u, int64_t n, float p, float scale),
+             (y, keep, x, u, n, p, scale))
 
-CPU_CLONES CPU_NO_TRAPS static void dropout_bwd_u(float *restrict y, const float *restrict x,
+CPU_INLINE void dropout_bwd_u_impl(float *restrict y, const float *restrict x,
                                                   const float *restrict u, int64_t n, float p,
                                                   float scale) {
   for (int64_t i = 0; i < n; i++) y[i] += u[i] >= p ? x[i] * scale : 0.0f;
 }
+CPU_VARIANTS(dropout_bwd_u,
+             (float *restrict y, const float *restrict x, const float *restrict u, int64_t n, float p, float scale),
+             (y, x, u, n, p, scale))
 
 /* y[i] = keep ? x[i] * scale : 0, keep = philox(seed, ctr0 + i) >= p */
-CPU_CLONES CPU_NO_TRAPS static void dropout_fwd_blk(float *restrict y, const float *restrict x,
+CPU_INLINE void dropout_fwd_blk_impl(float *restrict y, const float *restrict x,
                                                     int64_t n, float p, float scale, uint64_t seed,
                                                     uint64_t ctr0) {
   uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
   for (int64_t i = 0; i < n; i++)
     y[i] = philox_uniform_unrolled(k0, k1, ctr0 + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
 }
+CPU_VARIANTS(dropout_fwd_blk,
+             (float *restrict y, const float *restrict x, int64_t n, float p, float scale, uint64_t seed, uint64_t ctr0),
+             (y, x, n, p, scale, seed, ctr0))
 
 /* y[i] += keep ? x[i] * scale : 0 */
-CPU_CLONES CPU_NO_TRAPS static void dropout_bwd_blk(float *restrict y, const float *restrict x,
+CPU_INLINE void dropout_bwd_blk_impl(float *restrict y, const float *restrict x,
                                                     int64_t n, float p, float scale, uint64_t seed,
                                                     uint64_t ctr0) {
   uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
   for (int64_t i = 0; i < n; i++)
     y[i] += philox_uniform_unrolled(k0, k1, ctr0 + (uint64_t)i) >= p ? x[i] * scale : 0.0f;
 }
+CPU_VARIANTS(dropout_bwd_blk,
+             (float *restrict y, const float *restrict x, int64_t n, float p, float scale, uint64_t seed, uint64_t ctr0),
+             (y, x, n, p, scale, seed, ctr0))
 
 /* dropout_fwd_blk that also writes the keep mask (one byte per element). */
-CPU_CLONES CPU_NO_TRAPS static void dropout_keep_blk(float *restrict y, uint8_t *restrict keep,
+CPU_INLINE void dropout_keep_blk_impl(float *restrict y, uint8_t *restrict keep,
                                                      const float *restrict x, int64_t n, float p,
                                                      float scale, uint64_t seed, uint64_t ctr0) {
   uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
@@ -729,14 +853,20 @@ CPU_CLONES CPU_NO_TRAPS static void dropout_keep_blk(float *restrict y, uint8_t 
     keep[i] = (uint8_t)on;
   }
 }
+CPU_VARIANTS(dropout_keep_blk,
+             (float *restrict y, uint8_t *restrict keep, const float *restrict x, int64_t n, float p, float scale, uint64_t seed, uint64_t ctr0),
+             (y, keep, x, n, p, scale, seed, ctr0))
 
 /* dx[i] += keep[i] ? dy[i] * scale : 0 */
-CPU_CLONES CPU_NO_TRAPS static void dropout_bwd_keep_blk(float *restrict dx,
+CPU_INLINE void dropout_bwd_keep_blk_impl(float *restrict dx,
                                                          const float *restrict dy,
                                                          const uint8_t *restrict keep, int64_t n,
                                                          float scale) {
   for (int64_t i = 0; i < n; i++) dx[i] += keep[i] ? dy[i] * scale : 0.0f;
 }
+CPU_VARIANTS(dropout_bwd_keep_blk,
+             (float *restrict dx, const float *restrict dy, const uint8_t *restrict keep, int64_t n, float scale),
+             (dx, dy, keep, n, scale))
 
 /* One block (<= EW_BLOCK elements): forward (keep may be NULL) or backward
  * (acc), on the AVX-512 Philox path where the CPU has it. */
@@ -925,9 +1055,29 @@ void cpu_cross_entropy_bwd(tp_backend_dev *d, tp_mem dlogits, tp_mem dloss, tp_m
   }
 }
 
+void cpu_count_correct(tp_backend_dev *d, tp_mem out, tp_mem logits, tp_mem labels, int batch,
+                       int classes) {
+  if (batch < 0 || classes <= 0) return;
+  const int32_t *lab = i32(labels);
+  if (!check_labels(d, "count_correct", lab, batch, classes)) return;
+  const float *z = f32(logits);
+  int correct = 0;
+  for (int b = 0; b < batch; b++) {
+    const float *row = z + (int64_t)b * classes;
+    int best = 0;
+    bool nan = isnan(row[0]);
+    for (int c = 1; c < classes; c++) {
+      nan = nan || isnan(row[c]);
+      if (row[c] > row[best]) best = c;
+    }
+    correct += !nan && best == lab[b];
+  }
+  f32(out)[0] = (float)correct;
+}
+
 /* ------------------------------------------------------------------- Adam */
 
-CPU_CLONES CPU_NO_TRAPS static void adam_blk(float *restrict p, const float *restrict g,
+CPU_INLINE void adam_blk_impl(float *restrict p, const float *restrict g,
                                              float *restrict m, float *restrict v, int64_t n,
                                              float b1, float b2, float gs, float decay, float step,
                                              float vscale, float eps) {
@@ -943,6 +1093,9 @@ CPU_CLONES CPU_NO_TRAPS static void adam_blk(float *restrict p, const float *res
     p[i] = p[i] * decay - step * mm / (sqrtf(vv) * vscale + eps);
   }
 }
+CPU_VARIANTS(adam_blk,
+             (float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int64_t n, float b1, float b2, float gs, float decay, float step, float vscale, float eps),
+             (p, g, m, v, n, b1, b2, gs, decay, step, vscale, eps))
 
 void cpu_adam_step(tp_backend_dev *d, tp_mem p, tp_mem g, tp_mem m, tp_mem v, int64_t n,
                    const tp_adam_args *a) {
@@ -964,10 +1117,21 @@ void cpu_adam_step(tp_backend_dev *d, tp_mem p, tp_mem g, tp_mem m, tp_mem v, in
     vscale = 1.0f;
     decay = 1.0f;
   }
+  float gs = a->grad_scale;
+  if (a->ctl.buf) { /* the device-side control block (clipping, loss scale, skip) */
+    const float *ctl = f32(a->ctl);
+    if (ctl[TP_CTL_SKIP] != 0.0f) return;
+    gs *= ctl[TP_CTL_GRAD_SCALE];
+  }
   float *pp = f32(p), *mm = f32(m), *vv = f32(v);
   const float *gg = f32(g);
-  EW_LOOP(adam_blk(pp + i0, gg + i0, mm + i0, vv + i0, len, a->beta1, a->beta2, a->grad_scale,
-                   decay, step, vscale, a->eps));
+  EW_LOOP(adam_blk(pp + i0, gg + i0, mm + i0, vv + i0, len, a->beta1, a->beta2, gs, decay, step,
+                   vscale, a->eps));
+}
+
+void cpu_optim_control(tp_backend_dev *d, tp_mem ctl, const tp_control_args *args) {
+  (void)d;
+  tp_optim_control_host(f32(ctl), args);
 }
 
 /* ------------------------------------------------------------- reductions */
@@ -995,16 +1159,16 @@ void cpu_sumsq(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n) {
   if (part != stack_part) g_free(part);
 }
 
-CPU_CLONES
-static int nonfinite_blk(const float *restrict x, int64_t n) {
+CPU_INLINE void nonfinite_blk_impl(const float *restrict x, int64_t n, int *out) {
   uint32_t any = 0;
   for (int64_t i = 0; i < n; i++) {
     uint32_t u;
     memcpy(&u, &x[i], sizeof u);
     any |= (u & 0x7f800000u) == 0x7f800000u;
   }
-  return any != 0;
+  *out = any != 0;
 }
+CPU_VARIANTS(nonfinite_blk, (const float *restrict x, int64_t n, int *out), (x, n, out))
 
 void cpu_nonfinite(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n) {
   if (n <= 0) return;
@@ -1015,7 +1179,11 @@ void cpu_nonfinite(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n) {
     reduction(|                                                                                    \
               : any) if (n > PAR_MIN)
   for (int64_t blk = 0; blk < nb; blk++)
-    any |= nonfinite_blk(xx + blk * EW_BLOCK, MIN((int64_t)EW_BLOCK, n - blk * EW_BLOCK));
+  {
+    int one = 0;
+    nonfinite_blk(xx + blk * EW_BLOCK, MIN((int64_t)EW_BLOCK, n - blk * EW_BLOCK), &one);
+    any |= one;
+  }
   if (any) i32(out)[0] = 1;
 }
 

@@ -11,6 +11,15 @@ struct tp_buffer {
   size_t size;
 };
 
+/* The instruction-set level the hot loops run at (see cpu_kernels.c). */
+typedef enum { CPU_ISA_BASE = 0, CPU_ISA_AVX2 = 1, CPU_ISA_AVX512 = 2 } cpu_isa_level;
+extern int cpu_isa;
+/* The CPU's best level, lowered by $TENSORPLUG_CPU_ISA (baseline, avx2,
+ * avx512); FALSE with err when the variable asks for more than the CPU has
+ * or names no level. */
+bool cpu_isa_init(GError **err);
+const char *cpu_isa_name(int level);
+
 struct tp_backend_dev {
   int threads;   /* OpenMP team size for our kernels and OpenBLAS */
   GMutex lock;   /* guards error */
@@ -27,11 +36,11 @@ void cpu_set_error(tp_backend_dev *d, int code, const char *fmt, ...) G_GNUC_PRI
 
 /* The kernels, one per tp_kernels slot, with exactly its semantics
  * (see tensorplug/backend_iface.h). */
-void cpu_gemm(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha, tp_mem a,
-              int lda, int64_t sa, tp_mem b, int ldb, int64_t sb, float beta, tp_mem c, int ldc,
-              int64_t sc, int batch, tp_dtype dtype);
-void cpu_embedding_fwd(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem ids, int n, int h);
-void cpu_embedding_bwd(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids, int n, int h);
+void cpu_gemm(tp_backend_dev *d, const tp_gemm_args *g);
+void cpu_embedding_fwd(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem ids, int n, int h,
+                       int row0, int rows, int vocab);
+void cpu_embedding_bwd(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids, int n, int h,
+                       int row0, int rows, int vocab);
 void cpu_layernorm_fwd(tp_backend_dev *d, tp_mem y, tp_mem mean, tp_mem rstd, tp_mem x,
                        tp_mem gamma, tp_mem beta, int rows, int cols, float eps);
 void cpu_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem dbeta, tp_mem dy,
@@ -63,6 +72,9 @@ void cpu_cross_entropy_fwd(tp_backend_dev *d, tp_mem loss, tp_mem logits, tp_mem
                            int classes);
 void cpu_cross_entropy_bwd(tp_backend_dev *d, tp_mem dlogits, tp_mem dloss, tp_mem logits,
                            tp_mem labels, int batch, int classes);
+void cpu_count_correct(tp_backend_dev *d, tp_mem out, tp_mem logits, tp_mem labels, int batch,
+                       int classes);
+void cpu_optim_control(tp_backend_dev *d, tp_mem ctl, const tp_control_args *args);
 void cpu_adam_step(tp_backend_dev *d, tp_mem p, tp_mem g, tp_mem m, tp_mem v, int64_t n,
                    const tp_adam_args *args);
 void cpu_sumsq(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n);

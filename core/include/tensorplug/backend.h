@@ -28,6 +28,7 @@ typedef struct tp_backend {
   tp_backend_stats stats;
   uint64_t alloc_limit; /* $TENSORPLUG_ALLOC_LIMIT_BYTES (0 = none) */
   GError *pending;      /* a core-side failure, reported by the next sync */
+  GHashTable *sizes;    /* tp_buffer* -> bytes, for live_bytes */
 } tp_backend;
 
 /* name: "auto" (CUDA, else a hardware Vulkan GPU, else CPU), "cpu", "cuda",
@@ -44,17 +45,9 @@ tp_backend *tp_backend_open(tp_registry *reg, const char *name, int device, int 
 /* Waits for the device's queue, then closes it. */
 void tp_backend_close(tp_backend *b);
 
-/* One device of every backend the registry loaded, as probe() saw it. */
-typedef struct tp_device_entry {
-  const char *backend;   /* the plugin's name */
-  int index;             /* -1 when the backend has no device (why says why) */
-  tp_device_info info;
-  char *why;             /* NULL, or why the backend has no usable device */
-} tp_device_entry;
-/* Probes every loaded backend; entries in registry order, devices in probe
- * order. Free with tp_device_list_free(). */
-GArray *tp_device_list(tp_registry *reg);
-void tp_device_list_free(GArray *list);
+/* Probes one backend plugin's devices: infos (up to max) are zeroed first.
+ * Returns the count; 0 with *why (g_free it) when it has none. */
+int tp_backend_probe(const tp_backend_iface *iface, tp_device_info *infos, int max, char **why);
 /* Whether --backend auto would consider this device (not software). */
 bool tp_device_is_auto_candidate(const tp_device_info *info);
 

@@ -1,6 +1,8 @@
-/* tensorplug/params.h — a model's parameters: one contiguous device buffer
- * each for values, gradients and the two Adam moments (as llm.c does), so the
- * optimizer, zeroing and global-norm clipping are one kernel call each. */
+/* tensorplug/params.h — a model's parameters: contiguous device buffers for
+ * values, gradients and the two Adam moments, all of the same layout (as
+ * llm.c does), so the optimizer, zeroing and global-norm clipping are one
+ * kernel call per buffer group (one group unless the device limits buffer
+ * sizes). */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -56,17 +58,18 @@ bool tp_params_reinit(tp_params *p, tp_ctx *ctx, guint i, uint64_t seed, GError 
 bool tp_params_set_f32(tp_params *p, tp_ctx *ctx, guint i, const float *src, GError **err);
 bool tp_params_get_f32(tp_params *p, tp_ctx *ctx, guint i, float *dst, GError **err);
 
-/* Whole buffers, in declaration order (for checkpoints): which 0 values,
- * 1 grads, 2 Adam m, 3 Adam v. */
-tp_mem tp_params_buffer(tp_params *p, int which);
-/* Floats in each of the four buffers (numel plus alignment padding). */
-int64_t tp_params_buffer_floats(const tp_params *p);
+/* The flat layout (checkpoints): every parameter in declaration order, each
+ * padded to 16 floats, whatever the device's buffers look like. which: 0
+ * values, 1 grads, 2 Adam m, 3 Adam v. */
+int64_t tp_params_flat_floats(const tp_params *p);
+bool tp_params_read_flat(tp_params *p, tp_ctx *ctx, int which, float *dst, GError **err);
+bool tp_params_write_flat(tp_params *p, tp_ctx *ctx, int which, const float *src, GError **err);
 
 void tp_params_zero_grad(tp_params *p, tp_ctx *ctx);
-/* Global L2 norm of all gradients (synchronizes). */
+/* out[0] += the sum of squares of all gradients (device f32; no sync). */
+void tp_params_grad_sumsq(tp_params *p, tp_ctx *ctx, tp_mem out);
+/* Global L2 norm of all gradients (synchronizes: for tests and reports). */
 bool tp_params_grad_norm(tp_params *p, tp_ctx *ctx, double *norm, GError **err);
-/* Any NaN/Inf among the gradients (synchronizes). */
-bool tp_params_grad_nonfinite(tp_params *p, tp_ctx *ctx, bool *bad, GError **err);
 void tp_params_adam_step(tp_params *p, tp_ctx *ctx, const tp_adam_args *args);
 /* Zeroes both Adam moments. */
 void tp_params_reset_optimizer(tp_params *p, tp_ctx *ctx);

@@ -43,6 +43,12 @@ bool tp_ctx_training(const tp_ctx *ctx);
 /* Recording alone, without dropout (PyTorch's eval mode with gradients):
  * call after tp_ctx_set_training(). */
 void tp_ctx_set_grad_enabled(tp_ctx *ctx, bool enabled);
+/* The compute type of matrix products (gemm and attention): TP_F32 (the
+ * default), TP_BF16 or TP_F16 — operands rounded to it, sums in f32, as
+ * tensor cores do. Storage stays f32 (master weights, optimizer state and
+ * activations); the backend must accept the type (gemm_compute). */
+bool tp_ctx_set_precision(tp_ctx *ctx, tp_dtype compute, GError **err);
+tp_dtype tp_ctx_precision(const tp_ctx *ctx);
 /* Dropout masks come from (seed, a counter advanced by every dropout call). */
 void tp_ctx_set_rng(tp_ctx *ctx, uint64_t seed, uint64_t counter);
 uint64_t tp_ctx_rng_counter(const tp_ctx *ctx);
@@ -56,6 +62,9 @@ void tp_ctx_fail(tp_ctx *ctx, GError *err); /* takes ownership; keeps the first 
 /* FALSE and the recorded error (moved to *err, cleared in ctx) after a failure;
  * also synchronizes the backend so asynchronous kernel errors surface. */
 bool tp_ctx_check(tp_ctx *ctx, GError **err);
+/* The same without synchronizing: only failures the core recorded (shapes,
+ * allocation). Kernel failures surface at the next download or check. */
+bool tp_ctx_take_error(tp_ctx *ctx, GError **err);
 
 /* A new uninitialised activation from the arena (NULL after an error). */
 tp_tensor *tp_tensor_new(tp_ctx *ctx, tp_dtype dtype, int ndim, const int64_t *shape);
@@ -63,13 +72,16 @@ tp_tensor *tp_tensor_zeros(tp_ctx *ctx, tp_dtype dtype, int ndim, const int64_t 
 /* Copies host data (of t's dtype, numel elements) into a new activation. */
 tp_tensor *tp_tensor_from_host(tp_ctx *ctx, tp_dtype dtype, int ndim, const int64_t *shape,
                                const void *data);
-/* Copies a tensor's contents to host memory (synchronizes). */
+/* Copies a tensor's contents to host memory (one host synchronisation). */
 bool tp_tensor_to_host(tp_ctx *ctx, const tp_tensor *t, void *dst, GError **err);
 
 /* Reverse-mode autograd over the tape recorded since tp_ctx_begin_step():
  * seeds d(loss) = 1 (loss must have one element) and accumulates into every
- * requires_grad tensor's grad (parameter gradients are not zeroed here). */
+ * requires_grad tensor's grad (parameter gradients are not zeroed here).
+ * Queues kernels only: no host synchronisation. */
 bool tp_ctx_backward(tp_ctx *ctx, tp_tensor *loss, GError **err);
+/* The same with d(loss) copied from a device f32 (the loss scale). */
+bool tp_ctx_backward_scaled(tp_ctx *ctx, tp_tensor *loss, tp_mem scale, GError **err);
 /* The same from any output, seeding d(out) with dout (host f32, numel of out):
  * for vector-Jacobian products, custom losses and gradient checks. */
 bool tp_ctx_backward_from(tp_ctx *ctx, tp_tensor *out, const float *dout, GError **err);

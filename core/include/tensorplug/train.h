@@ -26,6 +26,10 @@ typedef struct tp_train_options {
   double clip_norm; /* 0 = off */
   uint64_t seed;
   const volatile sig_atomic_t *stop; /* set by a signal handler to stop early */
+  /* Seconds between read-backs of the device's losses and accuracy (and
+   * progress reports): the one host synchronisation steps may have. 0 = 0.5 s;
+   * a tiny value reads back after every step. */
+  double read_back_s;
 } tp_train_options;
 
 /* Labelled token sequences: example i is seqs[i] with labels[i]. */
@@ -40,6 +44,7 @@ typedef struct tp_epoch_stats {
   double loss, acc, val_loss, val_acc;
   double seconds, ms_per_step, tokens_per_s;
   int64_t steps, tokens;
+  int64_t skipped_steps; /* cumulative steps skipped by the f16 loss scaler */
 } tp_epoch_stats;
 
 typedef struct tp_progress {

@@ -80,7 +80,7 @@ typedef struct tp_device_info {
   uint64_t max_alloc_bytes;   /* largest buffer_alloc() (0 = memory_bytes) */
   uint64_t max_binding_bytes; /* largest byte range one kernel argument may span (0 = no limit) */
   uint32_t offset_align;      /* alignment of tensor offsets the core allocates (power of 2, >= 4) */
-  uint32_t gemm_compute;      /* TP_DTYPE_BIT of every compute type gemm runs natively */
+  uint32_t gemm_compute;      /* TP_DTYPE_BIT of every compute type gemm accepts */
   uint32_t storage_dtypes;    /* TP_DTYPE_BIT of every element type kernels accept */
   char features[256];         /* extensions or libraries the backend uses ("VK_KHR_cooperative_matrix, ...") */
 } tp_device_info;
@@ -150,27 +150,30 @@ typedef struct tp_gemm_args {
   tp_dtype ab_dtype, c_dtype, compute;
 } tp_gemm_args;
 
-/* Multi-head attention over q, k, v in [B, T, ld] rows (head h of position t
- * at element (b*T + t)*ld + h*hd; ld >= nh*hd, so q, k and v may be slices
- * of one fused [B, T, 3H] projection):
+/* Multi-head attention of Tq queries over Tk keys (Tq may differ from Tk: a
+ * model's last layer may compute only the [CLS] row, Tq = 1). q is
+ * [B, Tq, ld_q] rows and k, v are [B, Tk, ld_kv] rows; head h of position t is
+ * at element (b*T + t)*ld + h*hd (ld >= nh*hd, so q, k and v may be slices of
+ * one fused [B, T, 3H] projection):
  *   S[b,h,i,j] = scale * q[b,i,h] . k[b,j,h] + bias[h,i,j]   (bias optional)
  *   P = softmax_j(S) over keys j with mask[b,j] != 0; masked j get exactly 0;
- *       a batch entry whose every key is masked gets P = 1/T everywhere and
+ *       a batch entry whose every key is masked gets P = 1/Tk everywhere and
  *       behaves in backward as if every S there were 0
- *   P' = dropout(P): keep = philox_uniform(seed, offset + ((b*nh + h)*T + i)*T + j) >= p,
- *       P' = keep ? P / (1 - p) : 0 (the counters tp_dropout gives P [B, nh, T, T])
- *   out[b, i, h*hd:(h+1)*hd] = sum_j P'[b,h,i,j] v[b,j,h]     out is [B, T, nh*hd] dense
- *   lse[b,h,i] = log sum_j exp(S[b,h,i,j]) over unmasked j (log T for a fully masked entry)
+ *   P' = dropout(P): keep = philox_uniform(seed, offset + ((b*nh + h)*Tq + i)*Tk + j) >= p,
+ *       P' = keep ? P / (1 - p) : 0 (the counters tp_dropout gives P [B, nh, Tq, Tk])
+ *   out[b, i, h*hd:(h+1)*hd] = sum_j P'[b,h,i,j] v[b,j,h]     out is [B, Tq, nh*hd] dense
+ *   lse[b,h,i] = log sum_j exp(S[b,h,i,j]) over unmasked j (log Tk for a fully masked entry)
  * compute: as gemm's (TP_F32, or TP_BF16/TP_F16 operands with f32 sums).
  * The core's composition (core/ops.c) is the reference. */
 typedef struct tp_attention_args {
-  int batch, heads, seq, head_dim;
-  int ld; /* row stride of q, k, v (and of dq, dk, dv) in elements */
+  int batch, heads, head_dim;
+  int q_len, kv_len; /* Tq, Tk */
+  int ld_q, ld_kv;   /* row strides of q (and dq), of k, v (and dk, dv), in elements */
   tp_mem q, k, v;
-  tp_mem out;  /* [B, T, nh*hd] */
-  tp_mem lse;  /* [B, nh, T] f32, written by forward, read by backward */
-  tp_mem mask; /* [B, T] i32 over keys, buf NULL = none */
-  tp_mem bias; /* [nh, T, T] f32, buf NULL = none */
+  tp_mem out;  /* [B, Tq, nh*hd] */
+  tp_mem lse;  /* [B, nh, Tq] f32, written by forward, read by backward */
+  tp_mem mask; /* [B, Tk] i32 over keys, buf NULL = none */
+  tp_mem bias; /* [nh, Tq, Tk] f32, buf NULL = none */
   float scale;
   float dropout; /* p in [0, 1); 0 = none */
   uint64_t seed, offset;
@@ -332,7 +335,7 @@ typedef struct tp_backend_iface {
 
   /* Fused attention (tp_attention_args): out and lse, no [T, T] matrix kept. */
   void (*attention_fwd)(tp_backend_dev *d, const tp_attention_args *a);
-  /* dq, dk, dv += (same [B, T, ld] layout as q, k, v); dbias += when
+  /* dq, dk, dv += (the layouts of q, k, v); dbias += when
    * dbias.buf is set (summed over the batch). a is the forward's arguments
    * (out and lse as it wrote them). */
   void (*attention_bwd)(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout, tp_mem dq,
