@@ -62,7 +62,8 @@ GOptionGroup *tp_cli_run_group(tp_cli_run_opts *o) {
       {"threads", 0, 0, G_OPTION_ARG_INT, &o->threads,
        "Worker threads [$TENSORPLUG_NUM_THREADS, else all cores]", "N"},
       {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision,
-       "f32, bf16 or f16 [f32 on the CPU]", "P"},
+       "Compute type of matrix products: auto, f32, bf16 or f16 (f32 master weights and "
+       "optimizer state; f16 adds dynamic loss scaling) [auto: bf16 on CUDA, else f32]", "P"},
       G_OPTION_ENTRY_NULL};
   GOptionGroup *g = g_option_group_new("run", "Device options:", "Show the device options", NULL, NULL);
   g_option_group_add_entries(g, e);
@@ -75,23 +76,23 @@ static bool check_run_opts(const tp_cli_run_opts *ro, GError **err) {
                 "4096)", ro->threads);
     return false;
   }
-  const char *p = ro->precision ? ro->precision : "f32";
-  if (strcmp(p, "f32") && strcmp(p, "bf16") && strcmp(p, "f16")) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--precision %s: use f32, bf16 or f16", p);
+  const char *p = ro->precision ? ro->precision : "auto";
+  if (strcmp(p, "auto") && strcmp(p, "f32") && strcmp(p, "bf16") && strcmp(p, "f16")) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--precision %s: use auto, f32, bf16 "
+                "or f16", p);
     return false;
   }
   return true;
 }
 
-/* Mixed precision needs a GPU backend's bf16/f16 paths; the CPU computes in f32. */
-static bool check_precision(const tp_cli_run_opts *ro, const tp_backend *be, GError **err) {
-  const char *p = ro->precision ? ro->precision : "f32";
-  if (strcmp(p, "f32") != 0 && strcmp(be->name, "cpu") == 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_UNAVAILABLE, "--precision %s is not available on the "
-                "cpu backend (it trains in f32): drop --precision or use a GPU backend", p);
-    return false;
-  }
-  return true;
+/* The compute type of matrix products: --precision, else bf16 on CUDA (tensor
+ * cores) and f32 elsewhere. */
+static tp_dtype precision_of(const tp_cli_run_opts *ro, const tp_backend *be) {
+  const char *p = ro->precision ? ro->precision : "auto";
+  if (strcmp(p, "bf16") == 0) return TP_BF16;
+  if (strcmp(p, "f16") == 0) return TP_F16;
+  if (strcmp(p, "auto") == 0 && strcmp(be->name, "cuda") == 0) return TP_BF16;
+  return TP_F32;
 }
 
 bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const tp_cli_run_opts *ro,
@@ -131,9 +132,12 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
     }
   }
   s->be = tp_backend_open(NULL, ro->backend ? ro->backend : "auto", ro->device, ro->threads, err);
-  if (!s->be || !check_precision(ro, s->be, err)) return false;
+  if (!s->be) return false;
+  if (s->be->info.is_software)
+    g_printerr("note: %s device %d (%s) is a CPU implementation of the API: correct but slow\n",
+               s->be->name, s->be->device_index, s->be->info.name);
   s->ctx = tp_ctx_new(s->be, err);
-  if (!s->ctx) return false;
+  if (!s->ctx || !tp_ctx_set_precision(s->ctx, precision_of(ro, s->be), err)) return false;
   s->model = tp_model_new(iface, &cfg, s->ctx, seed, err);
   if (!s->model) return false;
   if (s->weights_path &&

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "tensorplug/backend.h"
 #include "tensorplug/model.h"
 #include "tensorplug/registry.h"
 
@@ -11,42 +12,87 @@ static const char *kind_name(int k) {
   return k == TP_PLUGIN_BACKEND ? "backend" : k == TP_PLUGIN_MODEL ? "model" : "?";
 }
 
+static char *size_str(uint64_t bytes) {
+  if (bytes == 0) return g_strdup("no limit");
+  return g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
+}
+
+static char *dtypes_str(uint32_t mask) {
+  GString *s = g_string_new(NULL);
+  const tp_dtype all[] = {TP_F32, TP_BF16, TP_F16, TP_I32};
+  for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+    if (mask & TP_DTYPE_BIT(all[i])) g_string_append_printf(s, "%s%s", s->len ? "," : "",
+                                                            tp_dtype_name(all[i]));
+  return g_string_free(s, FALSE);
+}
+
+static void put_u64(JsonBuilder *jb, const char *k, uint64_t v) {
+  json_builder_set_member_name(jb, k);
+  json_builder_add_int_value(jb, (gint64)v);
+}
+
+static void device_json(JsonBuilder *jb, const tp_device_info *in) {
+  char *gc = dtypes_str(in->gemm_compute), *st = dtypes_str(in->storage_dtypes);
+  json_builder_begin_object(jb);
+  json_builder_set_member_name(jb, "name");
+  json_builder_add_string_value(jb, in->name);
+  json_builder_set_member_name(jb, "description");
+  json_builder_add_string_value(jb, in->description);
+  put_u64(jb, "memory_bytes", in->memory_bytes);
+  put_u64(jb, "compute_units", (uint64_t)in->compute_units);
+  json_builder_set_member_name(jb, "software");
+  json_builder_add_boolean_value(jb, in->is_software);
+  json_builder_set_member_name(jb, "discrete");
+  json_builder_add_boolean_value(jb, in->is_discrete);
+  json_builder_set_member_name(jb, "host_visible");
+  json_builder_add_boolean_value(jb, in->host_visible);
+  put_u64(jb, "max_alloc_bytes", in->max_alloc_bytes);
+  put_u64(jb, "max_binding_bytes", in->max_binding_bytes);
+  put_u64(jb, "offset_align", in->offset_align);
+  json_builder_set_member_name(jb, "gemm_compute");
+  json_builder_add_string_value(jb, gc);
+  json_builder_set_member_name(jb, "storage_dtypes");
+  json_builder_add_string_value(jb, st);
+  json_builder_set_member_name(jb, "features");
+  json_builder_add_string_value(jb, in->features);
+  json_builder_end_object(jb);
+  g_free(gc);
+  g_free(st);
+}
+
+static void device_text(int i, const tp_device_info *in) {
+  char *mem = size_str(in->memory_bytes), *alloc = size_str(in->max_alloc_bytes);
+  char *bind = size_str(in->max_binding_bytes), *gc = dtypes_str(in->gemm_compute);
+  printf("           device %d: %s%s — %s\n", i, in->name,
+         in->is_software ? " (a CPU implementation: slow, never chosen by --backend auto)" : "",
+         in->description);
+  printf("             memory %s; largest buffer %s; binding %s; offsets aligned to %u; "
+         "matrix products in %s\n", mem, alloc, bind, in->offset_align, gc);
+  if (in->features[0]) printf("             uses: %s\n", in->features);
+  g_free(mem);
+  g_free(alloc);
+  g_free(bind);
+  g_free(gc);
+}
+
 static void print_devices(const tp_backend_iface *b, JsonBuilder *jb) {
   tp_device_info infos[16];
-  memset(infos, 0, sizeof infos);
-  GError *err = NULL;
-  int n = b->probe(infos, 16, &err);
+  char *why = NULL;
+  int n = tp_backend_probe(b, infos, 16, &why);
   if (jb) {
     json_builder_set_member_name(jb, "devices");
     json_builder_begin_array(jb);
-  }
-  if (n <= 0 && !jb) printf("           no usable device: %s\n", err ? err->message : "none found");
-  if (n <= 0 && jb) {
+    for (int i = 0; i < n; i++) device_json(jb, &infos[i]);
     json_builder_end_array(jb);
-    json_builder_set_member_name(jb, "no_device_reason");
-    json_builder_add_string_value(jb, err ? err->message : "none found");
-  }
-  for (int i = 0; i < n && i < 16; i++) {
-    if (jb) {
-      json_builder_begin_object(jb);
-      json_builder_set_member_name(jb, "name");
-      json_builder_add_string_value(jb, infos[i].name);
-      json_builder_set_member_name(jb, "description");
-      json_builder_add_string_value(jb, infos[i].description);
-      json_builder_set_member_name(jb, "memory_bytes");
-      json_builder_add_int_value(jb, (gint64)infos[i].memory_bytes);
-      json_builder_set_member_name(jb, "compute_units");
-      json_builder_add_int_value(jb, infos[i].compute_units);
-      json_builder_set_member_name(jb, "software");
-      json_builder_add_boolean_value(jb, infos[i].is_software);
-      json_builder_end_object(jb);
-    } else {
-      printf("           device %d: %s — %s%s\n", i, infos[i].name, infos[i].description,
-             infos[i].is_software ? " (software)" : "");
+    if (why) {
+      json_builder_set_member_name(jb, "no_device_reason");
+      json_builder_add_string_value(jb, why);
     }
+  } else {
+    if (why) printf("           no usable device: %s\n", why);
+    for (int i = 0; i < n; i++) device_text(i, &infos[i]);
   }
-  if (jb && n > 0) json_builder_end_array(jb);
-  g_clear_error(&err);
+  g_free(why);
 }
 
 static void print_presets(const tp_model_iface *m, JsonBuilder *jb) {

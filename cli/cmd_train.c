@@ -108,7 +108,7 @@ static JsonNode *cfg_to_json(const train_cfg *c) {
   put_str(b, "backend", c->ro.backend ? c->ro.backend : "auto");
   put_int(b, "device", c->ro.device);
   put_int(b, "threads", c->ro.threads);
-  put_str(b, "precision", c->ro.precision ? c->ro.precision : "f32");
+  put_str(b, "precision", c->ro.precision ? c->ro.precision : "auto");
   put_str(b, "out", c->out);
   json_builder_end_object(b);
   JsonNode *n = json_builder_get_root(b);
@@ -265,6 +265,8 @@ static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_c
   put_str(b, "backend", s->be->name);
   put_str(b, "device", s->be->info.name);
   put_str(b, "device_description", s->be->info.description);
+  put_str(b, "precision", tp_dtype_name(tp_ctx_precision(s->ctx)));
+  put_int(b, "peak_device_bytes", (gint64)s->be->stats.peak_bytes);
   json_builder_set_member_name(b, "model");
   json_builder_begin_object(b);
   const tp_model_config *mc = &s->model->cfg;
@@ -424,25 +426,13 @@ static int run(train_cfg *c) {
   JsonNode *resume_cfg = NULL;
   if (c->resume) {
     char *ck = g_build_filename(c->resume, "checkpoint", NULL);
-    /* read the options first (model built below), then the weights */
-    char *dir = tp_existing_dir(ck);
-    char *sj = dir ? g_build_filename(dir, "state.json", NULL) : NULL;
-    JsonParser *p = json_parser_new();
-    if (!sj || !json_parser_load_from_file(p, sj, &err)) {
-      g_clear_error(&err);
-      g_set_error(&err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
-                  "writes one at the end of each epoch)", c->resume);
-    } else {
-      JsonObject *o = json_node_get_object(json_parser_get_root(p));
-      JsonNode *x = o ? json_object_get_member(o, "extra") : NULL;
-      if (cfg_from_json(c, x, &err)) {
-        g_free(c->out);
-        c->out = g_strdup(c->resume);
-      }
+    /* the options first (the model is built from them), the weights below */
+    JsonNode *x = tp_checkpoint_read_extra(ck, &err);
+    if (x && cfg_from_json(c, x, &err)) {
+      g_free(c->out);
+      c->out = g_strdup(c->resume);
     }
-    g_object_unref(p);
-    g_free(sj);
-    g_free(dir);
+    if (x) json_node_unref(x);
     g_free(ck);
     if (err) return tp_cli_report(err);
   }

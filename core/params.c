@@ -257,12 +257,6 @@ tp_tensor *tp_params_find(tp_params *p, const char *name) {
   return d ? &d->value : NULL;
 }
 
-int tp_params_index(const tp_params *p, const char *name) {
-  for (guint i = 0; i < p->decls->len; i++)
-    if (strcmp(((param_decl *)g_ptr_array_index(p->decls, i))->name, name) == 0) return (int)i;
-  return -1;
-}
-
 tp_tensor *tp_params_get(tp_params *p, tp_ctx *ctx, const char *fmt, ...) {
   if (!tp_ctx_ok(ctx)) return NULL;
   va_list ap;

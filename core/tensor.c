@@ -17,7 +17,6 @@ typedef struct arena_chunk {
 
 struct tp_ctx {
   tp_backend *be;
-  const tp_kernels *k;
   bool training; /* dropout on */
   bool record;   /* ops go on the tape */
   tp_dtype precision; /* compute type of matrix products */
@@ -52,7 +51,6 @@ tp_ctx *tp_ctx_new(tp_backend *be, GError **err) {
   (void)err;
   tp_ctx *c = g_new0(tp_ctx, 1);
   c->be = be;
-  c->k = &be->iface->k;
   c->precision = TP_F32;
   c->chunks = g_array_new(FALSE, TRUE, sizeof(arena_chunk));
   c->host_objs = g_ptr_array_new_with_free_func(g_free);
@@ -79,7 +77,6 @@ void tp_ctx_free(tp_ctx *c) {
 }
 
 tp_backend *tp_ctx_backend(tp_ctx *c) { return c->be; }
-const tp_kernels *tp_ctx_kernels(tp_ctx *c) { return c->k; }
 void tp_ctx_set_training(tp_ctx *c, bool t) {
   c->training = t;
   c->record = t;

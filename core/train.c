@@ -491,6 +491,7 @@ void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b) {
     put_double(b, "tokens_per_s", e->tokens_per_s);
     put_int(b, "steps", e->steps);
     put_int(b, "tokens", e->tokens);
+    put_int(b, "skipped_steps", e->skipped_steps);
     json_builder_end_object(b);
   }
   json_builder_end_array(b);
@@ -560,6 +561,29 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
   return ok;
 }
 
+JsonNode *tp_checkpoint_read_extra(const char *dir_in, GError **err) {
+  char *dir = tp_existing_dir(dir_in);
+  char *sj = dir ? g_build_filename(dir, "state.json", NULL) : NULL;
+  JsonParser *p = json_parser_new();
+  JsonNode *out = NULL;
+  if (!sj || !json_parser_load_from_file(p, sj, NULL)) {
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
+                "writes one at the end of each epoch)", dir_in);
+  } else {
+    JsonNode *root = json_parser_get_root(p);
+    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+    JsonNode *x = o ? json_object_get_member(o, "extra") : NULL;
+    if (x) out = json_node_copy(x);
+    else
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: the checkpoint does not record its "
+                  "run's options (\"extra\")", sj);
+  }
+  g_object_unref(p);
+  g_free(sj);
+  g_free(dir);
+  return out;
+}
+
 static double get_num(JsonObject *o, const char *k) {
   JsonNode *n = json_object_get_member(o, k);
   if (!n || JSON_NODE_HOLDS_NULL(n)) return INFINITY;
@@ -623,7 +647,9 @@ bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_s
                              .ms_per_step = get_num(e, "ms_per_step"),
                              .tokens_per_s = get_num(e, "tokens_per_s"),
                              .steps = json_object_get_int_member_with_default(e, "steps", 0),
-                             .tokens = json_object_get_int_member_with_default(e, "tokens", 0)};
+                             .tokens = json_object_get_int_member_with_default(e, "tokens", 0),
+                             .skipped_steps =
+                                 json_object_get_int_member_with_default(e, "skipped_steps", 0)};
         g_array_append_val(s->history, es);
       }
       if (extra) {

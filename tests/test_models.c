@@ -95,12 +95,15 @@ static tp_tensor *golden_i32(fixture *f, tp_ctx *ctx, const char *name) {
   return x;
 }
 
-static tp_backend *cpu(void) {
+/* The backend under test: $TP_TEST_BACKEND (meson runs these tests on every
+ * backend it built), else the CPU. */
+static tp_backend *test_backend(void) {
   static tp_backend *be;
+  const char *name = g_getenv("TP_TEST_BACKEND");
   GError *err = NULL;
-  if (!be) be = tp_backend_open(NULL, "cpu", 0, 2, &err);
+  if (!be) be = tp_backend_open(NULL, name && *name ? name : "cpu", -1, 2, &err);
   if (!be) {
-    TP_FAILF("cpu backend: %s", err->message);
+    TP_FAILF("backend %s: %s", name ? name : "cpu", err->message);
     g_clear_error(&err);
   }
   return be;
@@ -207,7 +210,7 @@ static double l2(const float *a, int64_t n) {
 static void check_against_pytorch(const char *arch, const char *extra) {
   fixture f = {0};
   if (!make_fixture(&f, arch, extra)) return;
-  tp_backend *be = cpu();
+  tp_backend *be = test_backend();
   GError *err = NULL;
   tp_ctx *ctx = tp_ctx_new(be, &err);
   tp_model *m = load_model(&f, ctx);
@@ -339,7 +342,7 @@ TP_TEST(ModelFolder, SaveLoadRoundTripIdenticalLogits) {
     fixture f = {0};
     if (!make_fixture(&f, archs[a], "--keys-without-prefix")) return;
     GError *err = NULL;
-    tp_ctx *ctx = tp_ctx_new(cpu(), &err);
+    tp_ctx *ctx = tp_ctx_new(test_backend(), &err);
     tp_model *m = load_model(&f, ctx);
     TP_ASSERT(m != NULL);
     tp_tensor *l1 = NULL;
@@ -392,7 +395,7 @@ TP_TEST(ModelFolder, WrongShapeForConfigIsRefused) {
   fixture f = {0};
   if (!make_fixture(&f, "bert", "")) return;
   GError *err = NULL;
-  tp_ctx *ctx = tp_ctx_new(cpu(), &err);
+  tp_ctx *ctx = tp_ctx_new(test_backend(), &err);
   char *cpath = g_build_filename(f.dir, "config.json", NULL);
   char *wpath = g_build_filename(f.dir, "model.safetensors", NULL);
   tp_model_config cfg;
@@ -433,7 +436,7 @@ static void full_size_forward(const char *preset, int64_t want_params) {
   TP_ASSERT_NO_ERROR(err);
   tp_model_config cfg;
   TP_ASSERT(iface->preset_config(preset, &cfg));
-  tp_ctx *ctx = tp_ctx_new(cpu(), &err);
+  tp_ctx *ctx = tp_ctx_new(test_backend(), &err);
   tp_model *m = tp_model_new(iface, &cfg, ctx, 42, &err);
   TP_ASSERT_NO_ERROR(err);
   TP_CHECK_INT_EQ(tp_params_numel(m->params), want_params);

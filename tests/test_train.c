@@ -327,7 +327,8 @@ TP_TEST(Train, UsageErrorsExitTwo) {
                           "--data", d, "--backend", "cuda", NULL), 2);
   g_free(out);
   TP_CHECK_INT_EQ(run_cli(&out, "train", "--model", "bert", "--init", "random", "--vocab", v,
-                          "--data", d, "--precision", "bf16", "--backend", "cpu", NULL), 2);
+                          "--data", d, "--precision", "f64", "--backend", "cpu", NULL), 2);
+  TP_CHECK(strstr(out, "--precision f64") != NULL);
   g_free(out);
   /* missing data is a failed run (exit 1) naming the path */
   TP_CHECK_INT_EQ(run_cli(&out, "train", "--model", "bert", "--init", "random", "--vocab", v,

@@ -48,7 +48,6 @@ tp_tensor *tp_params_at(tp_params *p, guint i);
 int tp_params_flags(const tp_params *p, guint i);
 /* NULL when absent. */
 tp_tensor *tp_params_find(tp_params *p, const char *name);
-int tp_params_index(const tp_params *p, const char *name);
 /* The tensor of a printf-formatted name; records an error in ctx when absent. */
 tp_tensor *tp_params_get(tp_params *p, tp_ctx *ctx, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 

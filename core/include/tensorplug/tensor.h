@@ -35,7 +35,6 @@ typedef struct tp_ctx tp_ctx;
 tp_ctx *tp_ctx_new(tp_backend *be, GError **err);
 void tp_ctx_free(tp_ctx *ctx);
 tp_backend *tp_ctx_backend(tp_ctx *ctx);
-const tp_kernels *tp_ctx_kernels(tp_ctx *ctx);
 
 /* Training mode enables dropout and records ops on the tape. */
 void tp_ctx_set_training(tp_ctx *ctx, bool training);

@@ -118,6 +118,10 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
 bool tp_checkpoint_read(const char *dir, tp_model *m, tp_ctx *ctx, tp_train_state *s,
                         JsonNode **extra, GError **err);
 
+/* Only the JSON the writer stored as `extra` (a run's options), without a
+ * model: to rebuild the model a checkpoint belongs to. */
+JsonNode *tp_checkpoint_read_extra(const char *dir, GError **err);
+
 /* Moves folder tmp to dir, replacing dir's previous contents with at most a
  * moment where only dir.old exists (which readers fall back to). */
 bool tp_replace_dir(const char *tmp, const char *dir, GError **err);
