@@ -63,7 +63,8 @@ GOptionGroup *tp_cli_run_group(tp_cli_run_opts *o) {
        "Worker threads [$TENSORPLUG_NUM_THREADS, else all cores]", "N"},
       {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision,
        "Compute type of matrix products: auto, f32, bf16 or f16 (f32 master weights and "
-       "optimizer state; f16 adds dynamic loss scaling) [auto: bf16 on CUDA, else f32]", "P"},
+       "optimizer state; f16 adds dynamic loss scaling) [auto: the device's fastest: bf16 on "
+       "CUDA and on CPUs whose bf16 arithmetic outruns f32 (AMX), else f32]", "P"},
       G_OPTION_ENTRY_NULL};
   GOptionGroup *g = g_option_group_new("run", "Device options:", "Show the device options", NULL, NULL);
   g_option_group_add_entries(g, e);
@@ -85,14 +86,20 @@ static bool check_run_opts(const tp_cli_run_opts *ro, GError **err) {
   return true;
 }
 
-/* The compute type of matrix products: --precision, else bf16 on CUDA (tensor
- * cores) and f32 elsewhere. */
+/* The compute type of matrix products: --precision, else the device's own
+ * choice (preferred_compute: the CPU says bf16 only where bf16 arithmetic
+ * outruns f32, as with AMX), else bf16 on CUDA (tensor cores) and f32
+ * elsewhere. */
 static tp_dtype precision_of(const tp_cli_run_opts *ro, const tp_backend *be) {
   const char *p = ro->precision ? ro->precision : "auto";
   if (strcmp(p, "bf16") == 0) return TP_BF16;
   if (strcmp(p, "f16") == 0) return TP_F16;
-  if (strcmp(p, "auto") == 0 && strcmp(be->name, "cuda") == 0) return TP_BF16;
-  return TP_F32;
+  if (strcmp(p, "f32") == 0) return TP_F32;
+  if (TP_IFACE_HAS(be->iface, preferred_compute)) {
+    tp_dtype t = be->iface->preferred_compute(be->dev);
+    if ((t == TP_F32 || t == TP_BF16) && (be->info.gemm_compute & TP_DTYPE_BIT(t))) return t;
+  }
+  return strcmp(be->name, "cuda") == 0 ? TP_BF16 : TP_F32;
 }
 
 bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const tp_cli_run_opts *ro,
@@ -205,7 +212,8 @@ char *tp_cli_session_describe(const tp_cli_session *s) {
   } else {
     g_string_append(d, "random initialisation");
   }
-  g_string_append_printf(d, "; backend %s (%s)", s->be->name, s->be->info.name);
+  g_string_append_printf(d, "; backend %s (%s), matrix products in %s", s->be->name,
+                         s->be->info.name, tp_dtype_name(tp_ctx_precision(s->ctx)));
   g_free(np);
   return g_string_free(d, FALSE);
 }

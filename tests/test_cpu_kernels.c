@@ -457,6 +457,135 @@ TP_TEST(CpuGemm, Bf16AndF16) {
   g_rand_free(r);
 }
 
+/* compute = bf16 with f32 storage: the product of the operands rounded to
+ * bf16 (the reference rounds them with tp_f32_to_bf16), summed in f32. A
+ * product that skipped the rounding is off by about 2^-9 of sum |a b|: far
+ * outside 1e-5. Both strategies (native oneDNN bf16, emulated in f32) must
+ * pass: meson runs this file with TENSORPLUG_CPU_BF16 set to each. */
+static void gemm_bf16_compute_case(GRand *r, bool ta, bool tb, int m, int n, int k, int batch,
+                                   float alpha, float beta, bool shared_c) {
+  int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+  int lda = ac + 1, ldb = bc + 2, ldc = n + 3;
+  int64_t sa = (int64_t)ar * lda + 5, sb = (int64_t)br * ldb, sc = shared_c ? 0 : (int64_t)m * ldc;
+  int64_t cn = shared_c ? (int64_t)m * ldc : sc * batch;
+  tbuf a = tb_f32(r, sa * batch, -1, 1), b = tb_f32(r, sb * batch, -1, 1), c = tb_f32(r, cn, -1, 1);
+  float *ar16 = g_new(float, sa * batch), *br16 = g_new(float, sb * batch);
+  for (int64_t i = 0; i < sa * batch; i++) ar16[i] = tp_bf16_to_f32(tp_f32_to_bf16(F(a)[i]));
+  for (int64_t i = 0; i < sb * batch; i++) br16[i] = tp_bf16_to_f32(tp_f32_to_bf16(F(b)[i]));
+  double *want = dcopy(F(c), cn), *mag = dalloc(cn);
+  if (shared_c) { /* every product into the one C, beta once */
+    for (int bt = 0; bt < batch; bt++) {
+      double *w = dalloc(cn), *mg = dalloc(cn);
+      float *cur = g_new(float, cn);
+      for (int64_t i = 0; i < cn; i++) cur[i] = (float)want[i];
+      ref_gemm(ta, tb, m, n, k, alpha, ar16 + bt * sa, lda, 0, br16 + bt * sb, ldb, 0,
+               bt == 0 ? beta : 1.0, cur, ldc, 0, 1, w, mg);
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+          int64_t o = (int64_t)i * ldc + j;
+          want[o] = w[o];
+          mag[o] += mg[o];
+        }
+      g_free(w);
+      g_free(mg);
+      g_free(cur);
+    }
+  } else {
+    ref_gemm(ta, tb, m, n, k, alpha, ar16, lda, sa, br16, ldb, sb, beta, F(c), ldc, sc, batch,
+             want, mag);
+  }
+  float *pad = g_memdup2(F(c), sizeof(float) * (size_t)cn);
+  tp_gemm_args g = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .batch = batch, .alpha = alpha,
+                    .beta = beta, .a = M(a), .b = M(b), .c = M(c), .lda = lda, .ldb = ldb,
+                    .ldc = ldc, .sa = sa, .sb = sb, .sc = sc, .ab_dtype = TP_F32,
+                    .c_dtype = TP_F32, .compute = TP_BF16};
+  B->k.gemm(D, &g);
+  if (sync_ok(D)) {
+    int bad = 0;
+    for (int bt = 0; bt < (shared_c ? 1 : batch); bt++)
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < ldc; j++) {
+          int64_t o = bt * sc + (int64_t)i * ldc + j;
+          if (j >= n) { /* the padding between rows is untouched */
+            if (F(c)[o] != pad[o] && bad++ < 3) TP_FAILF("bf16 gemm wrote padding C[%lld]",
+                                                         (long long)o);
+            continue;
+          }
+          if (!(fabs(F(c)[o] - want[o]) <= 1e-5 * mag[o] + 1e-6) && bad++ < 3)
+            TP_FAILF("bf16-compute gemm ta=%d tb=%d %dx%dx%d batch %d%s: C[%lld] %.9g vs %.9g",
+                     ta, tb, m, n, k, batch, shared_c ? " shared C" : "", (long long)o,
+                     (double)F(c)[o], want[o]);
+        }
+  }
+  g_free(pad);
+  g_free(ar16);
+  g_free(br16);
+  g_free(want);
+  g_free(mag);
+  tb_free(&a);
+  tb_free(&b);
+  tb_free(&c);
+}
+
+TP_TEST(CpuGemm, Bf16ComputeRoundsOperandsSumsInF32) {
+  SETUP();
+  GRand *r = g_rand_new_with_seed(41);
+  for (int t = 0; t < 4; t++) {
+    gemm_bf16_compute_case(r, t & 1, t & 2, 13, 33, 70, 1, 0.7f, 1.3f, false);
+    gemm_bf16_compute_case(r, t & 1, t & 2, 7, 13, 33, 5, 1.0f, 0.0f, false); /* batch-parallel */
+    gemm_bf16_compute_case(r, t & 1, t & 2, 5, 9, 17, 3, 0.5f, 1.0f, true);   /* shared C */
+  }
+  /* large enough for the libraries' own threads */
+  gemm_bf16_compute_case(r, false, true, 130, 257, 520, 1, 1.0f, 0.0f, false);
+  gemm_bf16_compute_case(r, true, false, 257, 130, 300, 2, 0.125f, 1.0f, false);
+  g_rand_free(r);
+}
+
+/* NaN and infinities survive the rounding of the operands. */
+TP_TEST(CpuGemm, Bf16ComputeKeepsNonFinite) {
+  SETUP();
+  tbuf a = tb_new(4 * 4), b = tb_new(4 * 4), c = tb_new(4 * 4);
+  F(a)[0] = NAN, F(a)[1] = 1.0f, F(a)[2] = INFINITY, F(a)[3] = 1.0f;
+  for (int i = 0; i < 4; i++) F(b)[i] = 1.0f;
+  tp_gemm_args g = {.m = 2, .n = 1, .k = 2, .batch = 1, .alpha = 1.0f, .beta = 0.0f, .a = M(a),
+                    .b = M(b), .c = M(c), .lda = 2, .ldb = 1, .ldc = 1, .ab_dtype = TP_F32,
+                    .c_dtype = TP_F32, .compute = TP_BF16};
+  B->k.gemm(D, &g);
+  TP_ASSERT(sync_ok(D));
+  TP_CHECK(isnan(F(c)[0]));
+  TP_CHECK(isinf(F(c)[1]) && F(c)[1] > 0);
+  tb_free(&a);
+  tb_free(&b);
+  tb_free(&c);
+}
+
+/* The GEMM library and bf16 strategy are named, and bad settings refused. */
+TP_TEST(CpuGemm, LibraryChoiceFromTheEnvironment) {
+  SETUP();
+  tp_device_info info;
+  GError *err = NULL;
+  TP_ASSERT(B->probe(&info, 1, &err) == 1);
+  TP_CHECK(strstr(info.description, "GEMM ") != NULL);
+  TP_CHECK(strstr(info.description, "bf16 ") != NULL);
+  const char *names[2] = {"TENSORPLUG_CPU_GEMM", "TENSORPLUG_CPU_BF16"};
+  for (int i = 0; i < 2; i++) {
+    char *old = g_strdup(g_getenv(names[i]));
+    g_setenv(names[i], "fastest", TRUE);
+    TP_CHECK(B->open(0, 1, &err) == NULL);
+    TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, names[i]);
+    if (old) g_setenv(names[i], old, TRUE);
+    else g_unsetenv(names[i]);
+    g_free(old);
+  }
+  /* the environment is read again at the next open */
+  tp_backend_dev *d = B->open(0, 1, &err);
+  TP_ASSERT_NO_ERROR(err);
+  B->close(d);
+  TP_CHECK(B->preferred_compute != NULL);
+  tp_dtype pc = B->preferred_compute(D);
+  TP_CHECK(pc == TP_F32 || pc == TP_BF16);
+}
+
 /* ------------------------------------------------------------ embedding */
 
 TP_TEST(CpuKernels, EmbeddingForwardAndScatterAdd) {

@@ -87,12 +87,13 @@ static int cpu_probe(tp_device_info *infos, int max, GError **err) {
   int threads = usable_cpus(), cores = physical_cores();
   int par = openblas_get_parallel();
   const char *core = openblas_get_corename();
-  snprintf(in->description, sizeof in->description,
-           "%d cores / %d threads usable; OpenBLAS %s core, %s build%s; kernels %s",
+  char gemm[160];
+  cpu_gemm_describe(gemm, sizeof gemm);
+  g_snprintf(in->description, sizeof in->description,
+           "%d cores / %d threads usable; OpenBLAS %s core, %s build%s; kernels %s; %s",
            cores > 0 ? cores : threads, threads, core ? core : "?", blas_parallel_name(par),
-           par == 2 ? " (shares the OpenMP pool with the kernels)"
-                    : " (may oversubscribe: OpenMP build recommended)",
-           cpu_isa_name(cpu_isa));
+           par == 2 ? " (shares the OpenMP pool)" : " (may oversubscribe: OpenMP build recommended)",
+           cpu_isa_name(cpu_isa), gemm);
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   in->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
   in->compute_units = threads;
@@ -105,8 +106,9 @@ static int cpu_probe(tp_device_info *infos, int max, GError **err) {
   in->gemm_compute = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16);
   in->storage_dtypes = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16) |
                        TP_DTYPE_BIT(TP_I32);
-  snprintf(in->features, sizeof in->features, "OpenBLAS %s, OpenMP, %s kernels",
-           core ? core : "?", cpu_isa_name(cpu_isa));
+  g_snprintf(in->features, sizeof in->features, "%s, OpenBLAS %s, OpenMP, %s kernels",
+           cpu_gemm_lib_sel == CPU_GEMM_ONEDNN ? "oneDNN" : "no oneDNN", core ? core : "?",
+           cpu_isa_name(cpu_isa));
   return 1;
 }
 
@@ -154,6 +156,7 @@ static tp_backend_dev *cpu_open(int index, int threads, GError **err) {
 
 static void cpu_close(tp_backend_dev *d) {
   if (!d) return;
+  cpu_gemm_state_free(d->gemm);
   g_clear_error(&d->error);
   g_mutex_clear(&d->lock);
   g_free(d);
@@ -290,6 +293,7 @@ static const tp_backend_iface cpu_iface = {
         },
     .dropout_fwd_keep = cpu_dropout_fwd_keep,
     .dropout_bwd_keep = cpu_dropout_bwd_keep,
+    .preferred_compute = cpu_preferred_compute,
 };
 
 static const tp_plugin cpu_plugin = {

@@ -23,40 +23,6 @@
 #include "tensorplug/error.h"
 #include "tensorplug/optim_control.h"
 
-/* Instruction-set variants. Each hot row/element loop is written once as an
- * always-inline body (NAME_impl); CPU_VARIANTS builds an AVX-512, an AVX2 and
- * a baseline copy of it and a NAME() that calls the one for cpu_isa (the
- * CPU's best, or lower when $TENSORPLUG_CPU_ISA asks: the tests run every
- * kernel at every level). The build is ISO C11, so GCC never contracts
- * a*b+c into FMA, and all copies give bitwise-identical results. The plugin
- * is built with -fno-math-errno -fno-trapping-math (no value changes) so GCC
- * vectorises sqrtf and if-converts float selects. */
-#define CPU_INLINE static inline __attribute__((always_inline))
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CPU_VARIANTS(name, params, args)                                                          \
-  __attribute__((target("avx512f"))) static void name##_avx512 params { name##_impl args; }       \
-  __attribute__((target("avx2"))) static void name##_avx2 params { name##_impl args; }            \
-  static void name##_base params { name##_impl args; }                                            \
-  static void name params {                                                                       \
-    if (cpu_isa >= CPU_ISA_AVX512) name##_avx512 args;                                            \
-    else if (cpu_isa >= CPU_ISA_AVX2) name##_avx2 args;                                           \
-    else name##_base args;                                                                        \
-  }
-/* For short rows (layernorm over hidden 128) the 512-bit copy measured
- * slower than the 256-bit one: AVX2 and baseline only. */
-#define CPU_VARIANTS_256(name, params, args)                                                      \
-  __attribute__((target("avx2"))) static void name##_avx2 params { name##_impl args; }            \
-  static void name##_base params { name##_impl args; }                                            \
-  static void name params {                                                                       \
-    if (cpu_isa >= CPU_ISA_AVX2) name##_avx2 args;                                                \
-    else name##_base args;                                                                        \
-  }
-#else
-#define CPU_VARIANTS(name, params, args)                                                          \
-  static void name params { name##_impl args; }
-#define CPU_VARIANTS_256 CPU_VARIANTS
-#endif
-
 int cpu_isa = CPU_ISA_BASE;
 
 const char *cpu_isa_name(int level) {
@@ -91,7 +57,7 @@ bool cpu_isa_init(GError **err) {
     }
   }
   cpu_isa = want;
-  return true;
+  return cpu_gemm_init(err);
 }
 
 /* Below this many elements an elementwise kernel runs on the calling thread:
@@ -102,216 +68,12 @@ bool cpu_isa_init(GError **err) {
 #define RED_CHUNK 64
 /* Elements per partial in sumsq. */
 #define SUM_CHUNK 4096
-#define LANES 8
 
 /* ---------------------------------------------------------------- helpers */
 
 static inline void *mem_ptr(tp_mem m) { return (char *)m.buf->ptr + m.off; }
 static inline float *f32(tp_mem m) { return (float *)mem_ptr(m); }
 static inline int32_t *i32(tp_mem m) { return (int32_t *)mem_ptr(m); }
-
-/* Sum of n floats in 8 lanes, then a fixed tree: vectorisable without
- * -ffast-math and the same bits in every clone. */
-CPU_INLINE float lanes_sum(const float *restrict a, int64_t n) {
-  float acc[LANES] = {0};
-  int64_t j = 0;
-  for (; j + LANES <= n; j += LANES)
-    for (int l = 0; l < LANES; l++) acc[l] += a[j + l];
-  for (int l = 0; j + l < n; l++) acc[l] += a[j + l];
-  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-}
-
-CPU_INLINE float lanes_dot(const float *restrict a, const float *restrict b, int64_t n) {
-  float acc[LANES] = {0};
-  int64_t j = 0;
-  for (; j + LANES <= n; j += LANES)
-    for (int l = 0; l < LANES; l++) acc[l] += a[j + l] * b[j + l];
-  for (int l = 0; j + l < n; l++) acc[l] += a[j + l] * b[j + l];
-  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-}
-
-CPU_INLINE float lanes_max(const float *restrict a, int64_t n) {
-  float acc[LANES];
-  for (int l = 0; l < LANES; l++) acc[l] = -INFINITY;
-  int64_t j = 0;
-  for (; j + LANES <= n; j += LANES)
-    for (int l = 0; l < LANES; l++) acc[l] = a[j + l] > acc[l] ? a[j + l] : acc[l];
-  for (int l = 0; j + l < n; l++) acc[l] = a[j + l] > acc[l] ? a[j + l] : acc[l];
-  float m = acc[0];
-  for (int l = 1; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
-  return m;
-}
-
-/* exp(x) for x <= 88, pure arithmetic so loops over it vectorise (libm's expf
- * is a call). Cephes polynomial, error <= 2 ulp over the range; x < -87
- * (including -inf) gives 0. */
-CPU_INLINE float exp_fast(float x) {
-  const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-  const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-  float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  float n = (xc * log2e + magic) - magic;
-  float r = (xc - n * ln2_hi) - n * ln2_lo;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n, n in [-126, 127] */
-  float s;
-  memcpy(&s, &bits, sizeof s);
-  float y = p * s;
-  return x < -87.0f ? 0.0f : y;
-}
-
-/* ------------------------------------------------------------------- GEMM */
-
-/* A batch of small products (attention: batch*heads of 256x256x64) is run
- * one product per thread with OpenBLAS single-threaded inside (it detects the
- * enclosing parallel region); larger ones use OpenBLAS's own threads.
- * Measured on a 2-core x86-64: see docs/backends.md. */
-#define GEMM_SMALL_FLOPS (2.0 * 512 * 512 * 512)
-
-static void sgemm_batched(tp_backend_dev *d, bool ta, bool tb, int m, int n, int k, float alpha,
-                          const float *a, int lda, int64_t sa, const float *b, int ldb, int64_t sb,
-                          float beta, float *c, int ldc, int64_t sc, int batch) {
-  CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
-  double flops = 2.0 * m * n * k;
-  /* Products may run concurrently only when their C blocks are disjoint;
-   * sc == 0 (every product into one C, summed in order when beta is 1) stays
-   * serial. */
-  bool disjoint = sc >= (int64_t)(m - 1) * ldc + n;
-  if (batch > 1 && d->threads > 1 && disjoint && flops <= GEMM_SMALL_FLOPS) {
-#pragma omp parallel for num_threads(d->threads) schedule(static)
-    for (int i = 0; i < batch; i++)
-      cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta,
-                  c + i * sc, ldc);
-    return;
-  }
-  if (openblas_get_num_threads() != d->threads) openblas_set_num_threads(d->threads);
-  for (int i = 0; i < batch; i++)
-    cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta,
-                c + i * sc, ldc);
-}
-
-static void scale_matrix(float *c, int m, int n, int ldc, float beta) {
-  for (int i = 0; i < m; i++)
-    for (int j = 0; j < n; j++)
-      c[(int64_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(int64_t)i * ldc + j];
-}
-
-static uint16_t f32_to_half(float f, tp_dtype t);
-static float half_to_f32(uint16_t h, tp_dtype t);
-
-/* rows x cols of a matrix (row stride ld, element type t) -> dense f32,
- * each element rounded to the compute type ct (bf16/f16) when it is one. */
-static void to_dense(float *dst, const void *src, tp_dtype t, int rows, int cols, int ld,
-                     tp_dtype ct) {
-  for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++) {
-      int64_t at = (int64_t)i * ld + j;
-      float v = t == TP_F32 ? ((const float *)src)[at] : half_to_f32(((const uint16_t *)src)[at], t);
-      if (ct != TP_F32 && ct != t) v = half_to_f32(f32_to_half(v, ct), ct);
-      dst[(int64_t)i * cols + j] = v;
-    }
-}
-
-static void from_dense(void *dst, tp_dtype t, const float *src, int rows, int cols, int ld) {
-  for (int i = 0; i < rows; i++)
-    for (int j = 0; j < cols; j++) {
-      int64_t at = (int64_t)i * ld + j;
-      float v = src[(int64_t)i * cols + j];
-      if (t == TP_F32)
-        ((float *)dst)[at] = v;
-      else
-        ((uint16_t *)dst)[at] = f32_to_half(v, t);
-    }
-}
-
-static size_t dtype_bytes(tp_dtype t) { return t == TP_F32 || t == TP_I32 ? 4 : 2; }
-
-/* Any storage or compute type: each product's A and B are made dense f32
- * (rounded to the compute type), multiplied with sgemm, and C is rounded back
- * to its storage type once. Correctness over speed: the f32 path below is the
- * fast one. */
-static void gemm_general(tp_backend_dev *d, const tp_gemm_args *g) {
-  int m = g->m, n = g->n, k = g->k;
-  int ar = g->ta ? k : m, ac = g->ta ? m : k, br = g->tb ? n : k, bc = g->tb ? k : n;
-  size_t floats = (size_t)ar * ac + (size_t)br * bc + (size_t)m * n;
-  float *a32 = g_try_malloc(sizeof(float) * MAX(floats, 1));
-  if (!a32) {
-    cpu_set_error(d, TP_ERROR_OUT_OF_MEMORY,
-                  "cpu gemm: out of memory for %zu bytes of f32 temporaries", sizeof(float) * floats);
-    return;
-  }
-  float *b32 = a32 + (size_t)ar * ac, *c32 = b32 + (size_t)br * bc;
-  size_t abs_ = dtype_bytes(g->ab_dtype), cs = dtype_bytes(g->c_dtype);
-  const char *a = mem_ptr(g->a), *b = mem_ptr(g->b);
-  char *c = mem_ptr(g->c);
-  for (int i = 0; i < g->batch; i++) {
-    float beta = g->sc == 0 && i > 0 ? 1.0f : g->beta;
-    char *ci = c + (size_t)(i * g->sc) * cs;
-    to_dense(a32, a + (size_t)(i * g->sa) * abs_, g->ab_dtype, ar, ac, g->lda, g->compute);
-    to_dense(b32, b + (size_t)(i * g->sb) * abs_, g->ab_dtype, br, bc, g->ldb, g->compute);
-    if (beta != 0.0f)
-      to_dense(c32, ci, g->c_dtype, m, n, g->ldc, TP_F32);
-    else
-      memset(c32, 0, sizeof(float) * (size_t)m * n);
-    if (k == 0)
-      scale_matrix(c32, m, n, n, beta);
-    else
-      sgemm_batched(d, g->ta, g->tb, m, n, k, g->alpha, a32, ac, 0, b32, bc, 0, beta, c32, n, 0, 1);
-    from_dense(ci, g->c_dtype, c32, m, n, g->ldc);
-  }
-  g_free(a32);
-}
-
-static bool gemm_dtype_ok(tp_dtype t) { return t == TP_F32 || t == TP_BF16 || t == TP_F16; }
-
-void cpu_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
-  int m = g->m, n = g->n, k = g->k;
-  if (m < 0 || n < 0 || k < 0 || g->batch < 0) {
-    cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu gemm: negative size m=%d n=%d k=%d batch=%d",
-                  m, n, k, g->batch);
-    return;
-  }
-  if (!gemm_dtype_ok(g->ab_dtype) || !gemm_dtype_ok(g->c_dtype) || !gemm_dtype_ok(g->compute)) {
-    cpu_set_error(d, TP_ERROR_UNAVAILABLE,
-                  "cpu gemm: types A/B %d, C %d, compute %d are not supported (f32, bf16, f16)",
-                  (int)g->ab_dtype, (int)g->c_dtype, (int)g->compute);
-    return;
-  }
-  if (m == 0 || n == 0 || g->batch == 0) return;
-  /* OpenBLAS would print through xerbla and return; report it instead. */
-  int need_a = g->ta ? m : k, need_b = g->tb ? k : n;
-  if (g->lda < MAX(1, need_a) || g->ldb < MAX(1, need_b) || g->ldc < MAX(1, n)) {
-    cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT,
-                  "cpu gemm: row stride too small (lda=%d needs >= %d, ldb=%d needs >= %d, "
-                  "ldc=%d needs >= %d)",
-                  g->lda, need_a, g->ldb, need_b, g->ldc, n);
-    return;
-  }
-  bool plain = g->ab_dtype == TP_F32 && g->c_dtype == TP_F32 && g->compute == TP_F32;
-  if (!plain) {
-    gemm_general(d, g);
-    return;
-  }
-  float *c = f32(g->c);
-  if (k == 0) {
-    for (int i = 0; i < g->batch; i++)
-      scale_matrix(c + i * g->sc, m, n, g->ldc, g->sc == 0 && i > 0 ? 1.0f : g->beta);
-    return;
-  }
-  if (g->sc == 0) { /* every product into one C: in order, beta once */
-    for (int i = 0; i < g->batch; i++)
-      sgemm_batched(d, g->ta, g->tb, m, n, k, g->alpha, f32(g->a) + i * g->sa, g->lda, 0,
-                    f32(g->b) + i * g->sb, g->ldb, 0, i == 0 ? g->beta : 1.0f, c, g->ldc, 0, 1);
-    return;
-  }
-  sgemm_batched(d, g->ta, g->tb, m, n, k, g->alpha, f32(g->a), g->lda, g->sa, f32(g->b), g->ldb,
-                g->sb, g->beta, c, g->ldc, g->sc, g->batch);
-}
 
 /* -------------------------------------------------------------- embedding */
 
@@ -791,6 +553,24 @@ __attribute__((target("avx512f"))) static void philox_uniform_avx512(float *rest
 }
 #endif
 
+CPU_INLINE void philox_blk_impl(float *restrict u, uint32_t k0, uint32_t k1, uint64_t ctr0,
+                                int64_t n) {
+  for (int64_t i = 0; i < n; i++) u[i] = philox_uniform_unrolled(k0, k1, ctr0 + (uint64_t)i);
+}
+CPU_VARIANTS(philox_blk, (float *restrict u, uint32_t k0, uint32_t k1, uint64_t ctr0, int64_t n),
+             (u, k0, k1, ctr0, n))
+
+void cpu_philox_uniforms(float *u, uint64_t seed, uint64_t ctr0, int64_t n) {
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+#ifdef CPU_PHILOX_AVX512
+  if (have_avx512()) {
+    philox_uniform_avx512(u, k0, k1, ctr0, n);
+    return;
+  }
+#endif
+  philox_blk(u, k0, k1, ctr0, n);
+}
+
 /* The same dropout selects from precomputed uniforms (the AVX-512 path). */
 CPU_INLINE void dropout_fwd_u_impl(float *restrict y, uint8_t *restrict keep,
                                                   const float *restrict x,
@@ -1236,18 +1016,18 @@ static float from_f16(uint16_t h) {
   return bits_f32(sign | ((exp - 15 + 127) << 23) | (mant << 13));
 }
 
-static uint16_t f32_to_half(float f, tp_dtype t) { return t == TP_BF16 ? to_bf16(f) : to_f16(f); }
-static float half_to_f32(uint16_t h, tp_dtype t) {
+uint16_t cpu_f32_to_half(float f, tp_dtype t) { return t == TP_BF16 ? to_bf16(f) : to_f16(f); }
+float cpu_half_to_f32(uint16_t h, tp_dtype t) {
   return t == TP_BF16 ? from_bf16(h) : from_f16(h);
 }
 
 static void cast_blk(void *y, tp_dtype ydt, const void *x, tp_dtype xdt, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
-    float v = xdt == TP_F32 ? ((const float *)x)[i] : half_to_f32(((const uint16_t *)x)[i], xdt);
+    float v = xdt == TP_F32 ? ((const float *)x)[i] : cpu_half_to_f32(((const uint16_t *)x)[i], xdt);
     if (ydt == TP_F32)
       ((float *)y)[i] = v;
     else
-      ((uint16_t *)y)[i] = f32_to_half(v, ydt);
+      ((uint16_t *)y)[i] = cpu_f32_to_half(v, ydt);
   }
 }
 

@@ -340,6 +340,12 @@ typedef struct tp_backend_iface {
    * (out and lse as it wrote them). */
   void (*attention_bwd)(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout, tp_mem dq,
                         tp_mem dk, tp_mem dv, tp_mem dbias);
+
+  /* The compute type of matrix products this device trains fastest in, of
+   * those accurate enough to train with (TP_F32 or TP_BF16): what
+   * --precision auto picks. The CPU says TP_BF16 only where bf16 arithmetic
+   * outruns f32 (AMX, fast AVX512-BF16). NULL: the CLI's default. */
+  tp_dtype (*preferred_compute)(tp_backend_dev *d);
 } tp_backend_iface;
 
 /* Whether the plugin's iface has room for an appended slot (and the slot is
