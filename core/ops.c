@@ -629,7 +629,7 @@ tp_tensor *tp_attention(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_
   float p = tp_ctx_training(c) ? attn_dropout : 0.0f;
   if (p >= 1.0f) return fail(c, "attention", "dropout %g must be below 1", p), NULL;
   tp_attention_args a = attention_args(c, q, k, v, mask, bias, heads);
-  if (!tp_k_has_attention(BE(c), &a))
+  if (!tp_ctx_fused(c) || !tp_k_has_attention(BE(c), &a))
     return attention_composed(c, q, k, v, mask, bias, heads, attn_dropout);
   int64_t ls[3] = {B, heads, Tq};
   tp_tensor *out = new_like(c, q), *lse = tp_tensor_new(c, TP_F32, 3, ls);

@@ -20,6 +20,7 @@ struct tp_ctx {
   bool training; /* dropout on */
   bool record;   /* ops go on the tape */
   tp_dtype precision; /* compute type of matrix products */
+  bool unfused;       /* compose every op of basic kernels (tp_ctx_set_fused) */
   uint64_t rng_seed, rng_counter;
   GError *error; /* sticky: the first failure */
 
@@ -99,6 +100,8 @@ bool tp_ctx_set_precision(tp_ctx *c, tp_dtype compute, GError **err) {
   return true;
 }
 tp_dtype tp_ctx_precision(const tp_ctx *c) { return c->precision; }
+void tp_ctx_set_fused(tp_ctx *c, bool fused) { c->unfused = !fused; }
+bool tp_ctx_fused(const tp_ctx *c) { return !c->unfused; }
 
 void tp_ctx_set_rng(tp_ctx *c, uint64_t seed, uint64_t counter) {
   c->rng_seed = seed;

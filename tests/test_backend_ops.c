@@ -651,7 +651,7 @@ TP_TEST(BackendOps, SumsqNonfiniteCast) {
 /* The attention op on both backends (the target's fused slot where it has
  * one, the CPU's composition), forward and backward. */
 static void attention_case(GRand *r, int B, int Tq, int T, int heads, int hd, bool with_bias,
-                           float dropout, bool masked_entry) {
+                           float dropout, bool masked_entry, tp_dtype compute) {
   int H = heads * hd;
   int64_t qs[3] = {B, Tq, H}, ks[3] = {B, T, H}, ms[2] = {B, T}, bs[3] = {heads, Tq, T};
   int64_t nq = (int64_t)B * Tq * H, nk = (int64_t)B * T * H, nb = (int64_t)heads * Tq * T;
@@ -663,7 +663,9 @@ static void attention_case(GRand *r, int B, int Tq, int T, int heads, int hd, bo
   for (int64_t i = 0; i < nk; i++) hv[i] = (float)g_rand_double_range(r, -1, 1);
   for (int64_t i = 0; i < nb; i++) hb[i] = (float)g_rand_double_range(r, -1, 1);
   for (int64_t i = 0; i < nq; i++) dout[i] = (float)g_rand_double_range(r, -1, 1);
-  for (int64_t i = 0; i < (int64_t)B * T; i++) hm[i] = i % T == 0 || g_rand_int_range(r, 0, 4);
+  /* mostly a padded tail (dynamic padding), some holes */
+  for (int64_t i = 0; i < (int64_t)B * T; i++)
+    hm[i] = i % T == 0 || (i % T < T - (i / T) % 4 && g_rand_int_range(r, 0, 6));
   if (masked_entry)
     for (int j = 0; j < T; j++) hm[(int64_t)(B - 1) * T + j] = 0;
   float *res[2][5] = {{0}};
@@ -671,6 +673,9 @@ static void attention_case(GRand *r, int B, int Tq, int T, int heads, int hd, bo
   for (int s = 0; s < 2; s++) {
     GError *err = NULL;
     tp_ctx *c = tp_ctx_new(BE[s], &err);
+    tp_ctx_set_fused(c, s == 1); /* the reference: the composition */
+    if (compute != TP_F32 && !tp_ctx_set_precision(c, compute, &err))
+      g_error("precision: %s", err->message);
     tp_ctx_begin_step(c);
     tp_ctx_set_training(c, true);
     tp_ctx_set_rng(c, 77, 1ull << 40);
@@ -708,8 +713,9 @@ static void attention_case(GRand *r, int B, int Tq, int T, int heads, int hd, bo
       ref = fmax(ref, fabs((double)res[0][i][j]));
     }
     if (!(diff <= TOL_RED * fmax(ref, 1e-30)))
-      TP_FAILF("attention B=%d Tq=%d T=%d nh=%d hd=%d bias=%d p=%g on %s: %s rel %.3g", B, Tq, T,
-               heads, hd, with_bias, dropout, BE[1]->name, names[i], diff / ref);
+      TP_FAILF("attention B=%d Tq=%d T=%d nh=%d hd=%d bias=%d p=%g %s on %s: %s rel %.3g", B, Tq,
+               T, heads, hd, with_bias, dropout, tp_dtype_name(compute), BE[1]->name, names[i],
+               diff / ref);
     g_free(res[0][i]);
     g_free(res[1][i]);
   }
@@ -724,10 +730,26 @@ static void attention_case(GRand *r, int B, int Tq, int T, int heads, int hd, bo
 TP_TEST(BackendOps, AttentionFusedOrComposed) {
   SETUP();
   GRand *r = g_rand_new_with_seed(17);
-  attention_case(r, 1, 1, 1, 1, 1, false, 0.0f, false);
-  attention_case(r, 2, 7, 7, 3, 5, true, 0.0f, true);
-  attention_case(r, 3, 13, 13, 2, 33, false, 0.1f, false);
-  attention_case(r, 2, 1, 13, 4, 8, false, 0.1f, false); /* the [CLS]-only last layer */
-  attention_case(r, 2, 130, 130, 2, 16, true, 0.1f, true);
+  attention_case(r, 1, 1, 1, 1, 1, false, 0.0f, false, TP_F32);
+  attention_case(r, 2, 7, 7, 3, 5, true, 0.0f, true, TP_F32);
+  attention_case(r, 3, 13, 13, 2, 33, false, 0.1f, false, TP_F32);
+  attention_case(r, 2, 1, 13, 4, 8, false, 0.1f, false, TP_F32); /* the [CLS]-only last layer */
+  attention_case(r, 2, 130, 130, 2, 16, true, 0.1f, true, TP_F32);
+  attention_case(r, 4, 33, 33, 3, 8, false, 0.5f, false, TP_F32);
+  g_rand_free(r);
+}
+
+/* The products at half precision: the fused slot rounds the operands the
+ * composed path's matmuls round (Q, K, V, P', dO, dS). */
+TP_TEST(BackendOps, AttentionHalfCompute) {
+  SETUP();
+  GRand *r = g_rand_new_with_seed(18);
+  const tp_dtype ct[2] = {TP_BF16, TP_F16};
+  for (int i = 0; i < 2; i++) {
+    if (!(BE[1]->info.gemm_compute & TP_DTYPE_BIT(ct[i]))) continue;
+    attention_case(r, 2, 13, 13, 3, 8, true, 0.1f, true, ct[i]);
+    attention_case(r, 3, 1, 33, 2, 16, false, 0.1f, false, ct[i]);
+    attention_case(r, 2, 65, 65, 2, 32, false, 0.0f, false, ct[i]);
+  }
   g_rand_free(r);
 }

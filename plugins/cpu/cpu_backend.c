@@ -293,6 +293,8 @@ static const tp_backend_iface cpu_iface = {
         },
     .dropout_fwd_keep = cpu_dropout_fwd_keep,
     .dropout_bwd_keep = cpu_dropout_bwd_keep,
+    .attention_fwd = cpu_attention_fwd,
+    .attention_bwd = cpu_attention_bwd,
     .preferred_compute = cpu_preferred_compute,
 };
 

@@ -250,6 +250,37 @@ static void k_drop_bwd_keep(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem keep
   cpu->dropout_bwd_keep(d->inner, dx, dy, keep, n, p);
 }
 
+static uint64_t rows_b(uint64_t n, uint64_t ld, uint64_t cols) {
+  return n == 0 ? 0 : ((n - 1) * ld + cols) * 4;
+}
+static void att_args(tp_backend_dev *d, const char *k, const tp_attention_args *a) {
+  uint64_t B = (uint64_t)a->batch, Tq = (uint64_t)a->q_len, Tk = (uint64_t)a->kv_len;
+  uint64_t nh = (uint64_t)a->heads, H = nh * (uint64_t)a->head_dim;
+  arg(d, k, "q", a->q, rows_b(B * Tq, (uint64_t)a->ld_q, H));
+  arg(d, k, "k", a->k, rows_b(B * Tk, (uint64_t)a->ld_kv, H));
+  arg(d, k, "v", a->v, rows_b(B * Tk, (uint64_t)a->ld_kv, H));
+  arg(d, k, "out", a->out, B * Tq * H * 4);
+  arg(d, k, "lse", a->lse, B * nh * Tq * 4);
+  arg(d, k, "mask", a->mask, B * Tk * 4);
+  arg(d, k, "bias", a->bias, nh * Tq * Tk * 4);
+}
+static void k_att_fwd(tp_backend_dev *d, const tp_attention_args *a) {
+  att_args(d, "attention_fwd", a);
+  cpu->attention_fwd(d->inner, a);
+}
+static void k_att_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout, tp_mem dq,
+                      tp_mem dk, tp_mem dv, tp_mem dbias) {
+  uint64_t B = (uint64_t)a->batch, Tq = (uint64_t)a->q_len, Tk = (uint64_t)a->kv_len;
+  uint64_t nh = (uint64_t)a->heads, H = nh * (uint64_t)a->head_dim;
+  att_args(d, "attention_bwd", a);
+  arg(d, "attention_bwd", "dout", dout, B * Tq * H * 4);
+  arg(d, "attention_bwd", "dq", dq, rows_b(B * Tq, (uint64_t)a->ld_q, H));
+  arg(d, "attention_bwd", "dk", dk, rows_b(B * Tk, (uint64_t)a->ld_kv, H));
+  arg(d, "attention_bwd", "dv", dv, rows_b(B * Tk, (uint64_t)a->ld_kv, H));
+  arg(d, "attention_bwd", "dbias", dbias, nh * Tq * Tk * 4);
+  cpu->attention_bwd(d->inner, a, dout, dq, dk, dv, dbias);
+}
+
 /* ---- device, buffers ---- */
 
 static int b_probe(tp_device_info *infos, int max, GError **err) {
@@ -318,6 +349,8 @@ static const tp_backend_iface iface = {
           .cast = k_cast},
     .dropout_fwd_keep = k_drop_fwd_keep,
     .dropout_bwd_keep = k_drop_bwd_keep,
+    .attention_fwd = k_att_fwd,
+    .attention_bwd = k_att_bwd,
 };
 
 static const tp_plugin plugin = {

@@ -48,6 +48,12 @@ void tp_ctx_set_grad_enabled(tp_ctx *ctx, bool enabled);
  * activations); the backend must accept the type (gemm_compute). */
 bool tp_ctx_set_precision(tp_ctx *ctx, tp_dtype compute, GError **err);
 tp_dtype tp_ctx_precision(const tp_ctx *ctx);
+/* Whether ops use the backend's optional fused slots (fused attention,
+ * bias + GELU, residual add + LayerNorm, ...) where it has them: the default.
+ * FALSE composes every op of the basic kernels: the reference the fused
+ * slots are tested against. */
+void tp_ctx_set_fused(tp_ctx *ctx, bool fused);
+bool tp_ctx_fused(const tp_ctx *ctx);
 /* Dropout masks come from (seed, a counter advanced by every dropout call). */
 void tp_ctx_set_rng(tp_ctx *ctx, uint64_t seed, uint64_t counter);
 uint64_t tp_ctx_rng_counter(const tp_ctx *ctx);
