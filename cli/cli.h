@@ -83,6 +83,17 @@ tp_token_seqs *tp_cli_tokenize_cached(const tp_tokenizer *tok, const char *vocab
                                       char *const *texts, guint n, int max_len, int threads,
                                       bool *cached, GError **err);
 
+/* `tensorplug bench --train` (cli/bench_train.c). */
+typedef struct tp_bench_train_opts {
+  char **data;
+  int batch, max_len, steps, warmup;
+  uint64_t seed;
+} tp_bench_train_opts;
+int tp_bench_train(const tp_bench_train_opts *o, const tp_cli_model_opts *mo,
+                   const tp_cli_run_opts *ro);
+/* Peak resident set size of this process so far (getrusage), in bytes. */
+uint64_t tp_cli_peak_rss_bytes(void);
+
 /* "1,234,567" */
 char *tp_cli_thousands(int64_t v);
 /* "00:02:44" */

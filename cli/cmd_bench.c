@@ -14,6 +14,7 @@
 
 typedef struct bench_opts {
   gboolean tokenizer; /* mode: tokenizer throughput */
+  gboolean train;     /* mode: training steps (bench_train.c) */
   char *vocab, *model;
   char **data; /* --data, repeatable */
   int threads, runs;
@@ -193,19 +194,29 @@ out:
 
 int tp_cmd_bench(int argc, char **argv) {
   bench_opts o = {.threads = default_threads(), .runs = 3};
+  tp_bench_train_opts bt = {.batch = 8, .max_len = 512, .steps = 5, .warmup = 1, .seed = 42};
+  tp_cli_model_opts mo;
+  tp_cli_run_opts ro;
+  tp_cli_model_opts_init(&mo);
+  tp_cli_run_opts_init(&ro);
+  gint64 seed = 42;
   GOptionEntry entries[] = {
       {"tokenizer", 0, 0, G_OPTION_ARG_NONE, &o.tokenizer,
        "Benchmark the WordPiece tokenizer over a dataset", NULL},
-      {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o.vocab, "Vocabulary: a vocab.txt or tokenizer.json",
-       "FILE"},
-      {"model", 0, 0, G_OPTION_ARG_FILENAME, &o.model,
-       "Model folder holding vocab.txt or tokenizer.json", "DIR"},
+      {"train", 0, 0, G_OPTION_ARG_NONE, &o.train,
+       "Benchmark training steps of --model on reviews of --data (time per step, peak memory)",
+       NULL},
       {"data", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &o.data,
        "Dataset: an aclImdb or JSONL folder, a .jsonl[.gz], .csv or .tsv (repeatable)", "PATH"},
-      {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads,
-       "Worker threads (default: $TENSORPLUG_NUM_THREADS, else all cores)", "N"},
-      {"runs", 0, 0, G_OPTION_ARG_INT, &o.runs, "Timed runs; the best is reported (default 3)",
-       "N"},
+      {"runs", 0, 0, G_OPTION_ARG_INT, &o.runs,
+       "--tokenizer: timed runs; the best is reported (default 3)", "N"},
+      {"batch", 0, 0, G_OPTION_ARG_INT, &bt.batch, "--train: examples per step [8]", "N"},
+      {"max-len", 0, 0, G_OPTION_ARG_INT, &bt.max_len, "--train: truncate reviews to N tokens "
+       "[512]", "N"},
+      {"steps", 0, 0, G_OPTION_ARG_INT, &bt.steps, "--train: timed steps [5]", "N"},
+      {"warmup", 0, 0, G_OPTION_ARG_INT, &bt.warmup, "--train: untimed steps first [1]", "N"},
+      {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "--train: seed of the initialisation and "
+       "dropout [42]", "N"},
       {"vs-hf", 0, 0, G_OPTION_ARG_NONE, &o.vs_hf,
        "Also run Hugging Face tokenizers on the same data (benchmarks/" HF_SCRIPT
        ", which sets up .venv-bench) and print the ratio",
@@ -219,29 +230,48 @@ int tp_cmd_bench(int argc, char **argv) {
           "  --tokenizer  encode every text of --data with encode_batch (best of --runs,\n"
           "               loading excluded); prints texts, tokens, seconds and tokens/s.\n"
           "               With --vs-hf, Hugging Face tokenizers does the same in the same\n"
-          "               run and the ratio tensorplug/HF is printed.");
+          "               run and the ratio tensorplug/HF is printed.\n"
+          "  --train      --warmup + --steps training steps (forward, backward, AdamW) of\n"
+          "               --model on reviews of --data, --batch per step, padded to the\n"
+          "               longest of each batch; prints ms/step, real tokens/s and the\n"
+          "               process's peak resident memory.");
   g_option_context_set_description(
       oc, "Example:\n  tensorplug bench --tokenizer --vocab vocab.txt --data ../shared/data/imdb "
           "--vs-hf\n\nThe machine's other load changes the numbers: compare runs made "
           "together.");
   g_option_context_add_main_entries(oc, entries, NULL);
+  g_option_context_add_group(oc, tp_cli_model_group(&mo));
+  g_option_context_add_group(oc, tp_cli_run_group(&ro));
   bool parsed = tp_cli_parse(oc, &argc, &argv);
   g_option_context_free(oc);
+  /* the model options name the vocabulary of --tokenizer too */
+  o.vocab = g_strdup(mo.vocab);
+  o.model = g_strdup(mo.model);
+  if (ro.threads > 0) o.threads = ro.threads;
   int rc;
   if (!parsed) {
     rc = TP_EXIT_USAGE;
   } else if (o.threads < 0 || o.runs < 1) {
     rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                                    "--threads must be >= 0 and --runs >= 1"));
+  } else if (o.tokenizer && o.train) {
+    rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                                   "choose one of --tokenizer and --train"));
   } else if (o.tokenizer) {
     rc = bench_tokenizer(&o);
+  } else if (o.train) {
+    bt.data = o.data;
+    bt.seed = (uint64_t)seed;
+    rc = tp_bench_train(&bt, &mo, &ro);
   } else {
     rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
-                                   "choose what to benchmark: --tokenizer"));
+                                   "choose what to benchmark: --tokenizer or --train"));
   }
   g_free(o.vocab);
   g_free(o.model);
   g_strfreev(o.data);
   g_free(o.hf_script);
+  tp_cli_model_opts_clear(&mo);
+  tp_cli_run_opts_clear(&ro);
   return rc;
 }

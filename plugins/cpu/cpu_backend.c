@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <omp.h>
 #include <sched.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +166,28 @@ static void cpu_close(tp_backend_dev *d) {
 
 /* --------------------------------------------------------------- buffers */
 
+/* Buffers of at least this size are their own mapping (2 MiB aligned): the
+ * memory goes back to the system at once when freed, so a re-sized
+ * activation arena never leaves fragments of the heap resident. (Advising
+ * transparent huge pages was measured: 16x fewer page faults, but the
+ * kernel's compaction on first touch cost more CPU time than it saved.) */
+#define CPU_MAP_MIN (4u << 20)
+#define CPU_MAP_ALIGN (2u << 20)
+
+static void *map_large(size_t bytes, size_t *mapped) {
+  size_t len = (bytes + CPU_MAP_ALIGN - 1) / CPU_MAP_ALIGN * CPU_MAP_ALIGN;
+  size_t span = len + CPU_MAP_ALIGN;
+  if (len < bytes || span < len) return NULL;
+  char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return NULL;
+  char *p = (char *)(((uintptr_t)raw + CPU_MAP_ALIGN - 1) & ~(uintptr_t)(CPU_MAP_ALIGN - 1));
+  if (p > raw) munmap(raw, (size_t)(p - raw));
+  size_t tail = (size_t)(raw + span - (p + len));
+  if (tail) munmap(p + len, tail);
+  *mapped = len;
+  return p;
+}
+
 static tp_buffer *cpu_buffer_alloc(tp_backend_dev *d, size_t bytes, GError **err) {
   (void)d;
   /* aligned_alloc needs a multiple of the alignment; 0 bytes still gets a
@@ -173,7 +197,10 @@ static tp_buffer *cpu_buffer_alloc(tp_backend_dev *d, size_t bytes, GError **err
    * absurd sizes instead of returning NULL): refuse it up front. */
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   bool too_big = pages > 0 && page > 0 && bytes / (size_t)page > (size_t)pages;
-  void *p = rounded >= bytes && !too_big ? aligned_alloc(CPU_ALIGN, rounded) : NULL;
+  size_t mapped = 0;
+  void *p = NULL;
+  if (rounded >= bytes && !too_big)
+    p = bytes >= CPU_MAP_MIN ? map_large(bytes, &mapped) : aligned_alloc(CPU_ALIGN, rounded);
   if (!p) {
     g_set_error(err, CPU_ERROR, TP_ERROR_OUT_OF_MEMORY,
                 "cpu backend: out of host memory allocating %zu bytes (%.1f MiB); "
@@ -184,13 +211,17 @@ static tp_buffer *cpu_buffer_alloc(tp_backend_dev *d, size_t bytes, GError **err
   tp_buffer *b = g_new(tp_buffer, 1);
   b->ptr = p;
   b->size = bytes;
+  b->mapped = mapped;
   return b;
 }
 
 static void cpu_buffer_free(tp_backend_dev *d, tp_buffer *b) {
   (void)d;
   if (!b) return;
-  free(b->ptr);
+  if (b->mapped)
+    munmap(b->ptr, b->mapped);
+  else
+    free(b->ptr);
   g_free(b);
 }
 

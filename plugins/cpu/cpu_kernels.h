@@ -6,10 +6,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Host memory, 64-byte aligned (one cache line, one AVX-512 vector). */
+/* Host memory, 64-byte aligned (one cache line, one AVX-512 vector); large
+ * buffers 2 MiB aligned (cpu_backend.c). */
 struct tp_buffer {
   void *ptr;
   size_t size;
+  size_t mapped; /* bytes of its own mapping (large buffers), 0 = malloc'd */
 };
 
 /* The instruction-set level the hot loops run at (see cpu_kernels.c). */
