@@ -453,3 +453,80 @@ bool tp_k_attention_bwd(tp_backend *be, const tp_attention_args *a, tp_mem dout,
   }
   return true;
 }
+
+/* ---- fused elementwise slots: whole rows per call ---- */
+
+/* Rows per call for rows of row_bytes (every argument is at most a row
+ * wide per row); 0 when one row does not fit a binding. */
+static int64_t fused_rows(const tp_backend *be, uint64_t row_bytes) {
+  if (unlimited(be)) return INT64_MAX;
+  return per_call(be, 1) / (int64_t)MAX(row_bytes, 1);
+}
+
+bool tp_k_has_bias_gelu(tp_backend *be, int cols) {
+  return TP_IFACE_HAS(be->iface, bias_gelu_fwd) && TP_IFACE_HAS(be->iface, bias_gelu_bwd) &&
+         fused_rows(be, (uint64_t)cols * 4) > 0;
+}
+
+bool tp_k_bias_gelu_fwd(tp_backend *be, tp_mem y, tp_mem x, tp_mem bias, int64_t rows, int cols) {
+  if (!tp_k_has_bias_gelu(be, cols)) return false;
+  int64_t step = fused_rows(be, (uint64_t)cols * 4);
+  for (int64_t r0 = 0; r0 < rows; r0 += step)
+    be->iface->bias_gelu_fwd(be->dev, at(y, r0 * cols, 4), at(x, r0 * cols, 4), bias,
+                             MIN(step, rows - r0), cols);
+  return true;
+}
+
+bool tp_k_bias_gelu_bwd(tp_backend *be, tp_mem dx, tp_mem dbias, tp_mem dy, tp_mem pre,
+                        int64_t rows, int cols) {
+  if (!tp_k_has_bias_gelu(be, cols)) return false;
+  int64_t step = fused_rows(be, (uint64_t)cols * 4);
+  for (int64_t r0 = 0; r0 < rows; r0 += step)
+    be->iface->bias_gelu_bwd(be->dev, at(dx, r0 * cols, 4), dbias, at(dy, r0 * cols, 4),
+                             at(pre, r0 * cols, 4), MIN(step, rows - r0), cols);
+  return true;
+}
+
+bool tp_k_has_add_layernorm(tp_backend *be, int cols) {
+  return TP_IFACE_HAS(be->iface, add_layernorm_fwd) &&
+         TP_IFACE_HAS(be->iface, add_layernorm_bwd) && fused_rows(be, (uint64_t)cols * 4) > 0;
+}
+
+/* The arguments of rows [r0, r0 + n) alone (the dropout counters follow). */
+static tp_add_ln_args add_ln_rows(const tp_add_ln_args *a, int64_t r0, int64_t n) {
+  tp_add_ln_args e = *a;
+  int64_t o = r0 * a->cols;
+  e.rows = (int)n;
+  e.y = at(a->y, o, 4);
+  e.s = at(a->s, o, 4);
+  e.a = at(a->a, o, 4);
+  e.b = at(a->b, o, 4);
+  e.keep = at(a->keep, o, 1);
+  e.mean = at(a->mean, r0, 4);
+  e.rstd = at(a->rstd, r0, 4);
+  e.offset = a->offset + (uint64_t)o;
+  return e;
+}
+
+bool tp_k_add_layernorm_fwd(tp_backend *be, const tp_add_ln_args *a) {
+  if (!tp_k_has_add_layernorm(be, a->cols)) return false;
+  int64_t step = fused_rows(be, (uint64_t)a->cols * 4);
+  for (int64_t r0 = 0; r0 < a->rows; r0 += step) {
+    tp_add_ln_args e = add_ln_rows(a, r0, MIN(step, a->rows - r0));
+    be->iface->add_layernorm_fwd(be->dev, &e);
+  }
+  return true;
+}
+
+bool tp_k_add_layernorm_bwd(tp_backend *be, const tp_add_ln_args *a, tp_mem dy, tp_mem da,
+                            tp_mem db, tp_mem dgamma, tp_mem dbeta, bool acc_a, bool acc_b) {
+  if (!tp_k_has_add_layernorm(be, a->cols)) return false;
+  int64_t step = fused_rows(be, (uint64_t)a->cols * 4);
+  for (int64_t r0 = 0; r0 < a->rows; r0 += step) {
+    int64_t o = r0 * a->cols;
+    tp_add_ln_args e = add_ln_rows(a, r0, MIN(step, a->rows - r0));
+    be->iface->add_layernorm_bwd(be->dev, &e, at(dy, o, 4), at(da, o, 4), at(db, o, 4), dgamma,
+                                 dbeta, acc_a, acc_b);
+  }
+  return true;
+}

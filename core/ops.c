@@ -103,13 +103,21 @@ tp_tensor *tp_embedding(tp_ctx *c, tp_tensor *table, tp_tensor *ids) {
 
 /* ---- add: y = a + b ---- */
 
+/* dx += dy, or dx = dy where nothing wrote dx yet (no zeroing first). */
+static void grad_add(tp_ctx *c, tp_tensor *x, tp_tensor *dy) {
+  bool acc;
+  tp_tensor *g = tp_tensor_grad_acc(c, x, &acc);
+  if (!g) return;
+  GError *e = NULL;
+  if (acc)
+    tp_k_axpy(BE(c), g->mem, dy->mem, 1.0f, tp_tensor_numel(x));
+  else if (!tp_backend_copy(BE(c), g->mem, dy->mem, tp_tensor_nbytes(x), &e))
+    tp_ctx_fail(c, e);
+}
+
 static void add_bwd(tp_ctx *c, tp_tape_node *n) {
-  int64_t cnt = tp_tensor_numel(n->out);
   for (int i = 0; i < 2; i++)
-    if (n->in[i]->requires_grad) {
-      tp_tensor *g = tp_tensor_grad(c, n->in[i]);
-      if (g) tp_k_axpy(BE(c), g->mem, n->out->grad->mem, 1.0f, cnt);
-    }
+    if (n->in[i]->requires_grad) grad_add(c, n->in[i], n->out->grad);
 }
 
 tp_tensor *tp_add(tp_ctx *c, tp_tensor *a, tp_tensor *b) {
@@ -124,48 +132,66 @@ tp_tensor *tp_add(tp_ctx *c, tp_tensor *a, tp_tensor *b) {
 
 /* ---- linear: y [N, out] = x [N, in] @ w^T [in, out] + b ---- */
 
-static void linear_bwd(tp_ctx *c, tp_tape_node *n) {
-  tp_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *dy = n->out->grad;
-  int rows = (int)n->i[0], in = (int)n->i[1], out = (int)n->i[2];
-  if (x->requires_grad) { /* dx [N, in] += dy [N, out] @ w [out, in] */
-    tp_tensor *dx = tp_tensor_grad(c, x);
-    if (dx) gemm(c, false, false, rows, in, out, 1.0f, dy->mem, out, 0, w->mem, in, 0,
-                       1.0f, dx->mem, in, 0, 1);
+/* The products of a linear layer's backward for output gradient dy (the
+ * bias gradient is the caller's). */
+static void linear_bwd_products(tp_ctx *c, tp_tensor *x, tp_tensor *w, tp_mem dy, int rows, int in,
+                                int out) {
+  if (x->requires_grad) { /* dx [N, in] (+)= dy [N, out] @ w [out, in] */
+    bool acc;
+    tp_tensor *dx = tp_tensor_grad_acc(c, x, &acc);
+    if (dx) gemm(c, false, false, rows, in, out, 1.0f, dy, out, 0, w->mem, in, 0,
+                 acc ? 1.0f : 0.0f, dx->mem, in, 0, 1);
   }
   if (w->requires_grad) { /* dw [out, in] += dy^T [out, N] @ x [N, in] */
     tp_tensor *dw = tp_tensor_grad(c, w);
-    if (dw) gemm(c, true, false, out, in, rows, 1.0f, dy->mem, out, 0, x->mem, in, 0,
-                       1.0f, dw->mem, in, 0, 1);
+    if (dw) gemm(c, true, false, out, in, rows, 1.0f, dy, out, 0, x->mem, in, 0, 1.0f, dw->mem,
+                 in, 0, 1);
   }
+}
+
+static void linear_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *dy = n->out->grad;
+  int rows = (int)n->i[0], in = (int)n->i[1], out = (int)n->i[2];
+  linear_bwd_products(c, x, w, dy->mem, rows, in, out);
   if (b && b->requires_grad) {
     tp_tensor *db = tp_tensor_grad(c, b);
     if (db) tp_k_bias_grad(BE(c), db->mem, dy->mem, rows, out);
   }
 }
 
-tp_tensor *tp_linear(tp_ctx *c, tp_tensor *x, tp_tensor *w, tp_tensor *b) {
+/* y = x w^T (+ b), unrecorded; sizes to *rows, *in, *out. */
+static tp_tensor *linear_forward(tp_ctx *c, const char *op, tp_tensor *x, tp_tensor *w,
+                                 tp_tensor *b, int *rows, int *in, int *out) {
   tp_tensor *in2[2] = {x, w};
-  if (!ready(c, "linear", 2, in2, TP_F32)) return NULL;
-  if (b && !ready(c, "linear", 1, &b, TP_F32)) return NULL;
+  if (!ready(c, op, 2, in2, TP_F32)) return NULL;
+  if (b && !ready(c, op, 1, &b, TP_F32)) return NULL;
   if (w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1] ||
       (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))) {
     char *sx = shape_str(x), *sw = shape_str(w), *sb = b ? shape_str(b) : g_strdup("none");
-    fail(c, "linear", "x %s, weight %s, bias %s do not fit (weight is [out, in])", sx, sw, sb);
+    fail(c, op, "x %s, weight %s, bias %s do not fit (weight is [out, in])", sx, sw, sb);
     g_free(sx);
     g_free(sw);
     g_free(sb);
     return NULL;
   }
-  int in = (int)w->shape[1], out = (int)w->shape[0];
-  int rows = (int)(tp_tensor_numel(x) / in);
+  *in = (int)w->shape[1];
+  *out = (int)w->shape[0];
+  *rows = (int)(tp_tensor_numel(x) / *in);
   int64_t shape[TP_MAX_DIMS];
   memcpy(shape, x->shape, sizeof shape);
-  shape[x->ndim - 1] = out;
+  shape[x->ndim - 1] = *out;
   tp_tensor *y = tp_tensor_new(c, TP_F32, x->ndim, shape);
   if (!y) return NULL;
-  gemm(c, false, true, rows, out, in, 1.0f, x->mem, in, 0, w->mem, in, 0, 0.0f,
-             y->mem, out, 0, 1);
-  if (b) tp_k_bias_add(BE(c), y->mem, b->mem, rows, out);
+  gemm(c, false, true, *rows, *out, *in, 1.0f, x->mem, *in, 0, w->mem, *in, 0, 0.0f, y->mem,
+       *out, 0, 1);
+  if (b) tp_k_bias_add(BE(c), y->mem, b->mem, *rows, *out);
+  return y;
+}
+
+tp_tensor *tp_linear(tp_ctx *c, tp_tensor *x, tp_tensor *w, tp_tensor *b) {
+  int rows, in, out;
+  tp_tensor *y = linear_forward(c, "linear", x, w, b, &rows, &in, &out);
+  if (!y) return NULL;
   tp_tensor *in3[3] = {x, w, b};
   tp_tape_node *n = tp_ctx_record(c, linear_bwd, y, 3, in3);
   if (n) {
@@ -432,10 +458,7 @@ tp_tensor *tp_softmax_masked(tp_ctx *c, tp_tensor *x, tp_tensor *mask, float sca
 
 /* ---- reshape: a view with another shape ---- */
 
-static void reshape_bwd(tp_ctx *c, tp_tape_node *n) {
-  tp_tensor *dx = tp_tensor_grad(c, n->in[0]);
-  if (dx) tp_k_axpy(BE(c), dx->mem, n->out->grad->mem, 1.0f, tp_tensor_numel(dx));
-}
+static void reshape_bwd(tp_ctx *c, tp_tape_node *n) { grad_add(c, n->in[0], n->out->grad); }
 
 tp_tensor *tp_reshape(tp_ctx *c, tp_tensor *x, int ndim, const int64_t *shape) {
   if (!tp_ctx_ok(c) || !x) return NULL;
@@ -652,4 +675,109 @@ tp_tensor *tp_attention(tp_ctx *c, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_
     n->u[1] = a.offset;
   }
   return out;
+}
+
+/* ---- linear + GELU: the backend's fused bias + GELU slot, else composed ---- */
+
+/* in: x, w, b; saved[0]: pre = x w^T + b. */
+static void linear_gelu_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *pre = n->saved[0];
+  int rows = (int)n->i[0], in = (int)n->i[1], out = (int)n->i[2];
+  int64_t bs[1] = {out};
+  /* dpre is this op's own: written whole by the slot, never zeroed */
+  tp_tensor *dpre = tp_tensor_new(c, TP_F32, pre->ndim, pre->shape);
+  tp_tensor *db = b->requires_grad ? tp_tensor_grad(c, b) : tp_tensor_zeros(c, TP_F32, 1, bs);
+  if (!dpre || !db) return;
+  tp_k_bias_gelu_bwd(BE(c), dpre->mem, db->mem, n->out->grad->mem, pre->mem, rows, out);
+  linear_bwd_products(c, x, w, dpre->mem, rows, in, out);
+}
+
+tp_tensor *tp_linear_gelu(tp_ctx *c, tp_tensor *x, tp_tensor *w, tp_tensor *b) {
+  if (!tp_ctx_ok(c)) return NULL;
+  if (!b || !w) return fail(c, "linear_gelu", "the weight and bias are required"), NULL;
+  if (!tp_ctx_fused(c) || !tp_k_has_bias_gelu(BE(c), (int)w->shape[0]))
+    return tp_gelu(c, tp_linear(c, x, w, b));
+  int rows, in, out;
+  if (!ready(c, "linear_gelu", 1, &b, TP_F32)) return NULL;
+  if (b->ndim != 1 || b->shape[0] != w->shape[0])
+    return fail(c, "linear_gelu", "bias must be [%lld]", (long long)w->shape[0]), NULL;
+  /* the product alone, then bias and GELU in the slot */
+  tp_tensor *pre = linear_forward(c, "linear_gelu", x, w, NULL, &rows, &in, &out);
+  if (!pre) return NULL;
+  tp_tensor *y = new_like(c, pre);
+  if (!y) return NULL;
+  tp_k_bias_gelu_fwd(BE(c), y->mem, pre->mem, b->mem, rows, out);
+  tp_tensor *in3[3] = {x, w, b};
+  tp_tape_node *n = tp_ctx_record(c, linear_gelu_bwd, y, 3, in3);
+  if (n) {
+    n->saved[0] = pre;
+    n->i[0] = rows;
+    n->i[1] = in;
+    n->i[2] = out;
+  }
+  return y;
+}
+
+/* ---- residual add + LayerNorm (dropout on a): fused slot, else composed ---- */
+
+/* in: a, b, gamma, beta; saved[0]: s, then mean and rstd ([rows * (cols + 2)]);
+ * saved[1]: the keep mask (p > 0). */
+static tp_add_ln_args add_ln_args(tp_tape_node *n) {
+  int rows = (int)n->i[0], cols = (int)n->i[1];
+  tp_mem s = n->saved[0]->mem, mean = s, rstd = s;
+  mean.off += (size_t)rows * cols * 4;
+  rstd.off = mean.off + (size_t)rows * 4;
+  tp_add_ln_args a = {.rows = rows, .cols = cols, .eps = n->f[1], .p = n->f[0],
+                      .seed = n->u[0], .offset = n->u[1], .y = n->out->mem, .s = s,
+                      .mean = mean, .rstd = rstd,
+                      .keep = n->saved[1] ? n->saved[1]->mem : tp_mem_null(),
+                      .a = n->in[0]->mem, .b = n->in[1]->mem, .gamma = n->in[2]->mem,
+                      .beta = n->in[3]->mem};
+  return a;
+}
+
+static void add_layernorm_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *a = n->in[0], *b = n->in[1], *g = n->in[2], *be = n->in[3];
+  int64_t cs[1] = {n->i[1]};
+  bool acc_a = false, acc_b = false;
+  tp_tensor *da = a->requires_grad ? tp_tensor_grad_acc(c, a, &acc_a) : NULL;
+  tp_tensor *db = b->requires_grad ? tp_tensor_grad_acc(c, b, &acc_b) : NULL;
+  tp_tensor *dg = g->requires_grad ? tp_tensor_grad(c, g) : tp_tensor_zeros(c, TP_F32, 1, cs);
+  tp_tensor *dbe = be->requires_grad ? tp_tensor_grad(c, be) : tp_tensor_zeros(c, TP_F32, 1, cs);
+  if (!tp_ctx_ok(c)) return;
+  tp_add_ln_args args = add_ln_args(n);
+  tp_k_add_layernorm_bwd(BE(c), &args, n->out->grad->mem, da ? da->mem : tp_mem_null(),
+                         db ? db->mem : tp_mem_null(), dg->mem, dbe->mem, acc_a, acc_b);
+}
+
+tp_tensor *tp_add_layernorm(tp_ctx *c, tp_tensor *a, tp_tensor *b, tp_tensor *gamma,
+                            tp_tensor *beta, float eps, float p) {
+  tp_tensor *in[4] = {a, b, gamma, beta};
+  if (!ready(c, "add_layernorm", 4, in, TP_F32) || !same_shape(c, "add_layernorm", a, b))
+    return NULL;
+  int cols = (int)a->shape[a->ndim - 1];
+  if (gamma->ndim != 1 || beta->ndim != 1 || gamma->shape[0] != cols || beta->shape[0] != cols)
+    return fail(c, "add_layernorm", "gamma/beta must be [%d]", cols), NULL;
+  float pe = tp_ctx_training(c) ? p : 0.0f;
+  if (pe >= 1.0f) return fail(c, "add_layernorm", "dropout %g must be below 1", p), NULL;
+  if (!tp_ctx_fused(c) || !tp_k_has_add_layernorm(BE(c), cols))
+    return tp_layernorm(c, tp_add(c, tp_dropout(c, a, p), b), gamma, beta, eps);
+  int64_t rows = tp_tensor_numel(a) / cols;
+  int64_t ss[1] = {rows * (cols + 2)}, ks[1] = {(rows * cols + 3) / 4}; /* keep: bytes as i32 */
+  tp_tensor *y = new_like(c, a), *s = tp_tensor_new(c, TP_F32, 1, ss);
+  tp_tensor *keep = pe > 0.0f ? tp_tensor_new(c, TP_I32, 1, ks) : NULL;
+  if (!y || !s || (pe > 0.0f && !keep)) return NULL;
+  tp_tape_node tmp = {.out = y, .in = {a, b, gamma, beta}, .saved = {s, keep},
+                      .i = {rows, cols}, .f = {pe, eps}};
+  if (pe > 0.0f) tp_ctx_take_rng(c, rows * cols, &tmp.u[0], &tmp.u[1]);
+  tp_add_ln_args args = add_ln_args(&tmp);
+  tp_k_add_layernorm_fwd(BE(c), &args);
+  tp_tape_node *n = tp_ctx_record(c, add_layernorm_bwd, y, 4, in);
+  if (n) {
+    memcpy(n->saved, tmp.saved, sizeof n->saved);
+    memcpy(n->i, tmp.i, sizeof n->i);
+    memcpy(n->f, tmp.f, sizeof n->f);
+    memcpy(n->u, tmp.u, sizeof n->u);
+  }
+  return y;
 }

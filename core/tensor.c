@@ -309,6 +309,12 @@ tp_tensor *tp_tensor_grad(tp_ctx *c, tp_tensor *t) {
   return t->grad;
 }
 
+tp_tensor *tp_tensor_grad_acc(tp_ctx *c, tp_tensor *t, bool *acc) {
+  *acc = t->grad != NULL;
+  if (!t->grad) t->grad = tp_tensor_new(c, TP_F32, t->ndim, t->shape);
+  return t->grad;
+}
+
 static bool backward_check(tp_tensor *out, GError **err) {
   if (!out || !out->requires_grad) {
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,

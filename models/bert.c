@@ -130,9 +130,10 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
   /* x [B, T, H] */
   tp_tensor *x = tp_add(ctx, tp_embedding(ctx, P("bert.embeddings.word_embeddings.weight"), ids),
                         tp_embedding(ctx, P("bert.embeddings.position_embeddings.weight"), pos));
-  x = tp_add(ctx, x, tp_embedding(ctx, P("bert.embeddings.token_type_embeddings.weight"), types));
-  x = tp_layernorm(ctx, x, P("bert.embeddings.LayerNorm.weight"), P("bert.embeddings.LayerNorm.bias"),
-                   c->layer_norm_eps);
+  x = tp_add_layernorm(ctx, x,
+                       tp_embedding(ctx, P("bert.embeddings.token_type_embeddings.weight"), types),
+                       P("bert.embeddings.LayerNorm.weight"), P("bert.embeddings.LayerNorm.bias"),
+                       c->layer_norm_eps, 0.0f);
   x = tp_dropout(ctx, x, c->hidden_dropout);
   for (int l = 0; l < c->layers; l++) {
 #define L(s) P("bert.encoder.layer.%d.%s", l, s)
@@ -150,15 +151,15 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
     tp_tensor *v = tp_linear(ctx, x, L("attention.self.value.weight"), L("attention.self.value.bias"));
     tp_tensor *a = tp_attention(ctx, q, k, v, mask, NULL, c->heads, c->attention_dropout);
     a = tp_linear(ctx, a, L("attention.output.dense.weight"), L("attention.output.dense.bias"));
-    a = tp_dropout(ctx, a, c->hidden_dropout);
-    x = tp_layernorm(ctx, tp_add(ctx, a, xq), L("attention.output.LayerNorm.weight"),
-                     L("attention.output.LayerNorm.bias"), c->layer_norm_eps);
-    tp_tensor *f = tp_gelu(ctx, tp_linear(ctx, x, L("intermediate.dense.weight"),
-                                          L("intermediate.dense.bias"))); /* [B, T, ffn] */
+    /* LayerNorm(dropout(a) + xq), one op (a fused pass where the backend has it) */
+    x = tp_add_layernorm(ctx, a, xq, L("attention.output.LayerNorm.weight"),
+                         L("attention.output.LayerNorm.bias"), c->layer_norm_eps,
+                         c->hidden_dropout);
+    tp_tensor *f = tp_linear_gelu(ctx, x, L("intermediate.dense.weight"),
+                                  L("intermediate.dense.bias")); /* [B, T, ffn] */
     f = tp_linear(ctx, f, L("output.dense.weight"), L("output.dense.bias"));
-    f = tp_dropout(ctx, f, c->hidden_dropout);
-    x = tp_layernorm(ctx, tp_add(ctx, f, x), L("output.LayerNorm.weight"), L("output.LayerNorm.bias"),
-                     c->layer_norm_eps);
+    x = tp_add_layernorm(ctx, f, x, L("output.LayerNorm.weight"), L("output.LayerNorm.bias"),
+                         c->layer_norm_eps, c->hidden_dropout);
 #undef L
   }
   tp_tensor *cls = tp_first_token(ctx, x); /* [B, H] */

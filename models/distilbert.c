@@ -118,10 +118,11 @@ static tp_tensor *distilbert_forward(tp_ctx *ctx, const tp_model_config *c, tp_p
   }
   tp_tensor *pos = tp_position_ids(ctx, bsz, t);
   /* x [B, T, H] */
-  tp_tensor *x = tp_add(ctx, tp_embedding(ctx, P("distilbert.embeddings.word_embeddings.weight"), ids),
-                        tp_embedding(ctx, P("distilbert.embeddings.position_embeddings.weight"), pos));
-  x = tp_layernorm(ctx, x, P("distilbert.embeddings.LayerNorm.weight"),
-                   P("distilbert.embeddings.LayerNorm.bias"), c->layer_norm_eps);
+  tp_tensor *x = tp_add_layernorm(
+      ctx, tp_embedding(ctx, P("distilbert.embeddings.word_embeddings.weight"), ids),
+      tp_embedding(ctx, P("distilbert.embeddings.position_embeddings.weight"), pos),
+      P("distilbert.embeddings.LayerNorm.weight"), P("distilbert.embeddings.LayerNorm.bias"),
+      c->layer_norm_eps, 0.0f);
   x = tp_dropout(ctx, x, c->hidden_dropout);
   for (int l = 0; l < c->layers; l++) {
 #define L(s) P("distilbert.transformer.layer.%d.%s", l, s)
@@ -139,13 +140,13 @@ static tp_tensor *distilbert_forward(tp_ctx *ctx, const tp_model_config *c, tp_p
     tp_tensor *v = tp_linear(ctx, x, L("attention.v_lin.weight"), L("attention.v_lin.bias"));
     tp_tensor *a = tp_attention(ctx, q, k, v, mask, NULL, c->heads, c->attention_dropout);
     a = tp_linear(ctx, a, L("attention.out_lin.weight"), L("attention.out_lin.bias"));
-    x = tp_layernorm(ctx, tp_add(ctx, a, xq), L("sa_layer_norm.weight"), L("sa_layer_norm.bias"),
-                     c->layer_norm_eps);
-    tp_tensor *f = tp_gelu(ctx, tp_linear(ctx, x, L("ffn.lin1.weight"), L("ffn.lin1.bias")));
+    x = tp_add_layernorm(ctx, a, xq, L("sa_layer_norm.weight"), L("sa_layer_norm.bias"),
+                         c->layer_norm_eps, 0.0f);
+    tp_tensor *f = tp_linear_gelu(ctx, x, L("ffn.lin1.weight"), L("ffn.lin1.bias"));
     f = tp_linear(ctx, f, L("ffn.lin2.weight"), L("ffn.lin2.bias"));
-    f = tp_dropout(ctx, f, c->hidden_dropout);
-    x = tp_layernorm(ctx, tp_add(ctx, f, x), L("output_layer_norm.weight"),
-                     L("output_layer_norm.bias"), c->layer_norm_eps);
+    /* LayerNorm(dropout(f) + x), one op (a fused pass where the backend has it) */
+    x = tp_add_layernorm(ctx, f, x, L("output_layer_norm.weight"), L("output_layer_norm.bias"),
+                         c->layer_norm_eps, c->hidden_dropout);
 #undef L
   }
   tp_tensor *cls = tp_first_token(ctx, x); /* [B, H] */

@@ -753,3 +753,103 @@ TP_TEST(BackendOps, AttentionHalfCompute) {
   }
   g_rand_free(r);
 }
+
+/* ------------------------------------------------------------ fused ops */
+
+/* The fused ops on both backends (the target's slots where it has them, the
+ * CPU's composition of basic kernels), forward and every gradient. Inputs
+ * that already hold a gradient (acc) come from a second consumer. */
+static void fused_case(GRand *r, int rows, int in, int cols, float p, bool second_consumer) {
+  int64_t xs[2] = {rows, in}, ws[2] = {cols, in}, bs[1] = {cols}, ys[2] = {rows, cols};
+  int64_t n = (int64_t)rows * cols;
+  float *hx = g_new(float, rows * in), *hw = g_new(float, cols * in), *hb = g_new(float, cols),
+        *hr = g_new(float, n), *hg = g_new(float, cols), *hbe = g_new(float, cols),
+        *dout = g_new(float, n);
+  for (int64_t i = 0; i < (int64_t)rows * in; i++) hx[i] = (float)g_rand_double_range(r, -1, 1);
+  for (int64_t i = 0; i < (int64_t)cols * in; i++) hw[i] = (float)g_rand_double_range(r, -1, 1);
+  for (int i = 0; i < cols; i++) {
+    hb[i] = (float)g_rand_double_range(r, -1, 1);
+    hg[i] = (float)g_rand_double_range(r, 0.5, 1.5);
+    hbe[i] = (float)g_rand_double_range(r, -1, 1);
+  }
+  for (int64_t i = 0; i < n; i++) {
+    hr[i] = (float)g_rand_double_range(r, -1, 1);
+    dout[i] = (float)g_rand_double_range(r, -1, 1);
+  }
+  float *res[2][7] = {{0}};
+  int64_t cnt[7] = {n, (int64_t)rows * in, (int64_t)cols * in, cols, n, cols, cols};
+  for (int s = 0; s < 2; s++) {
+    GError *err = NULL;
+    tp_ctx *c = tp_ctx_new(BE[s], &err);
+    tp_ctx_set_fused(c, s == 1);
+    tp_ctx_begin_step(c);
+    tp_ctx_set_training(c, true);
+    tp_ctx_set_rng(c, 5, 3ull << 40);
+    tp_tensor *x = tp_tensor_from_host(c, TP_F32, 2, xs, hx);
+    tp_tensor *w = tp_tensor_from_host(c, TP_F32, 2, ws, hw);
+    tp_tensor *b = tp_tensor_from_host(c, TP_F32, 1, bs, hb);
+    tp_tensor *res_in = tp_tensor_from_host(c, TP_F32, 2, ys, hr);
+    tp_tensor *g = tp_tensor_from_host(c, TP_F32, 1, bs, hg);
+    tp_tensor *be = tp_tensor_from_host(c, TP_F32, 1, bs, hbe);
+    x->requires_grad = w->requires_grad = b->requires_grad = res_in->requires_grad = true;
+    g->requires_grad = be->requires_grad = true;
+    /* out = layernorm(dropout(linear_gelu(x)) + res) (+ res again: a second consumer) */
+    tp_tensor *h = tp_linear_gelu(c, x, w, b);
+    tp_tensor *out = tp_add_layernorm(c, h, res_in, g, be, 1e-5f, p);
+    if (second_consumer) out = tp_add(c, out, res_in);
+    tp_tensor *ts[7] = {out};
+    bool ok = out && tp_ctx_backward_from(c, out, dout, &err);
+    ts[1] = x->grad;
+    ts[2] = w->grad;
+    ts[3] = b->grad;
+    ts[4] = res_in->grad;
+    ts[5] = g->grad;
+    ts[6] = be->grad;
+    for (int i = 0; ok && i < 7; i++) {
+      if (!ts[i]) continue;
+      res[s][i] = g_new(float, cnt[i]);
+      ok = tp_tensor_to_host(c, ts[i], res[s][i], &err);
+    }
+    if (!ok) {
+      TP_FAILF("fused ops on %s: %s", BE[s]->name, err ? err->message : "?");
+      g_clear_error(&err);
+    }
+    tp_ctx_free(c);
+  }
+  static const char *const names[7] = {"out", "dx", "dw", "db", "dres", "dgamma", "dbeta"};
+  for (int i = 0; i < 7; i++) {
+    if (!res[0][i] || !res[1][i]) {
+      if (res[0][i] || res[1][i]) TP_FAILF("fused ops: %s exists on one side only", names[i]);
+      g_free(res[0][i]);
+      g_free(res[1][i]);
+      continue;
+    }
+    double diff = 0, ref = 0;
+    for (int64_t j = 0; j < cnt[i]; j++) {
+      diff = fmax(diff, fabs((double)res[1][i][j] - res[0][i][j]));
+      ref = fmax(ref, fabs((double)res[0][i][j]));
+    }
+    if (!(diff <= TOL_RED * fmax(ref, 1e-30)))
+      TP_FAILF("linear_gelu + add_layernorm rows=%d in=%d cols=%d p=%g on %s: %s rel %.3g", rows,
+               in, cols, p, BE[1]->name, names[i], diff / ref);
+    g_free(res[0][i]);
+    g_free(res[1][i]);
+  }
+  g_free(hx);
+  g_free(hw);
+  g_free(hb);
+  g_free(hr);
+  g_free(hg);
+  g_free(hbe);
+  g_free(dout);
+}
+
+TP_TEST(BackendOps, FusedLinearGeluAddLayernorm) {
+  SETUP();
+  GRand *r = g_rand_new_with_seed(19);
+  fused_case(r, 1, 1, 1, 0.0f, false);
+  fused_case(r, 7, 5, 13, 0.1f, true);
+  fused_case(r, 33, 17, 130, 0.0f, true);
+  fused_case(r, 700, 40, 400, 0.1f, false); /* 1.1 MB activations: split at a 1 MiB binding */
+  g_rand_free(r);
+}

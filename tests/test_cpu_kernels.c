@@ -1056,6 +1056,123 @@ TP_TEST(CpuKernels, DropoutKeepMatchesBasicKernels) {
   g_rand_free(r);
 }
 
+/* ------------------------------------------------------------ fused slots */
+
+/* Bitwise what the basic kernels give (cpu_kernels.c promises it). */
+static void check_same_bits(const char *what, const float *got, const float *want, int64_t n) {
+  int bad = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (memcmp(&got[i], &want[i], 4) != 0 && bad++ < 3)
+      TP_FAILF("%s[%lld]: %.9g, the basic kernels give %.9g", what, (long long)i, (double)got[i],
+               (double)want[i]);
+}
+
+TP_TEST(CpuFused, BiasGeluIsBiasAddThenGelu) {
+  SETUP();
+  TP_ASSERT(TP_IFACE_HAS(B, bias_gelu_fwd) && TP_IFACE_HAS(B, bias_gelu_bwd));
+  GRand *r = g_rand_new_with_seed(51);
+  const int shapes[][2] = {{1, 1}, {3, 7}, {130, 33}, {200, 1536}};
+  for (size_t si = 0; si < G_N_ELEMENTS(shapes); si++) {
+    int rows = shapes[si][0], cols = shapes[si][1];
+    int64_t n = (int64_t)rows * cols;
+    tbuf x = tb_f32(r, n, -4, 4), b = tb_f32(r, cols, -1, 1), dy = tb_f32(r, n, -1, 1);
+    tbuf x2 = tb_dup(&x, 4 * n), y = tb_new(4 * n), y2 = tb_new(4 * n);
+    /* composed: x += b; y = gelu(x); dpre = 0 + gelu'(x) dy; db += rows of dpre */
+    B->k.bias_add(D, M(x), M(b), rows, cols);
+    B->k.gelu_fwd(D, M(y), M(x), n);
+    B->bias_gelu_fwd(D, M(y2), M(x2), M(b), rows, cols);
+    TP_ASSERT(sync_ok(D));
+    check_same_bits("bias_gelu_fwd y", F(y2), F(y), n);
+    check_same_bits("bias_gelu_fwd pre", F(x2), F(x), n);
+    tbuf dx = tb_new(4 * n), dx2 = tb_f32(r, n, -9, 9); /* garbage: it is written, not added */
+    tbuf db = tb_f32(r, cols, -1, 1), db2 = tb_dup(&db, 4 * (size_t)cols);
+    B->k.fill(D, M(dx), 0.0f, n);
+    B->k.gelu_bwd(D, M(dx), M(dy), M(x), n);
+    B->k.bias_grad(D, M(db), M(dx), rows, cols);
+    B->bias_gelu_bwd(D, M(dx2), M(db2), M(dy), M(x2), rows, cols);
+    TP_ASSERT(sync_ok(D));
+    check_same_bits("bias_gelu_bwd dx", F(dx2), F(dx), n);
+    check_same_bits("bias_gelu_bwd dbias", F(db2), F(db), cols);
+    tbuf *all[] = {&x, &b, &dy, &x2, &y, &y2, &dx, &dx2, &db, &db2};
+    for (size_t i = 0; i < G_N_ELEMENTS(all); i++) tb_free(all[i]);
+  }
+  g_rand_free(r);
+}
+
+/* layernorm(dropout(a) + b) and its backward against dropout_fwd_keep, add,
+ * layernorm_fwd, then layernorm_bwd into zeros, axpy (the add's backward)
+ * and dropout_bwd_keep; with the gradients written (acc false) over garbage
+ * and added (acc true). */
+static void add_ln_case(GRand *r, int rows, int cols, float p, bool acc) {
+  int64_t n = (int64_t)rows * cols;
+  uint64_t seed = 99, offset = 0xFFFFFFFFull - 1000; /* the counter's high word changes */
+  tbuf a = tb_f32(r, n, -2, 2), b = tb_f32(r, n, -2, 2), g = tb_f32(r, cols, 0.5, 1.5),
+       be = tb_f32(r, cols, -1, 1), dy = tb_f32(r, n, -1, 1);
+  tbuf ad = tb_new(4 * n), keep = tb_new((size_t)n), s = tb_new(4 * n), y = tb_new(4 * n);
+  tbuf mu = tb_new(4 * (size_t)rows), rs = tb_new(4 * (size_t)rows);
+  tbuf s2 = tb_new(4 * n), y2 = tb_new(4 * n), keep2 = tb_new((size_t)n);
+  tbuf mu2 = tb_new(4 * (size_t)rows), rs2 = tb_new(4 * (size_t)rows);
+  if (p > 0.0f)
+    B->dropout_fwd_keep(D, M(ad), M(keep), M(a), n, p, seed, offset);
+  else
+    memcpy(ad.p, a.p, 4 * (size_t)n);
+  B->k.add(D, M(s), M(ad), M(b), n);
+  B->k.layernorm_fwd(D, M(y), M(mu), M(rs), M(s), M(g), M(be), rows, cols, 1e-12f);
+  tp_add_ln_args args = {.rows = rows, .cols = cols, .eps = 1e-12f, .p = p, .seed = seed,
+                         .offset = offset, .y = M(y2), .s = M(s2), .mean = M(mu2),
+                         .rstd = M(rs2), .keep = M(keep2), .a = M(a), .b = M(b), .gamma = M(g),
+                         .beta = M(be)};
+  B->add_layernorm_fwd(D, &args);
+  TP_ASSERT(sync_ok(D));
+  check_same_bits("add_layernorm_fwd y", F(y2), F(y), n);
+  check_same_bits("add_layernorm_fwd s", F(s2), F(s), n);
+  check_same_bits("add_layernorm_fwd mean", F(mu2), F(mu), rows);
+  check_same_bits("add_layernorm_fwd rstd", F(rs2), F(rs), rows);
+  if (p > 0.0f) TP_CHECK(memcmp(keep.p, keep2.p, (size_t)n) == 0);
+  /* backward */
+  tbuf dsum = tb_new(4 * n), dad = tb_new(4 * n);
+  tbuf da = tb_f32(r, n, -1, 1), db = tb_f32(r, n, -1, 1);
+  tbuf da2 = acc ? tb_dup(&da, 4 * n) : tb_f32(r, n, -9, 9);
+  tbuf db2 = acc ? tb_dup(&db, 4 * n) : tb_f32(r, n, -9, 9);
+  if (!acc) {
+    B->k.fill(D, M(da), 0.0f, n);
+    B->k.fill(D, M(db), 0.0f, n);
+  }
+  tbuf dg = tb_f32(r, cols, -1, 1), dbe = tb_f32(r, cols, -1, 1);
+  tbuf dg2 = tb_dup(&dg, 4 * (size_t)cols), dbe2 = tb_dup(&dbe, 4 * (size_t)cols);
+  B->k.fill(D, M(dsum), 0.0f, n);
+  B->k.fill(D, M(dad), 0.0f, n);
+  B->k.layernorm_bwd(D, M(dsum), M(dg), M(dbe), M(dy), M(s), M(mu), M(rs), M(g), rows, cols);
+  B->k.axpy(D, M(dad), M(dsum), 1.0f, n);
+  B->k.axpy(D, M(db), M(dsum), 1.0f, n);
+  if (p > 0.0f)
+    B->dropout_bwd_keep(D, M(da), M(dad), M(keep), n, p);
+  else
+    B->k.axpy(D, M(da), M(dad), 1.0f, n);
+  B->add_layernorm_bwd(D, &args, M(dy), M(da2), M(db2), M(dg2), M(dbe2), acc, acc);
+  TP_ASSERT(sync_ok(D));
+  check_same_bits("add_layernorm_bwd da", F(da2), F(da), n);
+  check_same_bits("add_layernorm_bwd db", F(db2), F(db), n);
+  check_same_bits("add_layernorm_bwd dgamma", F(dg2), F(dg), cols);
+  check_same_bits("add_layernorm_bwd dbeta", F(dbe2), F(dbe), cols);
+  tbuf *all[] = {&a, &b, &g, &be, &dy, &ad, &keep, &s, &y, &mu, &rs, &s2, &y2, &keep2, &mu2,
+                 &rs2, &dsum, &dad, &da, &db, &da2, &db2, &dg, &dbe, &dg2, &dbe2};
+  for (size_t i = 0; i < G_N_ELEMENTS(all); i++) tb_free(all[i]);
+}
+
+TP_TEST(CpuFused, AddLayernormIsDropoutAddLayernorm) {
+  SETUP();
+  TP_ASSERT(TP_IFACE_HAS(B, add_layernorm_fwd) && TP_IFACE_HAS(B, add_layernorm_bwd));
+  GRand *r = g_rand_new_with_seed(52);
+  const int shapes[][2] = {{1, 1}, {3, 7}, {130, 33}, {300, 384}};
+  for (size_t si = 0; si < G_N_ELEMENTS(shapes); si++)
+    for (int acc = 0; acc < 2; acc++) {
+      add_ln_case(r, shapes[si][0], shapes[si][1], 0.0f, acc);
+      add_ln_case(r, shapes[si][0], shapes[si][1], 0.1f, acc);
+    }
+  g_rand_free(r);
+}
+
 /* ------------------------------------------------------------ permute */
 
 TP_TEST(CpuKernels, Permute0213) {

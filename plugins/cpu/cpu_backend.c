@@ -327,6 +327,10 @@ static const tp_backend_iface cpu_iface = {
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
     .preferred_compute = cpu_preferred_compute,
+    .bias_gelu_fwd = cpu_bias_gelu_fwd,
+    .bias_gelu_bwd = cpu_bias_gelu_bwd,
+    .add_layernorm_fwd = cpu_add_layernorm_fwd,
+    .add_layernorm_bwd = cpu_add_layernorm_bwd,
 };
 
 static const tp_plugin cpu_plugin = {

@@ -1049,3 +1049,211 @@ void cpu_cast(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dtype xdt,
   }
   EW_LOOP(cast_blk(yy + (size_t)i0 * ys, ydt, xx + (size_t)i0 * xs, xdt, len));
 }
+
+/* ------------------------------------------------------------ fused slots */
+
+/* Each fused kernel does, per element and per row, exactly the float
+ * operations of the basic kernels it replaces, in the same order (the
+ * reductions with the same RED_CHUNK partials): the results are bitwise those
+ * of the composition (tests/test_cpu_kernels.c checks it). What goes away is
+ * the memory traffic of the intermediate tensors and the zeroing of
+ * gradients nothing has written yet. */
+
+CPU_INLINE void bias_gelu_row_impl(float *restrict y, float *restrict x,
+                                   const float *restrict b, int cols) {
+  for (int c = 0; c < cols; c++) {
+    float v = x[c] + b[c], cdf, pdf;
+    gelu_cdf_pdf(v, &cdf, &pdf);
+    x[c] = v;
+    y[c] = v * cdf;
+  }
+}
+CPU_VARIANTS(bias_gelu_row, (float *restrict y, float *restrict x, const float *restrict b, int cols),
+             (y, x, b, cols))
+
+void cpu_bias_gelu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, tp_mem bias, int64_t rows,
+                       int cols) {
+  if (rows <= 0 || cols <= 0) return;
+  float *yy = f32(y), *xx = f32(x);
+  const float *b = f32(bias);
+#pragma omp parallel for num_threads(d->threads) schedule(static) if (rows * cols > PAR_MIN)
+  for (int64_t r = 0; r < rows; r++) bias_gelu_row(yy + r * cols, xx + r * cols, b, cols);
+}
+
+/* dx = dy * gelu'(pre) (written: 0 + ... as gelu_bwd into a zeroed tensor
+ * gives), and added to the chunk partial. */
+CPU_INLINE void bias_gelu_bwd_row_impl(float *restrict dx, float *restrict part,
+                                       const float *restrict dy, const float *restrict pre,
+                                       int cols) {
+  for (int c = 0; c < cols; c++) {
+    float cdf, pdf;
+    gelu_cdf_pdf(pre[c], &cdf, &pdf);
+    float g = 0.0f + dy[c] * (cdf + pre[c] * pdf);
+    dx[c] = g;
+    part[c] += g;
+  }
+}
+CPU_VARIANTS(bias_gelu_bwd_row,
+             (float *restrict dx, float *restrict part, const float *restrict dy, const float *restrict pre, int cols),
+             (dx, part, dy, pre, cols))
+
+/* Chunk partials [chunks][n_sums][cols], zeroed; NULL (error recorded) when
+ * out of memory. */
+static float *chunk_partials(tp_backend_dev *d, const char *what, int64_t rows, int cols,
+                             int n_sums, int64_t *chunks) {
+  *chunks = (rows + RED_CHUNK - 1) / RED_CHUNK;
+  size_t bytes = sizeof(float) * (size_t)*chunks * (size_t)n_sums * (size_t)cols;
+  float *part = g_try_malloc0(bytes);
+  if (!part)
+    cpu_set_error(d, TP_ERROR_OUT_OF_MEMORY, "cpu %s: out of memory for %zu bytes", what, bytes);
+  return part;
+}
+
+void cpu_bias_gelu_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dbias, tp_mem dy, tp_mem pre,
+                       int64_t rows, int cols) {
+  if (rows <= 0 || cols <= 0) return;
+  int64_t chunks;
+  float *part = chunk_partials(d, "bias_gelu_bwd", rows, cols, 1, &chunks);
+  if (!part) return;
+  float *ddx = f32(dx), *db = f32(dbias);
+  const float *ddy = f32(dy), *pp = f32(pre);
+#pragma omp parallel num_threads(d->threads) if (rows * cols > PAR_MIN)
+  {
+#pragma omp for schedule(static)
+    for (int64_t ch = 0; ch < chunks; ch++)
+      for (int64_t r = ch * RED_CHUNK; r < MIN(rows, (ch + 1) * RED_CHUNK); r++)
+        bias_gelu_bwd_row(ddx + r * cols, part + ch * cols, ddy + r * cols, pp + r * cols, cols);
+#pragma omp for schedule(static)
+    for (int c = 0; c < cols; c++) {
+      float sum = 0.0f;
+      for (int64_t ch = 0; ch < chunks; ch++) sum += part[ch * cols + c];
+      db[c] += sum;
+    }
+  }
+  g_free(part);
+}
+
+/* s = dropout(a) + b for one row (u: the row's uniforms, NULL when p == 0),
+ * keep bytes written when p > 0. */
+CPU_INLINE void drop_add_row_impl(float *restrict s, uint8_t *restrict keep,
+                                  const float *restrict a, const float *restrict b,
+                                  const float *restrict u, int cols, float p, float scale) {
+  if (u)
+    for (int c = 0; c < cols; c++) {
+      bool on = u[c] >= p;
+      s[c] = (on ? a[c] * scale : 0.0f) + b[c];
+      keep[c] = (uint8_t)on;
+    }
+  else
+    for (int c = 0; c < cols; c++) s[c] = a[c] + b[c];
+}
+CPU_VARIANTS(drop_add_row,
+             (float *restrict s, uint8_t *restrict keep, const float *restrict a, const float *restrict b, const float *restrict u, int cols, float p, float scale),
+             (s, keep, a, b, u, cols, p, scale))
+
+static bool add_ln_check(tp_backend_dev *d, const tp_add_ln_args *a, const char *what) {
+  if (!(a->p >= 0.0f && a->p < 1.0f)) {
+    cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu %s: dropout p=%g is not in [0, 1)", what,
+                  (double)a->p);
+    return false;
+  }
+  return a->rows > 0 && a->cols > 0;
+}
+
+void cpu_add_layernorm_fwd(tp_backend_dev *d, const tp_add_ln_args *a) {
+  if (!add_ln_check(d, a, "add_layernorm_fwd")) return;
+  int rows = a->rows, cols = a->cols;
+  float scale = a->p > 0.0f ? 1.0f / (1.0f - a->p) : 1.0f;
+  float *y = f32(a->y), *s = f32(a->s), *mu = f32(a->mean), *rs = f32(a->rstd);
+  const float *aa = f32(a->a), *bb = f32(a->b), *g = f32(a->gamma), *be = f32(a->beta);
+  uint8_t *keep = a->p > 0.0f ? mem_ptr(a->keep) : NULL;
+#pragma omp parallel num_threads(d->threads) if ((int64_t)rows * cols > PAR_MIN)
+  {
+    float *u = a->p > 0.0f ? g_malloc(sizeof(float) * (size_t)cols) : NULL;
+#pragma omp for schedule(static)
+    for (int r = 0; r < rows; r++) {
+      int64_t o = (int64_t)r * cols;
+      if (u) cpu_philox_uniforms(u, a->seed, a->offset + (uint64_t)o, cols);
+      drop_add_row(s + o, keep ? keep + o : NULL, aa + o, bb + o, u, cols, a->p, scale);
+      layernorm_row(y + o, mu + r, rs + r, s + o, g, be, cols, a->eps);
+    }
+    g_free(u);
+  }
+}
+
+/* ds (the LayerNorm gradient, layernorm_bwd's arithmetic into zeros) to db
+ * and, through the dropout mask, to da; dy * xhat and dy to the partials. */
+CPU_INLINE void add_ln_bwd_row_impl(float *restrict da, float *restrict db, float *restrict pg,
+                                    float *restrict pb, const float *restrict dy,
+                                    const float *restrict x, float mu, float rs,
+                                    const float *restrict gamma, const uint8_t *restrict keep,
+                                    float *restrict tmp, int cols, float scale, bool acc_a,
+                                    bool acc_b) {
+  float *restrict xhat = tmp, *restrict dxhat = tmp + cols, *restrict ds = tmp + 2 * cols;
+  for (int c = 0; c < cols; c++) {
+    xhat[c] = (x[c] - mu) * rs;
+    dxhat[c] = dy[c] * gamma[c];
+  }
+  float m1 = lanes_sum(dxhat, cols) / (float)cols;
+  float m2 = lanes_dot(dxhat, xhat, cols) / (float)cols;
+  for (int c = 0; c < cols; c++) {
+    ds[c] = 0.0f + rs * (dxhat[c] - m1 - xhat[c] * m2);
+    pg[c] += dy[c] * xhat[c];
+    pb[c] += dy[c];
+  }
+  if (db)
+    for (int c = 0; c < cols; c++) db[c] = acc_b ? db[c] + ds[c] : 0.0f + ds[c];
+  if (da) {
+    if (keep)
+      for (int c = 0; c < cols; c++) {
+        float v = keep[c] ? ds[c] * scale : 0.0f;
+        da[c] = acc_a ? da[c] + v : 0.0f + v;
+      }
+    else
+      for (int c = 0; c < cols; c++) da[c] = acc_a ? da[c] + ds[c] : 0.0f + ds[c];
+  }
+}
+CPU_VARIANTS(add_ln_bwd_row,
+             (float *restrict da, float *restrict db, float *restrict pg, float *restrict pb, const float *restrict dy, const float *restrict x, float mu, float rs, const float *restrict gamma, const uint8_t *restrict keep, float *restrict tmp, int cols, float scale, bool acc_a, bool acc_b),
+             (da, db, pg, pb, dy, x, mu, rs, gamma, keep, tmp, cols, scale, acc_a, acc_b))
+
+void cpu_add_layernorm_bwd(tp_backend_dev *d, const tp_add_ln_args *a, tp_mem dy, tp_mem da,
+                           tp_mem db, tp_mem dgamma, tp_mem dbeta, bool acc_a, bool acc_b) {
+  if (!add_ln_check(d, a, "add_layernorm_bwd")) return;
+  int rows = a->rows, cols = a->cols;
+  int64_t chunks;
+  /* partials: [chunks][2][cols] (dgamma then dbeta), as layernorm_bwd */
+  float *part = chunk_partials(d, "add_layernorm_bwd", rows, cols, 2, &chunks);
+  if (!part) return;
+  float scale = a->p > 0.0f ? 1.0f / (1.0f - a->p) : 1.0f;
+  float *dda = da.buf ? f32(da) : NULL, *ddb = db.buf ? f32(db) : NULL;
+  float *dg = f32(dgamma), *dbe = f32(dbeta);
+  const float *ddy = f32(dy), *x = f32(a->s), *mu = f32(a->mean), *rs = f32(a->rstd),
+              *g = f32(a->gamma);
+  const uint8_t *keep = a->p > 0.0f ? mem_ptr(a->keep) : NULL;
+#pragma omp parallel num_threads(d->threads) if ((int64_t)rows * cols > PAR_MIN)
+  {
+    float *tmp = g_malloc(sizeof(float) * 3 * (size_t)cols);
+#pragma omp for schedule(static)
+    for (int64_t ch = 0; ch < chunks; ch++) {
+      float *pg = part + (size_t)ch * 2 * cols, *pb = pg + cols;
+      for (int64_t r = ch * RED_CHUNK; r < MIN((int64_t)rows, (ch + 1) * RED_CHUNK); r++) {
+        int64_t o = r * cols;
+        add_ln_bwd_row(dda ? dda + o : NULL, ddb ? ddb + o : NULL, pg, pb, ddy + o, x + o, mu[r],
+                       rs[r], g, keep ? keep + o : NULL, tmp, cols, scale, acc_a, acc_b);
+      }
+    }
+    g_free(tmp);
+#pragma omp for schedule(static)
+    for (int c = 0; c < cols; c++) {
+      float sg = 0.0f, sb = 0.0f;
+      for (int64_t ch = 0; ch < chunks; ch++) {
+        sg += part[(size_t)ch * 2 * cols + c];
+        sb += part[(size_t)ch * 2 * cols + cols + c];
+      }
+      dg[c] += sg;
+      dbe[c] += sb;
+    }
+  }
+  g_free(part);
+}

@@ -248,5 +248,12 @@ void cpu_dropout_fwd_keep(tp_backend_dev *d, tp_mem y, tp_mem keep, tp_mem x, in
 void cpu_dropout_bwd_keep(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem keep, int64_t n,
                           float p);
 void cpu_attention_fwd(tp_backend_dev *d, const tp_attention_args *a);
+void cpu_bias_gelu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, tp_mem bias, int64_t rows,
+                       int cols);
+void cpu_bias_gelu_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dbias, tp_mem dy, tp_mem pre,
+                       int64_t rows, int cols);
+void cpu_add_layernorm_fwd(tp_backend_dev *d, const tp_add_ln_args *a);
+void cpu_add_layernorm_bwd(tp_backend_dev *d, const tp_add_ln_args *a, tp_mem dy, tp_mem da,
+                           tp_mem db, tp_mem dgamma, tp_mem dbeta, bool acc_a, bool acc_b);
 void cpu_attention_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout, tp_mem dq,
                        tp_mem dk, tp_mem dv, tp_mem dbias);

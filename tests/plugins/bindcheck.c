@@ -281,6 +281,49 @@ static void k_att_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout
   cpu->attention_bwd(d->inner, a, dout, dq, dk, dv, dbias);
 }
 
+static void k_bias_gelu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, tp_mem bias, int64_t rows,
+                            int cols) {
+  uint64_t n = (uint64_t)rows * (uint64_t)cols * 4;
+  arg(d, "bias_gelu_fwd", "y", y, n);
+  arg(d, "bias_gelu_fwd", "x", x, n);
+  arg(d, "bias_gelu_fwd", "bias", bias, (uint64_t)cols * 4);
+  cpu->bias_gelu_fwd(d->inner, y, x, bias, rows, cols);
+}
+static void k_bias_gelu_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dbias, tp_mem dy, tp_mem pre,
+                            int64_t rows, int cols) {
+  uint64_t n = (uint64_t)rows * (uint64_t)cols * 4;
+  arg(d, "bias_gelu_bwd", "dx", dx, n);
+  arg(d, "bias_gelu_bwd", "dy", dy, n);
+  arg(d, "bias_gelu_bwd", "pre", pre, n);
+  arg(d, "bias_gelu_bwd", "dbias", dbias, (uint64_t)cols * 4);
+  cpu->bias_gelu_bwd(d->inner, dx, dbias, dy, pre, rows, cols);
+}
+static void add_ln_check(tp_backend_dev *d, const char *k, const tp_add_ln_args *a) {
+  uint64_t n = (uint64_t)a->rows * (uint64_t)a->cols, r = (uint64_t)a->rows * 4;
+  arg(d, k, "y", a->y, n * 4);
+  arg(d, k, "s", a->s, n * 4);
+  arg(d, k, "a", a->a, n * 4);
+  arg(d, k, "b", a->b, n * 4);
+  if (a->p > 0.0f) arg(d, k, "keep", a->keep, n);
+  arg(d, k, "mean", a->mean, r);
+  arg(d, k, "rstd", a->rstd, r);
+  arg(d, k, "gamma", a->gamma, (uint64_t)a->cols * 4);
+  arg(d, k, "beta", a->beta, (uint64_t)a->cols * 4);
+}
+static void k_add_ln_fwd(tp_backend_dev *d, const tp_add_ln_args *a) {
+  add_ln_check(d, "add_layernorm_fwd", a);
+  cpu->add_layernorm_fwd(d->inner, a);
+}
+static void k_add_ln_bwd(tp_backend_dev *d, const tp_add_ln_args *a, tp_mem dy, tp_mem da,
+                         tp_mem db, tp_mem dg, tp_mem dbe, bool acc_a, bool acc_b) {
+  uint64_t n = (uint64_t)a->rows * (uint64_t)a->cols * 4;
+  add_ln_check(d, "add_layernorm_bwd", a);
+  arg(d, "add_layernorm_bwd", "dy", dy, n);
+  arg(d, "add_layernorm_bwd", "da", da, n);
+  arg(d, "add_layernorm_bwd", "db", db, n);
+  cpu->add_layernorm_bwd(d->inner, a, dy, da, db, dg, dbe, acc_a, acc_b);
+}
+
 /* ---- device, buffers ---- */
 
 static int b_probe(tp_device_info *infos, int max, GError **err) {
@@ -351,6 +394,10 @@ static const tp_backend_iface iface = {
     .dropout_bwd_keep = k_drop_bwd_keep,
     .attention_fwd = k_att_fwd,
     .attention_bwd = k_att_bwd,
+    .bias_gelu_fwd = k_bias_gelu_fwd,
+    .bias_gelu_bwd = k_bias_gelu_bwd,
+    .add_layernorm_fwd = k_add_ln_fwd,
+    .add_layernorm_bwd = k_add_ln_bwd,
 };
 
 static const tp_plugin plugin = {

@@ -74,5 +74,15 @@ bool tp_k_attention_bwd(tp_backend *be, const tp_attention_args *a, tp_mem dout,
                         tp_mem dk, tp_mem dv, tp_mem dbias);
 /* Whether tp_k_attention_fwd would run the backend's fused slot for a. */
 bool tp_k_has_attention(tp_backend *be, const tp_attention_args *a);
+/* The fused elementwise slots (split by rows; a row wider than one binding
+ * makes the has-check FALSE, so the caller composes). */
+bool tp_k_has_bias_gelu(tp_backend *be, int cols);
+bool tp_k_bias_gelu_fwd(tp_backend *be, tp_mem y, tp_mem x, tp_mem bias, int64_t rows, int cols);
+bool tp_k_bias_gelu_bwd(tp_backend *be, tp_mem dx, tp_mem dbias, tp_mem dy, tp_mem pre,
+                        int64_t rows, int cols);
+bool tp_k_has_add_layernorm(tp_backend *be, int cols);
+bool tp_k_add_layernorm_fwd(tp_backend *be, const tp_add_ln_args *a);
+bool tp_k_add_layernorm_bwd(tp_backend *be, const tp_add_ln_args *a, tp_mem dy, tp_mem da,
+                            tp_mem db, tp_mem dgamma, tp_mem dbeta, bool acc_a, bool acc_b);
 
 G_END_DECLS

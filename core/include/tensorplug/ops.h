@@ -43,6 +43,14 @@ tp_tensor *tp_cross_entropy(tp_ctx *ctx, tp_tensor *logits, tp_tensor *labels);
  * relative positions), differentiable. Composed of the ops above. */
 tp_tensor *tp_attention(tp_ctx *ctx, tp_tensor *q, tp_tensor *k, tp_tensor *v, tp_tensor *mask,
                         tp_tensor *bias, int heads, float attn_dropout);
+/* gelu(tp_linear(x, w, b)) with b required: one op, so a backend's fused
+ * bias + GELU slot replaces two passes over the [..., out] activations. */
+tp_tensor *tp_linear_gelu(tp_ctx *ctx, tp_tensor *x, tp_tensor *w, tp_tensor *b);
+/* layernorm(dropout(a, p) + b) over the last axis (the post-LN residual
+ * block); a and b of one shape, gamma/beta [H]. One pass with a backend's
+ * fused slot, which also writes the gradients of a and b without zeroing. */
+tp_tensor *tp_add_layernorm(tp_ctx *ctx, tp_tensor *a, tp_tensor *b, tp_tensor *gamma,
+                            tp_tensor *beta, float eps, float p);
 /* y [B, ...] = x + bias broadcast over the leading axis: bias has x's shape
  * without its first dimension (numel(x) / B elements). */
 tp_tensor *tp_add_broadcast(tp_ctx *ctx, tp_tensor *x, tp_tensor *bias);

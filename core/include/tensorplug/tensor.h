@@ -112,6 +112,10 @@ tp_tape_node *tp_ctx_record(tp_ctx *ctx, tp_backward_fn fn, tp_tensor *out, int 
                             tp_tensor *const *in);
 /* The gradient buffer of t, allocated and zeroed on first use. */
 tp_tensor *tp_tensor_grad(tp_ctx *ctx, tp_tensor *t);
+/* The same for a writer that overwrites every element when *acc comes back
+ * false (the buffer is new and NOT zeroed), and adds when it comes back true
+ * (something wrote it already). Saves zeroing gradients with one writer. */
+tp_tensor *tp_tensor_grad_acc(tp_ctx *ctx, tp_tensor *t, bool *acc);
 /* A tp_mem for "no tensor" (mask absent). */
 static inline tp_mem tp_mem_null(void) { tp_mem m = {NULL, 0}; return m; }
 

@@ -180,6 +180,16 @@ typedef struct tp_attention_args {
   tp_dtype compute;
 } tp_attention_args;
 
+/* The residual add + LayerNorm slots' tensors (all f32 [rows, cols] but
+ * mean, rstd [rows], gamma, beta [cols], keep [rows * cols] bytes). */
+typedef struct tp_add_ln_args {
+  int rows, cols;
+  float eps;
+  float p; /* dropout on a, in [0, 1) */
+  uint64_t seed, offset;
+  tp_mem y, s, mean, rstd, keep, a, b, gamma, beta;
+} tp_add_ln_args;
+
 typedef struct tp_kernels {
   void (*gemm)(tp_backend_dev *d, const tp_gemm_args *g);
 
@@ -346,6 +356,33 @@ typedef struct tp_backend_iface {
    * --precision auto picks. The CPU says TP_BF16 only where bf16 arithmetic
    * outruns f32 (AMX, fast AVX512-BF16). NULL: the CLI's default. */
   tp_dtype (*preferred_compute)(tp_backend_dev *d);
+
+  /* Fused elementwise passes around the matrix products (the core composes
+   * them of the basic kernels when a slot is NULL; tensorplug/kernels.h
+   * splits them by rows). acc false means the gradient output is written
+   * (=), not accumulated: the core passes it for gradients nothing has
+   * written yet, so they need no zeroing first. */
+
+  /* The FFN's bias and GELU: x [rows, cols] (a product's output) becomes
+   * pre = x + bias in place, and y = gelu(pre) (gelu_fwd's erf form). */
+  void (*bias_gelu_fwd)(tp_backend_dev *d, tp_mem y, tp_mem x, tp_mem bias, int64_t rows,
+                        int cols);
+  /* dx = dy * gelu'(pre) (gelu_bwd's derivative; written, not accumulated:
+   * pre is the op's own intermediate); dbias += sum over rows of dx. */
+  void (*bias_gelu_bwd)(tp_backend_dev *d, tp_mem dx, tp_mem dbias, tp_mem dy, tp_mem pre,
+                        int64_t rows, int cols);
+
+  /* Residual add + LayerNorm, with dropout on the branch (tp_add_ln_args):
+   *   s = dropout(a) + b    (dropout_fwd_keep's mask and scale for p > 0:
+   *                          keep[i] = 1 or 0, one byte per element; p == 0:
+   *                          s = a + b and keep is not touched)
+   *   y = layernorm(s), mean and rstd as layernorm_fwd stores them.
+   * Backward, with ds = the LayerNorm gradient at s (layernorm_bwd's):
+   *   db = ds, da = keep ? ds / (1 - p) : 0 (each = or += by its acc flag;
+   *   buf NULL: not wanted); dgamma += ..., dbeta += ... */
+  void (*add_layernorm_fwd)(tp_backend_dev *d, const tp_add_ln_args *a);
+  void (*add_layernorm_bwd)(tp_backend_dev *d, const tp_add_ln_args *a, tp_mem dy, tp_mem da,
+                            tp_mem db, tp_mem dgamma, tp_mem dbeta, bool acc_a, bool acc_b);
 } tp_backend_iface;
 
 /* Whether the plugin's iface has room for an appended slot (and the slot is
