@@ -781,3 +781,117 @@ tp_tensor *tp_add_layernorm(tp_ctx *c, tp_tensor *a, tp_tensor *b, tp_tensor *ga
   }
   return y;
 }
+
+/* ---- packing the real tokens of a padded batch ---- */
+
+bool tp_pack_plan(tp_ctx *c, tp_tensor *mask, double max_fill, tp_pack *out) {
+  memset(out, 0, sizeof *out);
+  const int32_t *m = tp_tensor_host_i32(c, mask);
+  if (!tp_ctx_ok(c) || !tp_ctx_fused(c) || !m || mask->ndim != 2) return false;
+  int64_t B = mask->shape[0], T = mask->shape[1], n = 0;
+  for (int64_t i = 0; i < B * T; i++) n += m[i] != 0;
+  bool firsts = true;
+  for (int64_t b = 0; b < B; b++) firsts = firsts && m[b * T] != 0;
+  if (n == 0 || !firsts || (double)n > max_fill * (double)(B * T)) return false;
+  int32_t *rows = g_new(int32_t, n), *first = g_new(int32_t, B);
+  int64_t k = 0;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < T; t++)
+      if (m[b * T + t]) {
+        if (t == 0) first[b] = (int32_t)k;
+        rows[k++] = (int32_t)(b * T + t);
+      }
+  int64_t ns[1] = {n}, bs[1] = {B};
+  out->rows = tp_tensor_from_host(c, TP_I32, 1, ns, rows);
+  out->first = tp_tensor_from_host(c, TP_I32, 1, bs, first);
+  g_free(rows);
+  g_free(first);
+  out->n = n;
+  out->batch = B;
+  out->len = T;
+  return out->rows && out->first;
+}
+
+static void gather_rows_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *x = n->in[0], *idx = n->in[1];
+  tp_tensor *dx = tp_tensor_grad(c, x); /* zeroed: only the gathered rows get gradient */
+  if (dx) tp_k_embedding_bwd(BE(c), dx->mem, n->out->grad->mem, idx->mem, (int)n->i[0],
+                             (int)n->i[1], (int)n->i[2]);
+}
+
+tp_tensor *tp_gather_rows(tp_ctx *c, tp_tensor *x, tp_tensor *idx) {
+  if (!ready(c, "gather_rows", 1, &x, TP_F32) || !ready(c, "gather_rows", 1, &idx, TP_I32))
+    return NULL;
+  int64_t h = x->shape[x->ndim - 1], r = tp_tensor_numel(x) / MAX(h, 1), cnt = tp_tensor_numel(idx);
+  if (idx->ndim != 1 || r > INT32_MAX || cnt > INT32_MAX)
+    return fail(c, "gather_rows", "idx must be [N] i32 over at most 2^31 rows"), NULL;
+  int64_t ys[2] = {cnt, h};
+  tp_tensor *y = tp_tensor_new(c, TP_F32, 2, ys);
+  if (!y) return NULL;
+  tp_k_embedding_fwd(BE(c), y->mem, x->mem, idx->mem, (int)cnt, (int)h, (int)r);
+  tp_tensor *in[2] = {x, idx};
+  tp_tape_node *n = tp_ctx_record(c, gather_rows_bwd, y, 2, in);
+  if (n) {
+    n->i[0] = cnt;
+    n->i[1] = h;
+    n->i[2] = r;
+  }
+  return y;
+}
+
+static void scatter_rows_bwd(tp_ctx *c, tp_tape_node *n) {
+  tp_tensor *x = n->in[0], *idx = n->in[1];
+  int cnt = (int)n->i[0], h = (int)n->i[1], r = (int)n->i[2];
+  bool acc;
+  tp_tensor *dx = tp_tensor_grad_acc(c, x, &acc);
+  if (!dx) return;
+  if (!acc) { /* every row of dx is some row of dy: a gather writes it whole */
+    tp_k_embedding_fwd(BE(c), dx->mem, n->out->grad->mem, idx->mem, cnt, h, r);
+    return;
+  }
+  tp_tensor *t = tp_tensor_new(c, TP_F32, x->ndim, x->shape);
+  if (!t) return;
+  tp_k_embedding_fwd(BE(c), t->mem, n->out->grad->mem, idx->mem, cnt, h, r);
+  tp_k_axpy(BE(c), dx->mem, t->mem, 1.0f, tp_tensor_numel(x));
+}
+
+tp_tensor *tp_scatter_rows(tp_ctx *c, tp_tensor *x, tp_tensor *idx, int ndim,
+                           const int64_t *shape) {
+  if (!ready(c, "scatter_rows", 1, &x, TP_F32) || !ready(c, "scatter_rows", 1, &idx, TP_I32))
+    return NULL;
+  int64_t h = x->shape[x->ndim - 1], cnt = tp_tensor_numel(idx), total = 1;
+  for (int i = 0; i < ndim && ndim <= TP_MAX_DIMS; i++) total *= shape[i];
+  if (x->ndim != 2 || idx->ndim != 1 || cnt != x->shape[0] || ndim < 1 || ndim > TP_MAX_DIMS ||
+      shape[ndim - 1] != h || total / MAX(h, 1) > INT32_MAX)
+    return fail(c, "scatter_rows", "x must be [N, H], idx [N] and the shape end in H"), NULL;
+  int64_t r = total / MAX(h, 1);
+  tp_tensor *y = tp_tensor_zeros(c, TP_F32, ndim, shape);
+  if (!y) return NULL;
+  tp_k_embedding_bwd(BE(c), y->mem, x->mem, idx->mem, (int)cnt, (int)h, (int)r);
+  tp_tensor *in[2] = {x, idx};
+  tp_tape_node *n = tp_ctx_record(c, scatter_rows_bwd, y, 2, in);
+  if (n) {
+    n->i[0] = cnt;
+    n->i[1] = h;
+    n->i[2] = r;
+  }
+  return y;
+}
+
+tp_tensor *tp_attention_rows(tp_ctx *c, const tp_pack *pk, tp_tensor *q, tp_tensor *k,
+                             tp_tensor *v, tp_tensor *mask, tp_tensor *bias, int heads,
+                             float attn_dropout) {
+  if (!tp_ctx_ok(c) || !q || !k || !v) return NULL;
+  int64_t B = pk->batch, T = pk->len, H = q->shape[q->ndim - 1];
+  if (q->ndim != 2 || k->ndim != 2 || v->ndim != 2 || k->shape[0] != pk->n ||
+      v->shape[0] != pk->n || (q->shape[0] != pk->n && q->shape[0] != B))
+    return fail(c, "attention_rows", "q must be [N or B, H] and k, v [N, H] of the packing"),
+           NULL;
+  int64_t full[3] = {B, T, H}, one[3] = {B, 1, H}, rows[2] = {B, H};
+  bool all = q->shape[0] == pk->n && pk->n != B;
+  tp_tensor *qa = all ? tp_scatter_rows(c, q, pk->rows, 3, full) : tp_reshape(c, q, 3, one);
+  tp_tensor *ka = tp_scatter_rows(c, k, pk->rows, 3, full);
+  tp_tensor *va = tp_scatter_rows(c, v, pk->rows, 3, full);
+  tp_tensor *a = tp_attention(c, qa, ka, va, mask, bias, heads, attn_dropout);
+  return all ? tp_gather_rows(c, a, pk->rows) : tp_reshape(c, a, 2, rows);
+}

@@ -9,6 +9,7 @@
 
 #define ARENA_ALIGN 256 /* at least; the device's offset_align when larger */
 #define ARENA_MIN (16u << 20)
+#define SHADOW_MAX (1 << 20) /* i32 elements of an upload kept on the host */
 
 typedef struct arena_chunk {
   tp_buffer *buf;
@@ -35,6 +36,7 @@ struct tp_ctx {
 
   /* Host objects of this step: tensors and tape nodes. */
   GPtrArray *host_objs; /* g_free'd at each step */
+  GHashTable *shadows;  /* tp_tensor* -> host copy of small i32 uploads (this step) */
   GPtrArray *tape;      /* tp_tape_node*, in execution order */
 };
 
@@ -55,6 +57,7 @@ tp_ctx *tp_ctx_new(tp_backend *be, GError **err) {
   c->precision = TP_F32;
   c->chunks = g_array_new(FALSE, TRUE, sizeof(arena_chunk));
   c->host_objs = g_ptr_array_new_with_free_func(g_free);
+  c->shadows = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
   c->tape = g_ptr_array_new();
   return c;
 }
@@ -72,6 +75,7 @@ void tp_ctx_free(tp_ctx *c) {
   free_chunks(c);
   g_array_unref(c->chunks);
   g_ptr_array_unref(c->host_objs);
+  g_hash_table_destroy(c->shadows);
   g_ptr_array_unref(c->tape);
   g_clear_error(&c->error);
   g_free(c);
@@ -142,6 +146,7 @@ static void alloc_chunks(tp_ctx *c, size_t want) {
 
 void tp_ctx_begin_step(tp_ctx *c) {
   g_ptr_array_set_size(c->tape, 0);
+  g_hash_table_remove_all(c->shadows);
   g_ptr_array_set_size(c->host_objs, 0);
   if (c->spilled) {
     /* Size the arena for what the last step needed, plus headroom. */
@@ -276,7 +281,14 @@ tp_tensor *tp_tensor_from_host(tp_ctx *c, tp_dtype dt, int ndim, const int64_t *
     tp_ctx_fail(c, e);
     return NULL;
   }
+  /* ids and masks: ops may plan on the host without reading them back */
+  if (dt == TP_I32 && tp_tensor_numel(t) <= SHADOW_MAX)
+    g_hash_table_insert(c->shadows, t, g_memdup2(data, tp_tensor_nbytes(t)));
   return t;
+}
+
+const int32_t *tp_tensor_host_i32(const tp_ctx *c, const tp_tensor *t) {
+  return t && t->dtype == TP_I32 ? g_hash_table_lookup(c->shadows, t) : NULL;
 }
 
 bool tp_tensor_to_host(tp_ctx *c, const tp_tensor *t, void *dst, GError **err) {

@@ -135,21 +135,30 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
                        P("bert.embeddings.LayerNorm.weight"), P("bert.embeddings.LayerNorm.bias"),
                        c->layer_norm_eps, 0.0f);
   x = tp_dropout(ctx, x, c->hidden_dropout);
+  /* With much padding, the position-wise layers run on the real tokens only
+   * (x [N, H]); attention sees them at their padded places. */
+  tp_pack pk;
+  bool packed = tp_pack_plan(ctx, mask, TP_PACK_MAX_FILL, &pk);
+  if (packed) x = tp_gather_rows(ctx, x, pk.rows);
   for (int l = 0; l < c->layers; l++) {
 #define L(s) P("bert.encoder.layer.%d.%s", l, s)
     /* The head reads only [CLS]: the last layer computes queries, attention
      * output and FFN for that position alone (keys and values still see every
      * token). Same logits and gradients as the full layer, about 1/T of its
-     * query-side work. xq [B, Tq, H], Tq = T, or 1 in the last layer. */
+     * query-side work. xq [B, Tq, H] (packed: [N, H]), Tq = T, or 1 in the
+     * last layer ([B, H] packed). */
     tp_tensor *xq = x;
     if (l == c->layers - 1) {
       int64_t one[3] = {bsz, 1, c->hidden};
-      xq = tp_reshape(ctx, tp_first_token(ctx, x), 3, one);
+      xq = packed ? tp_gather_rows(ctx, x, pk.first)
+                  : tp_reshape(ctx, tp_first_token(ctx, x), 3, one);
     }
     tp_tensor *q = tp_linear(ctx, xq, L("attention.self.query.weight"), L("attention.self.query.bias"));
     tp_tensor *k = tp_linear(ctx, x, L("attention.self.key.weight"), L("attention.self.key.bias"));
     tp_tensor *v = tp_linear(ctx, x, L("attention.self.value.weight"), L("attention.self.value.bias"));
-    tp_tensor *a = tp_attention(ctx, q, k, v, mask, NULL, c->heads, c->attention_dropout);
+    tp_tensor *a = packed ? tp_attention_rows(ctx, &pk, q, k, v, mask, NULL, c->heads,
+                                              c->attention_dropout)
+                          : tp_attention(ctx, q, k, v, mask, NULL, c->heads, c->attention_dropout);
     a = tp_linear(ctx, a, L("attention.output.dense.weight"), L("attention.output.dense.bias"));
     /* LayerNorm(dropout(a) + xq), one op (a fused pass where the backend has it) */
     x = tp_add_layernorm(ctx, a, xq, L("attention.output.LayerNorm.weight"),
@@ -162,7 +171,8 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
                          c->layer_norm_eps, c->hidden_dropout);
 #undef L
   }
-  tp_tensor *cls = tp_first_token(ctx, x); /* [B, H] */
+  tp_tensor *cls = !packed ? tp_first_token(ctx, x) /* [B, H] */
+                   : c->layers > 0 ? x : tp_gather_rows(ctx, x, pk.first);
   tp_tensor *pooled = tp_tanh(ctx, tp_linear(ctx, cls, P("bert.pooler.dense.weight"),
                                              P("bert.pooler.dense.bias")));
   pooled = tp_dropout(ctx, pooled, c->classifier_dropout);

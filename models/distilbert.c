@@ -124,21 +124,30 @@ static tp_tensor *distilbert_forward(tp_ctx *ctx, const tp_model_config *c, tp_p
       P("distilbert.embeddings.LayerNorm.weight"), P("distilbert.embeddings.LayerNorm.bias"),
       c->layer_norm_eps, 0.0f);
   x = tp_dropout(ctx, x, c->hidden_dropout);
+  /* With much padding, the position-wise layers run on the real tokens only
+   * (x [N, H]); attention sees them at their padded places. */
+  tp_pack pk;
+  bool packed = tp_pack_plan(ctx, mask, TP_PACK_MAX_FILL, &pk);
+  if (packed) x = tp_gather_rows(ctx, x, pk.rows);
   for (int l = 0; l < c->layers; l++) {
 #define L(s) P("distilbert.transformer.layer.%d.%s", l, s)
     /* The head reads only the first token: the last layer computes queries,
      * attention output and FFN for that position alone (keys and values still
      * see every token) — same logits and gradients, far less work.
-     * xq [B, Tq, H], Tq = T, or 1 in the last layer. */
+     * xq [B, Tq, H] (packed: [N, H]), Tq = T, or 1 in the last layer ([B, H]
+     * packed). */
     tp_tensor *xq = x;
     if (l == c->layers - 1) {
       int64_t one[3] = {bsz, 1, c->hidden};
-      xq = tp_reshape(ctx, tp_first_token(ctx, x), 3, one);
+      xq = packed ? tp_gather_rows(ctx, x, pk.first)
+                  : tp_reshape(ctx, tp_first_token(ctx, x), 3, one);
     }
     tp_tensor *q = tp_linear(ctx, xq, L("attention.q_lin.weight"), L("attention.q_lin.bias"));
     tp_tensor *k = tp_linear(ctx, x, L("attention.k_lin.weight"), L("attention.k_lin.bias"));
     tp_tensor *v = tp_linear(ctx, x, L("attention.v_lin.weight"), L("attention.v_lin.bias"));
-    tp_tensor *a = tp_attention(ctx, q, k, v, mask, NULL, c->heads, c->attention_dropout);
+    tp_tensor *a = packed ? tp_attention_rows(ctx, &pk, q, k, v, mask, NULL, c->heads,
+                                              c->attention_dropout)
+                          : tp_attention(ctx, q, k, v, mask, NULL, c->heads, c->attention_dropout);
     a = tp_linear(ctx, a, L("attention.out_lin.weight"), L("attention.out_lin.bias"));
     x = tp_add_layernorm(ctx, a, xq, L("sa_layer_norm.weight"), L("sa_layer_norm.bias"),
                          c->layer_norm_eps, 0.0f);
@@ -149,7 +158,8 @@ static tp_tensor *distilbert_forward(tp_ctx *ctx, const tp_model_config *c, tp_p
                          c->layer_norm_eps, c->hidden_dropout);
 #undef L
   }
-  tp_tensor *cls = tp_first_token(ctx, x); /* [B, H] */
+  tp_tensor *cls = !packed ? tp_first_token(ctx, x) /* [B, H] */
+                   : c->layers > 0 ? x : tp_gather_rows(ctx, x, pk.first);
   tp_tensor *h = tp_relu(ctx, tp_linear(ctx, cls, P("pre_classifier.weight"), P("pre_classifier.bias")));
   h = tp_dropout(ctx, h, c->classifier_dropout);
   return tp_linear(ctx, h, P("classifier.weight"), P("classifier.bias")); /* [B, C] */

@@ -51,6 +51,33 @@ tp_tensor *tp_linear_gelu(tp_ctx *ctx, tp_tensor *x, tp_tensor *w, tp_tensor *b)
  * fused slot, which also writes the gradients of a and b without zeroing. */
 tp_tensor *tp_add_layernorm(tp_ctx *ctx, tp_tensor *a, tp_tensor *b, tp_tensor *gamma,
                             tp_tensor *beta, float eps, float p);
+/* Packing the real tokens of a padded batch (mask [B, T] != 0), so that the
+ * position-wise layers (linear, LayerNorm, GELU, dropout) skip the padding:
+ * rows [N] i32 lists row b*T + t of every real token in order, first [B] the
+ * packed row of each entry's token 0. FALSE (nothing made, no error) when
+ * the mask has no host copy (tp_tensor_host_i32), when the real tokens fill
+ * more than max_fill of the batch, when an entry's token 0 is padding, or
+ * under tp_ctx_set_fused(false) (the reference computes the padding too). */
+typedef struct tp_pack {
+  tp_tensor *rows, *first;
+  int64_t n, batch, len;
+} tp_pack;
+bool tp_pack_plan(tp_ctx *ctx, tp_tensor *mask, double max_fill, tp_pack *out);
+/* The models' max_fill: below 90% real tokens the saved rows outweigh the
+ * gathers and scatters around attention. */
+#define TP_PACK_MAX_FILL 0.9
+/* x viewed as [R, H] (H its last dimension) -> [N, H]: rows idx [N] i32 of x. */
+tp_tensor *tp_gather_rows(tp_ctx *ctx, tp_tensor *x, tp_tensor *idx);
+/* x [N, H] -> a tensor of the given shape (R rows of H) holding row i of x at
+ * row idx[i] (distinct) and zeros elsewhere. */
+tp_tensor *tp_scatter_rows(tp_ctx *ctx, tp_tensor *x, tp_tensor *idx, int ndim,
+                           const int64_t *shape);
+/* tp_attention on packed rows (pk from tp_pack_plan): k, v [N, H]; q [N, H]
+ * (every real token asks) or [B, H] (token 0 of each entry only, Tq = 1).
+ * The result has q's rows. Padding keys are masked as in tp_attention. */
+tp_tensor *tp_attention_rows(tp_ctx *ctx, const tp_pack *pk, tp_tensor *q, tp_tensor *k,
+                             tp_tensor *v, tp_tensor *mask, tp_tensor *bias, int heads,
+                             float attn_dropout);
 /* y [B, ...] = x + bias broadcast over the leading axis: bias has x's shape
  * without its first dimension (numel(x) / B elements). */
 tp_tensor *tp_add_broadcast(tp_ctx *ctx, tp_tensor *x, tp_tensor *bias);

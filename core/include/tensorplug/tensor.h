@@ -49,9 +49,10 @@ void tp_ctx_set_grad_enabled(tp_ctx *ctx, bool enabled);
 bool tp_ctx_set_precision(tp_ctx *ctx, tp_dtype compute, GError **err);
 tp_dtype tp_ctx_precision(const tp_ctx *ctx);
 /* Whether ops use the backend's optional fused slots (fused attention,
- * bias + GELU, residual add + LayerNorm, ...) where it has them: the default.
- * FALSE composes every op of the basic kernels: the reference the fused
- * slots are tested against. */
+ * bias + GELU, residual add + LayerNorm, ...) where it has them, and models
+ * skip padding (tp_pack_plan): the default. FALSE composes every op of the
+ * basic kernels over the padded batch: the reference they are tested
+ * against. */
 void tp_ctx_set_fused(tp_ctx *ctx, bool fused);
 bool tp_ctx_fused(const tp_ctx *ctx);
 /* Dropout masks come from (seed, a counter advanced by every dropout call). */
@@ -77,6 +78,10 @@ tp_tensor *tp_tensor_zeros(tp_ctx *ctx, tp_dtype dtype, int ndim, const int64_t 
 /* Copies host data (of t's dtype, numel elements) into a new activation. */
 tp_tensor *tp_tensor_from_host(tp_ctx *ctx, tp_dtype dtype, int ndim, const int64_t *shape,
                                const void *data);
+/* The host copy of an i32 tensor made this step by tp_tensor_from_host (up
+ * to 1 Mi elements: ids, masks), else NULL. Lets ops plan from a batch's
+ * mask on the host, without reading it back from the device. */
+const int32_t *tp_tensor_host_i32(const tp_ctx *ctx, const tp_tensor *t);
 /* Copies a tensor's contents to host memory (one host synchronisation). */
 bool tp_tensor_to_host(tp_ctx *ctx, const tp_tensor *t, void *dst, GError **err);
 
