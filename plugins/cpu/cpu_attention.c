@@ -161,6 +161,89 @@ static const float *operand(const tp_attention_args *a, float *buf, const float 
   return buf;
 }
 
+/* ---- dropout masks kept from forward to backward ----
+ * The mask of P is the Philox stream at the call's counters: backward could
+ * draw it again, but that doubles the random numbers (the biggest cost after
+ * the products). Forward keeps it as bits (one 64-bit-aligned row per query:
+ * a thread owns whole rows), backward takes it when the arguments match and
+ * draws it otherwise. Bounded: the oldest masks go first. */
+#define MASKS_KEPT 64
+
+typedef struct att_mask {
+  uint64_t seed, offset;
+  int batch, heads, q_len, kv_len;
+  float p;
+  int row_words;
+  uint64_t *bits;
+} att_mask;
+
+static void mask_free(gpointer m) {
+  if (!m) return;
+  g_free(((att_mask *)m)->bits);
+  g_free(m);
+}
+
+void cpu_attention_state_free(tp_backend_dev *d) {
+  if (d->att_masks) g_queue_free_full(d->att_masks, mask_free);
+  d->att_masks = NULL;
+}
+
+static bool mask_matches(const att_mask *m, const tp_attention_args *a) {
+  return m->seed == a->seed && m->offset == a->offset && m->batch == a->batch &&
+         m->heads == a->heads && m->q_len == a->q_len && m->kv_len == a->kv_len &&
+         m->p == a->dropout;
+}
+
+/* A new mask for a forward's arguments (NULL when out of memory: then
+ * backward draws the stream again). */
+static att_mask *mask_new(tp_backend_dev *d, const tp_attention_args *a) {
+  size_t rows = (size_t)a->batch * a->heads * a->q_len;
+  int words = (a->kv_len + 63) / 64;
+  uint64_t *bits = g_try_malloc(sizeof(uint64_t) * rows * (size_t)words);
+  if (!bits) return NULL;
+  if (!d->att_masks) d->att_masks = g_queue_new();
+  while (g_queue_get_length(d->att_masks) >= MASKS_KEPT)
+    mask_free(g_queue_pop_head(d->att_masks));
+  att_mask *m = g_new(att_mask, 1);
+  *m = (att_mask){.seed = a->seed, .offset = a->offset, .batch = a->batch, .heads = a->heads,
+                  .q_len = a->q_len, .kv_len = a->kv_len, .p = a->dropout, .row_words = words,
+                  .bits = bits};
+  g_queue_push_tail(d->att_masks, m);
+  return m;
+}
+
+/* The kept mask for backward's arguments, taken out of the queue (the
+ * caller frees it), or NULL. */
+static att_mask *mask_take(tp_backend_dev *d, const tp_attention_args *a) {
+  if (!d->att_masks) return NULL;
+  for (GList *l = d->att_masks->tail; l; l = l->prev)
+    if (mask_matches(l->data, a)) {
+      att_mask *m = l->data;
+      g_queue_delete_link(d->att_masks, l);
+      return m;
+    }
+  return NULL;
+}
+
+static uint64_t *mask_row(const att_mask *m, int b, int h, int i) {
+  return m->bits + ((((size_t)b * m->heads + h) * m->q_len + i) * (size_t)m->row_words);
+}
+
+/* Row bits from the uniforms (kept j: u >= p), j < n. */
+static void bits_from_u(uint64_t *row, const float *u, int n, float p) {
+  for (int w = 0; w * 64 < n; w++) {
+    uint64_t v = 0;
+    int end = MIN(64, n - w * 64);
+    for (int j = 0; j < end; j++) v |= (uint64_t)(u[w * 64 + j] >= p) << j;
+    row[w] = v;
+  }
+}
+
+/* The uniforms' stand-in from kept bits: 1 (kept) or 0 (dropped, p > 0). */
+static void u_from_bits(float *u, const uint64_t *row, int n) {
+  for (int j = 0; j < n; j++) u[j] = (float)((row[j >> 6] >> (j & 63)) & 1u);
+}
+
 /* Counter of P[b, h, i, 0] in the composed dropout's numbering. */
 static uint64_t counter(const tp_attention_args *a, int b, int h, int i) {
   return a->offset + (((uint64_t)b * a->heads + h) * a->q_len + i) * a->kv_len;
@@ -178,7 +261,7 @@ static void scores(tp_backend_dev *d, const tp_attention_args *a, const att_tile
 }
 
 static void fwd_unit(tp_backend_dev *d, const tp_attention_args *a, const att_tiles *t, int b,
-                     int h) {
+                     int h, const att_mask *keep) {
   int Tq = a->q_len, Tk = a->kv_len, hd = a->head_dim, n;
   int64_t H = (int64_t)a->heads * hd;
   bool live = live_keys(a, b, &n);
@@ -201,6 +284,7 @@ static void fwd_unit(tp_backend_dev *d, const tp_attention_args *a, const att_ti
     float scale = 1.0f / (1.0f - a->dropout);
     for (int i = 0; i < Tq; i++) {
       cpu_philox_uniforms(t->u, a->seed, counter(a, b, h, i), n);
+      if (keep) bits_from_u(mask_row(keep, b, h, i), t->u, n, a->dropout);
       drop_row(t->pd + (int64_t)i * n, t->s + (int64_t)i * n, t->u, n, a->dropout, scale);
     }
     p = t->pd;
@@ -216,7 +300,7 @@ static void fwd_unit(tp_backend_dev *d, const tp_attention_args *a, const att_ti
 /* dbias is summed over the batch: each head's entries in batch order. */
 static void bwd_unit(tp_backend_dev *d, const tp_attention_args *a, const att_tiles *t, int b,
                      int h, const float *dout_all, float *dq_all, float *dk_all, float *dv_all,
-                     float *dbias) {
+                     float *dbias, const att_mask *keep) {
   int Tq = a->q_len, Tk = a->kv_len, hd = a->head_dim, n;
   int64_t H = (int64_t)a->heads * hd;
   bool live = live_keys(a, b, &n);
@@ -245,7 +329,10 @@ static void bwd_unit(tp_backend_dev *d, const tp_attention_args *a, const att_ti
   const float *pd = t->s;
   if (dropped) {
     for (int i = 0; i < Tq; i++) {
-      cpu_philox_uniforms(t->u, a->seed, counter(a, b, h, i), n);
+      if (keep) /* the forward's mask: 1 >= p keeps, 0 < p drops */
+        u_from_bits(t->u, mask_row(keep, b, h, i), n);
+      else
+        cpu_philox_uniforms(t->u, a->seed, counter(a, b, h, i), n);
       drop_row(t->pd + (int64_t)i * n, t->s + (int64_t)i * n, t->u, n, a->dropout, scale);
     }
     pd = t->pd;
@@ -296,10 +383,11 @@ void cpu_attention_fwd(tp_backend_dev *d, const tp_attention_args *a) {
   float *base = thread_tiles(d, a, threads);
   if (!base) return;
   size_t per = tiles_floats(a);
+  att_mask *keep = a->dropout > 0.0f ? mask_new(d, a) : NULL;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int u = 0; u < units; u++) {
     att_tiles t = tiles_at(a, base + per * (size_t)omp_get_thread_num());
-    fwd_unit(d, a, &t, u / a->heads, u % a->heads);
+    fwd_unit(d, a, &t, u / a->heads, u % a->heads, keep);
   }
 }
 
@@ -317,12 +405,14 @@ void cpu_attention_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dou
   size_t per = tiles_floats(a);
   const float *go = f32(dout);
   float *gq = f32(dq), *gk = f32(dk), *gv = f32(dv);
+  att_mask *keep = a->dropout > 0.0f ? mask_take(d, a) : NULL;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int u = 0; u < par; u++) {
     att_tiles t = tiles_at(a, base + per * (size_t)omp_get_thread_num());
     if (db)
-      for (int b = 0; b < a->batch; b++) bwd_unit(d, a, &t, b, u, go, gq, gk, gv, db);
+      for (int b = 0; b < a->batch; b++) bwd_unit(d, a, &t, b, u, go, gq, gk, gv, db, keep);
     else
-      bwd_unit(d, a, &t, u / a->heads, u % a->heads, go, gq, gk, gv, NULL);
+      bwd_unit(d, a, &t, u / a->heads, u % a->heads, go, gq, gk, gv, NULL, keep);
   }
+  mask_free(keep);
 }

@@ -159,6 +159,7 @@ static tp_backend_dev *cpu_open(int index, int threads, GError **err) {
 static void cpu_close(tp_backend_dev *d) {
   if (!d) return;
   cpu_gemm_state_free(d->gemm);
+  cpu_attention_state_free(d);
   g_clear_error(&d->error);
   g_mutex_clear(&d->lock);
   g_free(d);

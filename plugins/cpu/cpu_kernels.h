@@ -185,7 +185,9 @@ struct tp_backend_dev {
   GMutex lock;          /* guards error */
   GError *error;        /* first kernel failure, reported (and cleared) by synchronize */
   cpu_gemm_state *gemm; /* see cpu_gemm.c */
+  GQueue *att_masks;    /* attention dropout masks, forward to backward (cpu_attention.c) */
 };
+void cpu_attention_state_free(tp_backend_dev *d);
 
 /* The core's error domain: the same quark string as tp_error_quark() in
  * libtensorplug, which this plugin must not link. */
