@@ -18,7 +18,8 @@ typedef struct eval_cfg {
   int max_len, eval_batch;
   double subset;
   gint64 seed;
-  gboolean json, skip_bad;
+  gboolean json, skip_bad, test_split;
+  char *ids_out;
 } eval_cfg;
 
 /* The data, split and max length a run used, from DIR/results.json. */
@@ -58,16 +59,23 @@ static bool load_run(eval_cfg *c, double *stored_acc, GError **err) {
   return ok;
 }
 
-static void print_json(const tp_eval_result *r) {
+static void print_json(const tp_eval_result *r, const tp_cli_session *s) {
   printf("{\"accuracy\": %.6f, \"f1\": %.6f, \"loss\": %.6f, \"n\": %lld, "
-         "\"confusion\": [[%lld, %lld], [%lld, %lld]], \"seconds\": %.3f}\n",
+         "\"confusion\": [[%lld, %lld], [%lld, %lld]], \"seconds\": %.3f, \"tokens\": %lld, "
+         "\"tokens_per_s\": %.1f, \"reviews_per_s\": %.2f, \"precision\": \"%s\", "
+         "\"peak_rss_bytes\": %llu}\n",
          r->accuracy, r->f1, r->loss, (long long)r->n, (long long)r->confusion.tn,
          (long long)r->confusion.fp, (long long)r->confusion.fn, (long long)r->confusion.tp,
-         r->seconds);
+         r->seconds, (long long)r->tokens, (double)r->tokens / fmax(r->seconds, 1e-9),
+         (double)r->n / fmax(r->seconds, 1e-9), tp_dtype_name(tp_ctx_precision(s->ctx)),
+         (unsigned long long)tp_cli_peak_rss_bytes());
 }
 
 static void print_text(const tp_eval_result *r, const char *what) {
-  printf("Evaluated %lld examples (%s) in %.1f s\n\n", (long long)r->n, what, r->seconds);
+  printf("Evaluated %lld examples (%s) in %.1f s: %.1f reviews/s, %.0f tokens/s (peak memory "
+         "%.0f MiB)\n\n",
+         (long long)r->n, what, r->seconds, (double)r->n / fmax(r->seconds, 1e-9),
+         (double)r->tokens / fmax(r->seconds, 1e-9), (double)tp_cli_peak_rss_bytes() / 1048576.0);
   printf("Accuracy: %.3f   F1: %.3f   Loss: %.4f\n\n", r->accuracy, r->f1, r->loss);
   printf("Confusion matrix:\n [[%lld %lld]\n [%lld %lld]]\n", (long long)r->confusion.tn,
          (long long)r->confusion.fp, (long long)r->confusion.fn, (long long)r->confusion.tp);
@@ -95,7 +103,7 @@ static int run(eval_cfg *c) {
   bool ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
   if (ok) tp_cli_warn_untrained_head(&s);
   if (ok) ok = (d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err)) != NULL;
-  if (ok && c->run) {
+  if (ok && (c->run || c->test_split)) {
     ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
     idx = sp.test;
     n = sp.n_test;
@@ -103,6 +111,12 @@ static int run(eval_cfg *c) {
     idx = g_new(guint, d->n);
     for (guint i = 0; i < d->n; i++) idx[i] = i;
     n = d->n;
+  }
+  if (ok && c->ids_out) { /* the records evaluated, in order: for peers on the same reviews */
+    GString *ids = g_string_new(NULL);
+    for (guint i = 0; i < n; i++) g_string_append_printf(ids, "%s\n", d->ids[idx[i]]);
+    ok = g_file_set_contents(c->ids_out, ids->str, (gssize)ids->len, &err);
+    g_string_free(ids, TRUE);
   }
   if (ok) {
     bool cached = false;
@@ -117,15 +131,16 @@ static int run(eval_cfg *c) {
                      c->json ? NULL : tp_cli_progress_cb, &pr, "eval", &r, &err);
   }
   if (ok) {
-    if (c->json) print_json(&r);
-    else print_text(&r, c->run ? "the run's test split" : "the whole dataset");
+    if (c->json) print_json(&r, &s);
+    else print_text(&r, c->run ? "the run's test split"
+                        : c->test_split ? "the test split" : "the whole dataset");
     if (c->run && !c->json)
       printf("\nThe run's results.json says test accuracy %.6f; this evaluation: %.6f (%s)\n",
              stored, r.accuracy, fabs(stored - r.accuracy) < 1e-9 ? "identical" : "DIFFERENT");
   }
   int rc = ok ? TP_EXIT_OK : tp_cli_report(err);
   if (c->run && ok && fabs(stored - r.accuracy) >= 1e-9) rc = TP_EXIT_FAILED;
-  if (!c->run) g_free(idx);
+  if (!c->run && !c->test_split) g_free(idx);
   if (seqs) tp_token_seqs_free(seqs);
   tp_split_clear(&sp);
   if (d) tp_dataset_free(d);
@@ -143,6 +158,13 @@ int tp_cmd_eval(int argc, char **argv) {
        "Evaluate a training run's model on that run's own test split (from DIR/results.json)", "DIR"},
       {"max-len", 0, 0, G_OPTION_ARG_INT, &c.max_len, "Truncate texts to N tokens [512]", "N"},
       {"eval-batch", 0, 0, G_OPTION_ARG_INT, &c.eval_batch, "Batch size [64]", "N"},
+      {"test-split", 0, 0, G_OPTION_ARG_NONE, &c.test_split,
+       "Evaluate only the test split that `train --subset F --seed N` makes of --data", NULL},
+      {"subset", 0, 0, G_OPTION_ARG_DOUBLE, &c.subset, "With --test-split: the subset [1.0]", "F"},
+      {"seed", 0, 0, G_OPTION_ARG_INT64, &c.seed, "With --test-split: the split seed [42]", "N"},
+      {"ids-out", 0, 0, G_OPTION_ARG_FILENAME, &c.ids_out,
+       "Write the evaluated records' ids, one a line, in order (for a peer on the same reviews)",
+       "FILE"},
       {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &c.skip_bad, "Skip malformed records", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &c.json,
        "Print one JSON object: accuracy, f1, confusion, loss, n", NULL},
@@ -163,5 +185,6 @@ int tp_cmd_eval(int argc, char **argv) {
   tp_cli_run_opts_clear(&c.ro);
   g_strfreev(c.data);
   g_free(c.run);
+  g_free(c.ids_out);
   return rc;
 }

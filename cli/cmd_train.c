@@ -267,6 +267,7 @@ static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_c
   put_str(b, "device_description", s->be->info.description);
   put_str(b, "precision", tp_dtype_name(tp_ctx_precision(s->ctx)));
   put_int(b, "peak_device_bytes", (gint64)s->be->stats.peak_bytes);
+  put_int(b, "peak_rss_bytes", (gint64)tp_cli_peak_rss_bytes());
   json_builder_set_member_name(b, "model");
   json_builder_begin_object(b);
   const tp_model_config *mc = &s->model->cfg;
