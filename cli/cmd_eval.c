@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -59,16 +60,16 @@ static bool load_run(eval_cfg *c, double *stored_acc, GError **err) {
   return ok;
 }
 
-static void print_json(const tp_eval_result *r, const tp_cli_session *s) {
+static void print_json(const tp_eval_result *r, const tp_cli_session *s, double cpu_s) {
   printf("{\"accuracy\": %.6f, \"f1\": %.6f, \"loss\": %.6f, \"n\": %lld, "
          "\"confusion\": [[%lld, %lld], [%lld, %lld]], \"seconds\": %.3f, \"tokens\": %lld, "
          "\"tokens_per_s\": %.1f, \"reviews_per_s\": %.2f, \"precision\": \"%s\", "
-         "\"peak_rss_bytes\": %llu}\n",
+         "\"peak_rss_bytes\": %llu, \"cpu_seconds\": %.3f}\n",
          r->accuracy, r->f1, r->loss, (long long)r->n, (long long)r->confusion.tn,
          (long long)r->confusion.fp, (long long)r->confusion.fn, (long long)r->confusion.tp,
          r->seconds, (long long)r->tokens, (double)r->tokens / fmax(r->seconds, 1e-9),
          (double)r->n / fmax(r->seconds, 1e-9), tp_dtype_name(tp_ctx_precision(s->ctx)),
-         (unsigned long long)tp_cli_peak_rss_bytes());
+         (unsigned long long)tp_cli_peak_rss_bytes(), cpu_s);
 }
 
 static void print_text(const tp_eval_result *r, const char *what) {
@@ -100,6 +101,7 @@ static int run(eval_cfg *c) {
   tp_token_seqs *seqs = NULL;
   guint *idx = NULL, n = 0;
   tp_eval_result r = {0};
+  double cpu_s = 0; /* process CPU time of the evaluation (all threads) */
   bool ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
   if (ok) tp_cli_warn_untrained_head(&s);
   if (ok) ok = (d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err)) != NULL;
@@ -127,11 +129,15 @@ static int run(eval_cfg *c) {
   if (ok) {
     tp_labelled data = {.seqs = seqs, .labels = d->labels, .pad_id = tp_tokenizer_pad_id(s.tok)};
     tp_cli_progress pr = {.tty = isatty(STDERR_FILENO)};
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     ok = tp_evaluate(s.model, s.ctx, &data, idx, n, c->eval_batch, NULL, NULL,
                      c->json ? NULL : tp_cli_progress_cb, &pr, "eval", &r, &err);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    cpu_s = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) * 1e-9;
   }
   if (ok) {
-    if (c->json) print_json(&r, &s);
+    if (c->json) print_json(&r, &s, cpu_s);
     else print_text(&r, c->run ? "the run's test split"
                         : c->test_split ? "the test split" : "the whole dataset");
     if (c->run && !c->json)

@@ -32,6 +32,7 @@ struct tp_ctx {
   guint cur;      /* chunk being filled */
   size_t used;    /* bytes used in chunks[cur] */
   bool spilled;
+  guint base_chunks; /* chunks at the start of the step; later ones are spills */
   size_t step_bytes; /* bytes asked for this step */
 
   /* Host objects of this step: tensors and tape nodes. */
@@ -149,12 +150,21 @@ void tp_ctx_begin_step(tp_ctx *c) {
   g_hash_table_remove_all(c->shadows);
   g_ptr_array_set_size(c->host_objs, 0);
   if (c->spilled) {
-    /* Size the arena for what the last step needed, plus headroom. */
-    size_t want = c->step_bytes + c->step_bytes / 4;
-    free_chunks(c);
-    alloc_chunks(c, want);
+    /* Size the arena for what the last step needed, plus headroom. The
+     * chunks it had stay (their memory is already paged in: re-allocating
+     * them all made every longer batch of an evaluation sorted by length
+     * fault the whole arena in again); the spill chunks make way for one
+     * chunk holding the rest. */
+    size_t want = c->step_bytes + c->step_bytes / 4, kept = 0;
+    while (c->chunks->len > c->base_chunks) {
+      tp_backend_free(c->be, g_array_index(c->chunks, arena_chunk, c->chunks->len - 1).buf);
+      g_array_set_size(c->chunks, c->chunks->len - 1);
+    }
+    for (guint i = 0; i < c->chunks->len; i++) kept += g_array_index(c->chunks, arena_chunk, i).cap;
+    if (want > kept) alloc_chunks(c, MAX(want - kept, (size_t)ARENA_MIN));
     c->spilled = false;
   }
+  c->base_chunks = c->chunks->len;
   c->cur = 0;
   c->used = 0;
   c->step_bytes = 0;
