@@ -399,6 +399,29 @@ def scenario_eval(a):
     return write(a, res, failed)
 
 
+# ---------------------------------------------------------------- accuracy
+
+def scenario_accuracy(a):
+    """Test accuracy of two tensorplug results (e.g. f32 and bf16 recipe A)."""
+    res = {"name": a.name, "scenario": "accuracy", "commit": commit(),
+           "command": ["benchmarks/compare.py"] + sys.argv[1:], "inputs": {}}
+    accs = {}
+    for key in (a.a, a.b):
+        path = os.path.join(REPO, a.results_dir, key + ".json")
+        if not os.path.exists(path):
+            raise Refused(f"{rel(path)}: missing (run that comparison first)")
+        with open(path) as f:
+            r = json.load(f)
+        accs[key] = r["pairs"][0]["tensorplug"]["test_accuracy"]
+        res["inputs"][key] = {"commit": r["commit"], "test_accuracy": accs[key],
+                              "precision": r["pairs"][0]["tensorplug"]["precision"]}
+    diff = accs[a.b] - accs[a.a]
+    res["difference"] = diff
+    res["checks"] = {f"|{a.b} - {a.a}| <= {a.tol}": abs(diff) <= a.tol}
+    print(f"test accuracy {a.a} {accs[a.a]:.4f}, {a.b} {accs[a.b]:.4f}: difference {diff:+.4f}")
+    return write(a, res, [k for k, ok in res["checks"].items() if not ok])
+
+
 # ---------------------------------------------------------------- output
 
 def header(a):
@@ -547,8 +570,16 @@ def main():
     t.add_argument("--compile", action="store_true", help="also a torch.compile peer row")
     e = sub.add_parser("eval", parents=[common])
     e.add_argument("--variants", default="f32,int8", help="ONNX Runtime variants [f32,int8]")
+    c = sub.add_parser("accuracy", help="compare the test accuracy of two train results")
+    c.add_argument("--name", required=True)
+    c.add_argument("--a", required=True, help="result name (RESULTS_DIR/A.json)")
+    c.add_argument("--b", required=True)
+    c.add_argument("--tol", type=float, default=0.01)
+    c.add_argument("--results-dir", default=os.path.join("docs", "results"))
     a = ap.parse_args()
     try:
+        if a.scenario == "accuracy":
+            return scenario_accuracy(a)
         return scenario_train(a) if a.scenario == "train" else scenario_eval(a)
     except Refused as err:
         print(f"compare.py: refused: {err}", file=sys.stderr)

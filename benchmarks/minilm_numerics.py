@@ -45,7 +45,8 @@ def main():
                     help="source model folder (config.json, model.safetensors, vocab.txt)")
     ap.add_argument("--out", default=os.path.join(REPO, "runs", "minilm-numerics", "hf-random-head"),
                     help="folder written by save_pretrained (a fixed random head + pooler)")
-    ap.add_argument("--data", default="/work/shared/data/imdb/test.jsonl.gz")
+    shared = os.environ.get("TP_SHARED_DIR") or os.path.join(REPO, "..", "shared")
+    ap.add_argument("--data", default=os.path.join(shared, "data", "imdb", "test.jsonl.gz"))
     ap.add_argument("--n", type=int, default=100, help="number of reviews [100]")
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0, help="torch seed of the random head [0]")
