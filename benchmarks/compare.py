@@ -185,10 +185,20 @@ def check_hf_train(h, a, run_id, precision, compile_, tp):
            sum(e["tokens"] for e in tp["history"]))
 
 
+def cpu_rate(history):
+    """Training tokens per second of process CPU time (all threads): the work
+    whatever the machine's other load; None when not recorded."""
+    cpu = [e.get("cpu_seconds") for e in history]
+    if any(c is None or c <= 0 for c in cpu):
+        return None
+    return sum(e["tokens"] for e in history) / sum(cpu)
+
+
 def tp_train_figures(r):
     h = r["history"]
     secs = sum(e["seconds"] for e in h)
     return {"tokens_per_s": sum(e["tokens"] for e in h) / secs,
+            "tokens_per_cpu_s": cpu_rate(h),
             "ms_per_step": secs * 1000 / sum(e["steps"] for e in h),
             "test_accuracy": r["test"]["accuracy"], "test_f1": r["test"]["f1"],
             "peak_rss_bytes": r.get("peak_rss_bytes"), "precision": r["precision"]}
@@ -196,6 +206,7 @@ def tp_train_figures(r):
 
 def hf_train_figures(h):
     return {"tokens_per_s": h["train_tokens_per_s"], "ms_per_step": h["train_ms_per_step"],
+            "tokens_per_cpu_s": cpu_rate(h["history"]),
             "test_accuracy": h["test"]["accuracy"] if h.get("test") else None,
             "test_f1": h["test"]["f1"] if h.get("test") else None,
             "peak_rss_bytes": h["peak_rss_bytes"], "precision": h["settings"]["precision"]}
@@ -275,8 +286,11 @@ def finish_train(a, pairs, peer_keys):
     failed = []
     for k in peer_keys:
         ratios = [p["tensorplug"]["tokens_per_s"] / p[k]["tokens_per_s"] for p in pairs]
+        cpu = [(p["tensorplug"]["tokens_per_cpu_s"], p[k]["tokens_per_cpu_s"]) for p in pairs]
         res["peers"][k] = {"tokens_per_s": summary([p[k]["tokens_per_s"] for p in pairs]),
                            "ratio": summary(ratios),
+                           "ratio_cpu_time": summary([t / h for t, h in cpu])
+                           if all(t and h for t, h in cpu) else None,
                            "peak_rss_bytes": max(p[k]["peak_rss_bytes"] for p in pairs),
                            "test_accuracy": [p[k]["test_accuracy"] for p in pairs],
                            "torch": pairs[0][k]["torch"], "torch_build": pairs[0][k]["torch_build"]}
@@ -305,9 +319,10 @@ def report_train(res, peer_keys):
         print(f"{p['pair']:4d}  {p['tensorplug']['tokens_per_s']:16.0f}"
               + "".join(f"  {p[k]['tokens_per_s']:22.0f}" for k in peer_keys))
     for k in peer_keys:
-        r = res["peers"][k]["ratio"]
+        r, rc = res["peers"][k]["ratio"], res["peers"][k]["ratio_cpu_time"]
+        cpu = f"per CPU second {rc['median']:.2f}x; " if rc else ""
         print(f"tensorplug / {k}: median {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f}); "
-              f"peak RSS {res['tensorplug']['peak_rss_bytes'] / 2**20:.0f} vs "
+              f"{cpu}peak RSS {res['tensorplug']['peak_rss_bytes'] / 2**20:.0f} vs "
               f"{res['peers'][k]['peak_rss_bytes'] / 2**20:.0f} MiB")
 
 
@@ -386,6 +401,10 @@ def scenario_eval(a):
     if variants:
         fastest = max(res["peers"], key=lambda k: res["peers"][k]["reviews_per_s"]["median"])
         res["fastest_peer"] = fastest
+        for k in res["peers"]:
+            cpu = [(p["tensorplug"].get("cpu_seconds"), p[k].get("cpu_seconds")) for p in pairs]
+            if all(t and h for t, h in cpu):
+                res["peers"][k]["ratio_cpu_time"] = summary([h / t for t, h in cpu])
         rf32 = res["peers"].get("ort-f32", {}).get("ratio", {}).get("median")
         res["checks"] = {f"ratio vs ort-f32 >= {a.min_ratio}": rf32 is not None and rf32 >= a.min_ratio}
         failed = [k for k, ok in res["checks"].items() if not ok and a.min_ratio > 0]

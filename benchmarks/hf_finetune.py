@@ -249,6 +249,7 @@ def main():
     for e in range(1, a.epochs + 1):
         order = epoch_order(split["train"], a.seed, e)
         model.train()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         loss_sum, correct, tokens, seen, done = 0.0, 0, 0, 0, 0
         for st in range(steps):
@@ -276,7 +277,9 @@ def main():
                       f"{loss_sum / seen:.4f} - acc: {correct / seen:.4f} - {tokens / el:.0f} tokens/s",
                       flush=True)
         secs = time.perf_counter() - t0
+        cpu_secs = time.process_time() - c0
         es = {"epoch": e, "loss": loss_sum / seen, "acc": correct / seen, "seconds": secs,
+              "cpu_seconds": cpu_secs,
               "ms_per_step": secs * 1000 / done, "tokens_per_s": tokens / secs, "steps": done,
               "tokens": tokens}
         if a.throughput_only:

@@ -14,6 +14,9 @@
 #   seed-bert-base     the same for BERT-base, one pair against PyTorch f32
 #   eval-minilm-256    `eval` of the recipe-A model on the 10,000-review test split at
 #                      length 256 against ONNX Runtime f32 and int8
+#   cpu-kernels        GEMM GFLOP/s per library and precision, fused vs plain
+#                      elementwise kernels (build/benchmarks/bench_cpu_kernels, 1 thread)
+#   tokenizer          benchmarks/tokenizer.sh (release build)
 # Environment: TP_BUILD_DIR (default build-release: meson setup build-release
 # -Dbuildtype=release), TP_THREADS (default: all cores), TP_PAIRS (default 3).
 # Exit status: 1 when any comparison failed or was refused.
@@ -62,13 +65,17 @@ scenario() {
     eval-minilm-256)
       run "$1" $cmp eval --name "$1" --model runs/compare/recipe-a-full-f32/tensorplug-1/model \
         --subset 1 --max-len 256 --batch 64 --pairs 1 $common ;;
+    cpu-kernels)
+      run "$1" "$build/benchmarks/bench_cpu_kernels" 1 docs/results/cpu-kernels.json ;;
+    tokenizer)
+      run "$1" benchmarks/tokenizer.sh "$build" ;;
     *) echo "run_all.sh: unknown scenario $1 (see the header)" >&2; exit 2 ;;
   esac
 }
 
 if [ $# -eq 0 ]; then
   set -- recipe-a-full-f32 recipe-a-full-bf16 recipe-a-bf16-accuracy recipe-a-f32 recipe-a-bf16 \
-    seed-distilbert seed-bert-base eval-minilm-256
+    seed-distilbert seed-bert-base eval-minilm-256 cpu-kernels tokenizer
 fi
 for s in "$@"; do scenario "$s"; done
 exit $status

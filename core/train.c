@@ -5,6 +5,7 @@
 #include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "tensorplug/error.h"
 #include "tensorplug/kernels.h"
@@ -163,6 +164,14 @@ bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *d, const guint *id
 }
 
 /* ---- training ---- */
+
+/* CPU time of the process (every thread): the work of an epoch whatever the
+ * machine's other load. */
+static double process_cpu_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 void tp_train_state_init(tp_train_state *s) {
   memset(s, 0, sizeof *s);
@@ -348,6 +357,7 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
   for (int e = s->epochs_done + 1; ok && e <= o->epochs; e++) {
     epoch_order(train_idx, n_train, o->seed, e, order);
     gint64 t0 = g_get_monotonic_time(), last = t0;
+    double c0 = process_cpu_seconds();
     epoch_sums sum = {0};
     int64_t tokens = 0, first = s->global_step;
     for (int64_t st = 0; ok && st < steps; st++) {
@@ -385,6 +395,7 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
                          .skipped_steps = (int64_t)sum.skipped};
     es.seconds = (double)(g_get_monotonic_time() - t0) / 1e6;
     es.ms_per_step = es.seconds * 1000.0 / (double)steps;
+    es.cpu_seconds = process_cpu_seconds() - c0;
     es.tokens_per_s = (double)tokens / fmax(es.seconds, 1e-9);
     tp_eval_result vr;
     ok = tp_evaluate(m, ctx, d, val_idx, n_val, o->eval_batch, NULL, NULL,
@@ -489,6 +500,7 @@ void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b) {
     put_double(b, "seconds", e->seconds);
     put_double(b, "ms_per_step", e->ms_per_step);
     put_double(b, "tokens_per_s", e->tokens_per_s);
+    put_double(b, "cpu_seconds", e->cpu_seconds);
     put_int(b, "steps", e->steps);
     put_int(b, "tokens", e->tokens);
     put_int(b, "skipped_steps", e->skipped_steps);
@@ -646,6 +658,7 @@ bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_s
                              .seconds = get_num(e, "seconds"),
                              .ms_per_step = get_num(e, "ms_per_step"),
                              .tokens_per_s = get_num(e, "tokens_per_s"),
+                             .cpu_seconds = get_num(e, "cpu_seconds"),
                              .steps = json_object_get_int_member_with_default(e, "steps", 0),
                              .tokens = json_object_get_int_member_with_default(e, "tokens", 0),
                              .skipped_steps =

@@ -43,6 +43,7 @@ typedef struct tp_epoch_stats {
   int epoch; /* 1-based */
   double loss, acc, val_loss, val_acc;
   double seconds, ms_per_step, tokens_per_s;
+  double cpu_seconds; /* process CPU time of the training loop, all threads */
   int64_t steps, tokens;
   int64_t skipped_steps; /* cumulative steps skipped by the f16 loss scaler */
 } tp_epoch_stats;
