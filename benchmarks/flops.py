@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""benchmarks/flops.py — how much of a training speed-up is arithmetic.
+
+For the training steps of a tensorplug run (its split, recorded in
+RUN/split/train.txt, in the epoch order both frameworks use), counts the
+multiply-adds of the matrix products of one epoch twice:
+  * as the peer computes them (HF Transformers: every layer over the padded
+    batch [B, T], attention over all T keys);
+  * as tensorplug computes them: the last layer's queries, attention output
+    and feed-forward for the [CLS] row only (keys and values over every
+    token), the position-wise layers over the real tokens only when a batch
+    is under 90% full (packing, TP_PACK_MAX_FILL), attention over the keys up
+    to each entry's last real token.
+Forward + backward = 3x the forward products (dW and dX each as large as the
+forward one). The ratio peer / tensorplug is the speed-up the arithmetic
+alone gives; a measured ratio above it is engine.
+
+    .venv-hf/bin/python benchmarks/flops.py --run runs/compare/NAME/tensorplug-1 --out R.json
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_finetune import default_data, epoch_order, load_records, read_ids  # noqa: E402
+
+PACK_MAX_FILL = 0.9
+
+
+def layer_flops(rows, rows_q, H, F, keys_per_query_sum):
+    """Forward multiply-adds x2 of one encoder layer.
+    rows: rows of K, V; rows_q: rows of Q, output, FFN; keys_per_query_sum:
+    sum over query rows of the keys each attends to (times head_dim * heads = H)."""
+    proj = 2 * rows * H * H + 2 * rows_q * H * H     # K, V; Q, O
+    ffn = 2 * rows_q * H * F * 2                      # up and down
+    attn = 2 * keys_per_query_sum * H * 2             # QK^T and PV
+    return proj + ffn + attn
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a tensorplug run folder (results.json, split/)")
+    ap.add_argument("--data", action="append")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    from transformers import AutoTokenizer
+
+    with open(os.path.join(a.run, "results.json")) as f:
+        r = json.load(f)
+    c, m = r["config"], r["model"]
+    L, H, F = m["layers"], m["hidden"], m["ffn"]
+    vocab = m["vocab"]
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(vocab))
+    recs = load_records(a.data or [default_data()])
+    train = read_ids(os.path.join(a.run, "split", "train.txt"))
+    lens = dict(zip(train, (len(x) for x in tok([recs[i][0] for i in train], truncation=True,
+                                                  max_length=c["max_len"])["input_ids"])))
+    peer = ours = 0.0
+    packed_batches = 0
+    for e in range(1, c["epochs"] + 1):
+        order = epoch_order(train, c["seed"], e)
+        for s in range(0, len(order), c["batch"]):
+            ls = [lens[i] for i in order[s:s + c["batch"]]]
+            B, T, n = len(ls), max(ls), sum(ls)
+            full = B * T
+            peer += L * layer_flops(full, full, H, F, full * T)
+            pack = n <= PACK_MAX_FILL * full
+            packed_batches += pack
+            rows = n if pack else full
+            keys = sum(T * l for l in ls)  # every query row of the entry, its live keys
+            ours += (L - 1) * layer_flops(rows, rows, H, F, keys)
+            ours += layer_flops(rows, B, H, F, sum(ls))  # last layer: [CLS] queries only
+    res = {"run": a.run, "layers": L, "hidden": H, "ffn": F, "max_len": c["max_len"],
+           "batch": c["batch"], "steps": (len(train) + c["batch"] - 1) // c["batch"] * c["epochs"],
+           "packed_steps": packed_batches, "peer_train_flops": 3 * peer, "tensorplug_train_flops": 3 * ours,
+           "arithmetic_speedup": peer / ours}
+    print(f"{a.run}: peer {3 * peer / 1e12:.2f} TFLOP, tensorplug {3 * ours / 1e12:.2f} TFLOP per epoch "
+          f"({packed_batches} of {res['steps']} steps packed): arithmetic alone {peer / ours:.2f}x")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
