@@ -15,6 +15,8 @@ enum { TP_EXIT_OK = 0, TP_EXIT_FAILED = 1, TP_EXIT_USAGE = 2, TP_EXIT_INTERRUPTE
 int tp_cmd_plugins(int argc, char **argv);
 int tp_cmd_tokenize(int argc, char **argv);
 int tp_cmd_bench(int argc, char **argv);
+/* bench without --tokenizer: model steps on each backend (cli/cmd_bench_model.c) */
+int tp_cmd_bench_model(int argc, char **argv);
 int tp_cmd_train(int argc, char **argv);
 int tp_cmd_eval(int argc, char **argv);
 int tp_cmd_predict(int argc, char **argv);

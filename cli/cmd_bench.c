@@ -192,6 +192,9 @@ out:
 /* ---------------------------------------------------------------------- */
 
 int tp_cmd_bench(int argc, char **argv) {
+  bool tokenizer = false;
+  for (int i = 1; i < argc; i++) tokenizer = tokenizer || strcmp(argv[i], "--tokenizer") == 0;
+  if (!tokenizer) return tp_cmd_bench_model(argc, argv); /* cli/cmd_bench_model.c */
   bench_opts o = {.threads = default_threads(), .runs = 3};
   GOptionEntry entries[] = {
       {"tokenizer", 0, 0, G_OPTION_ARG_NONE, &o.tokenizer,

@@ -282,6 +282,15 @@ void tp_model_free(tp_model *m) {
   g_free(m);
 }
 
+double tp_model_flops(const tp_model_config *c, int64_t batch, int64_t seq, bool training) {
+  double tok = (double)batch * (double)seq, h = c->hidden, f = c->ffn;
+  /* per layer: q, k, v, output projections and the FFN, then q k^T and p v */
+  double layer = 2.0 * tok * (4.0 * h * h + 2.0 * h * f) + 4.0 * (double)batch * seq * seq * h;
+  double head = 2.0 * (double)batch * (h * h + h * c->num_labels); /* pooler + classifier */
+  double fwd = c->layers * layer + head;
+  return training ? 3.0 * fwd : fwd; /* backward: twice the forward's products */
+}
+
 tp_tensor *tp_model_forward(tp_model *m, tp_ctx *ctx, tp_tensor *ids, tp_tensor *mask) {
   return m->iface->forward(ctx, &m->cfg, m->params, ids, mask);
 }

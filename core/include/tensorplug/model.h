@@ -87,6 +87,12 @@ bool tp_model_save(tp_model *m, tp_ctx *ctx, const char *dir, const char *vocab_
 
 tp_tensor *tp_model_forward(tp_model *m, tp_ctx *ctx, tp_tensor *ids, tp_tensor *mask);
 
+/* The nominal FLOPs of a transformer encoder of this config on batch x seq
+ * tokens (matrix products only: every layer in full, as MFU figures count
+ * them, though the last layer may compute less), forward or a whole
+ * training step (3x forward). */
+double tp_model_flops(const tp_model_config *cfg, int64_t batch, int64_t seq, bool training);
+
 /* Where a command's model comes from (`--model`, `--weights`, `--init`). */
 typedef struct tp_model_source {
   const char *model;       /* a preset name or a folder with config.json */
