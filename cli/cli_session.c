@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
 
 void tp_cli_model_opts_init(tp_cli_model_opts *o) { memset(o, 0, sizeof *o); }
 
@@ -212,7 +213,7 @@ bool tp_cli_write_json(const char *path, JsonNode *root, GError **err) {
   json_generator_set_root(g, root);
   gsize len = 0;
   char *text = json_generator_to_data(g, &len);
-  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  bool ok = tp_file_write_durable(path, text, len, err);
   g_free(text);
   g_object_unref(g);
   return ok;
@@ -280,7 +281,7 @@ static void cache_write(const char *path, const tp_token_seqs *s) {
   g_string_append_len(b, (const char *)s->offsets, (gssize)((s->n + 1) * sizeof(int64_t)));
   g_string_append_len(b, (const char *)s->ids, (gssize)(s->offsets[s->n] * sizeof(int32_t)));
   /* a cache is an optimisation: failing to write it is not an error */
-  g_file_set_contents(path, b->str, (gssize)b->len, NULL);
+  tp_file_write_durable(path, b->str, b->len, NULL);
   g_string_free(b, TRUE);
 }
 

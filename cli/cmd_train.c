@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "tensorplug/dataset.h"
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
 
 static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM: stop after this step */
 
@@ -346,7 +347,7 @@ static bool write_split_ids(const char *out, const tp_dataset *d, const tp_split
     for (guint j = 0; j < n[i]; j++) g_string_append_printf(s, "%s\n", d->ids[idx[i][j]]);
     char *name = g_strdup_printf("%s.txt", names[i]);
     char *path = g_build_filename(dir, name, NULL);
-    ok = g_file_set_contents(path, s->str, (gssize)s->len, err);
+    ok = tp_file_write_durable(path, s->str, s->len, err);
     g_free(path);
     g_free(name);
     g_string_free(s, TRUE);

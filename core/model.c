@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
 #include "tensorplug/safetensors.h"
 
 /* ---- config helpers for plugins ---- */
@@ -410,7 +411,7 @@ static bool write_config(tp_model *m, const char *path, GError **err) {
   json_generator_set_root(g, root);
   gsize len = 0;
   char *text = json_generator_to_data(g, &len);
-  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  bool ok = tp_file_write_durable(path, text, len, err);
   g_free(text);
   json_node_unref(root);
   g_object_unref(g);
@@ -422,7 +423,7 @@ static bool copy_file(const char *src, const char *dst, GError **err) {
   char *data = NULL;
   gsize len = 0;
   bool ok = g_file_get_contents(src, &data, &len, err) &&
-            g_file_set_contents(dst, data, (gssize)len, err);
+            tp_file_write_durable(dst, data, len, err);
   g_free(data);
   return ok;
 }

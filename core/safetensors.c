@@ -8,6 +8,7 @@
 #include "tensorplug/safetensors.h"
 
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -565,26 +566,22 @@ static char *st_build_header(const tp_st_write_item *items, guint n, const size_
   return json;
 }
 
-static bool st_write_all(int fd, const void *buf, size_t len) {
-  const uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t w = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    len -= (size_t)w;
-  }
-  return true;
-}
+typedef struct {
+  const char *header;
+  size_t hlen;
+  const tp_st_write_item *items;
+  guint n;
+  const size_t *nbytes;
+} st_write_job;
 
 /* Streams header and tensors into fd; errno is left set on failure. */
-static bool st_write_stream(int fd, const char *header, size_t hlen,
-                            const tp_st_write_item *items, guint n, const size_t *nbytes) {
-  uint64_t le = GUINT64_TO_LE((uint64_t)hlen);
-  if (!st_write_all(fd, &le, 8) || !st_write_all(fd, header, hlen)) return false;
-  for (guint i = 0; i < n; i++)
-    if (nbytes[i] && !st_write_all(fd, items[i].data, nbytes[i])) return false;
-  return fsync(fd) == 0;
+static bool st_write_stream(int fd, void *user) {
+  const st_write_job *j = user;
+  uint64_t le = GUINT64_TO_LE((uint64_t)j->hlen);
+  if (!tp_fd_write_all(fd, &le, 8) || !tp_fd_write_all(fd, j->header, j->hlen)) return false;
+  for (guint i = 0; i < j->n; i++)
+    if (j->nbytes[i] && !tp_fd_write_all(fd, j->items[i].data, j->nbytes[i])) return false;
+  return true;
 }
 
 static bool st_check_unique(const tp_st_write_item *items, guint n, GError **err) {
@@ -618,25 +615,10 @@ bool tp_safetensors_write(const char *path, const tp_st_write_item *items, guint
   size_t hlen;
   char *header = st_build_header(items, n, nbytes, metadata, &hlen);
 
-  /* Temp file in the destination folder so that rename() is atomic: a
-   * reader sees the old file or the complete new one, never a partial one. */
-  char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
-  int fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0666);
-  bool ok = fd >= 0;
-  int saved = errno;
-  if (ok) {
-    ok = st_write_stream(fd, header, hlen, items, n, nbytes);
-    saved = errno;
-    if (close(fd) != 0 && ok) ok = false, saved = errno;
-    if (ok && g_rename(tmp, path) != 0) ok = false, saved = errno;
-    if (!ok) g_unlink(tmp);
-  }
-  if (!ok)
-    g_set_error(err, TP_ERROR, TP_ERROR_IO,
-                "%s: cannot write the safetensors file: %s. Check that the folder exists, is "
-                "writable and has free space.",
-                path, g_strerror(saved));
-  g_free(tmp);
+  /* A reader sees the old file or the complete new one, never a partial one,
+   * and the new one survives a power cut once this returns. */
+  st_write_job job = {header, hlen, items, n, nbytes};
+  bool ok = tp_file_write_durable_with(path, st_write_stream, &job, err);
   g_free(header);
   g_free(nbytes);
   return ok;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
 #include "tensorplug/ops.h"
 #include "tensorplug/safetensors.h"
 
@@ -363,15 +364,10 @@ static bool remove_flat_dir(const char *dir, GError **err) {
 bool tp_replace_dir(const char *tmp, const char *dir, GError **err) {
   char *old = g_strconcat(dir, ".old", NULL);
   bool ok = remove_flat_dir(old, err);
-  if (ok && g_file_test(dir, G_FILE_TEST_IS_DIR) && g_rename(dir, old) != 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot move %s aside: %s", dir, g_strerror(errno));
-    ok = false;
-  }
-  if (ok && g_rename(tmp, dir) != 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot move %s to %s: %s", tmp, dir,
-                g_strerror(errno));
-    ok = false;
-  }
+  /* tmp's files were synced as they were written; each rename is synced too,
+   * so that a power cut leaves dir or dir.old complete (tp_existing_dir). */
+  if (ok && g_file_test(dir, G_FILE_TEST_IS_DIR)) ok = tp_rename_durable(dir, old, err);
+  if (ok) ok = tp_rename_durable(tmp, dir, err);
   if (ok) ok = remove_flat_dir(old, err);
   g_free(old);
   return ok;
@@ -423,7 +419,7 @@ static bool write_json_file(const char *path, JsonNode *root, GError **err) {
   json_generator_set_root(g, root);
   gsize len = 0;
   char *text = json_generator_to_data(g, &len);
-  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  bool ok = tp_file_write_durable(path, text, len, err);
   g_free(text);
   g_object_unref(g);
   return ok;

@@ -1,0 +1,176 @@
+/* tests/test_hardening.c — regressions of the hardening issue that need the
+ * whole command: durable writes (checked with strace), run folders that are
+ * never mixed, honest messages on interrupts, labels checked against the
+ * model, exit statuses by error class. Tiny fixtures (tests/data). */
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <json-glib/json-glib.h>
+
+#include "tp_cli.h"
+#include "tp_test.h"
+
+/* A 1-layer BERT from tests/data/tiny-bert trained for `epochs` on the 48
+ * reviews of tests/data/tiny.jsonl (split 33/5/10): about a second. */
+#define TINY_TRAIN(model_dir, data, out_dir, epochs)                                           \
+  "train", "--model", model_dir, "--init", "random", "--data", data, "--max-len", "32",      \
+      "--batch", "8", "--epochs", epochs, "--patience", "0", "--lr", "1e-2", "--seed", "3",  \
+      "--threads", "1", "--out", out_dir
+
+typedef struct fixture {
+  char *model, *data, *tmp;
+} fixture;
+
+static void fixture_init(fixture *f) {
+  f->model = tp_cli_data("tiny-bert");
+  f->data = tp_cli_data("tiny.jsonl");
+  char *t = tp_test_tmpdir();
+  /* strace and the kernel report resolved paths */
+  char *real = realpath(t, NULL);
+  f->tmp = g_strdup(real ? real : t);
+  free(real);
+}
+
+static void fixture_clear(fixture *f) {
+  g_free(f->model);
+  g_free(f->data);
+  g_free(f->tmp);
+}
+
+/* ---- item 16: every file of a run is written to a temporary file, fsynced,
+ * renamed, and its folder fsynced ---- */
+
+typedef struct sys_event {
+  bool is_rename;
+  char *a, *b; /* fsync: a = path of the fd; rename: a -> b */
+} sys_event;
+
+static void sys_event_free(gpointer p) {
+  sys_event *e = p;
+  g_free(e->a);
+  g_free(e->b);
+  g_free(e);
+}
+
+static GPtrArray *parse_strace(const char *log) {
+  GPtrArray *ev = g_ptr_array_new_with_free_func(sys_event_free);
+  GRegex *fs = g_regex_new("\\b(?:fsync|fdatasync)\\(\\d+<([^>]*)>\\)\\s*=\\s*0", 0, 0, NULL);
+  GRegex *rn = g_regex_new("\\brename(?:at2?)?\\((?:[A-Z_0-9]+, )?\"([^\"]*)\", (?:[A-Z_0-9]+, )?"
+                           "\"([^\"]*)\"(?:, [^)]*)?\\)\\s*=\\s*0", 0, 0, NULL);
+  char **lines = g_strsplit(log, "\n", -1);
+  for (char **l = lines; *l; l++) {
+    GMatchInfo *m = NULL;
+    if (g_regex_match(fs, *l, 0, &m)) {
+      sys_event *e = g_new0(sys_event, 1);
+      e->a = g_match_info_fetch(m, 1);
+      g_ptr_array_add(ev, e);
+    } else {
+      g_match_info_free(m);
+      m = NULL;
+      if (g_regex_match(rn, *l, 0, &m)) {
+        sys_event *e = g_new0(sys_event, 1);
+        e->is_rename = true;
+        e->a = g_match_info_fetch(m, 1);
+        e->b = g_match_info_fetch(m, 2);
+        g_ptr_array_add(ev, e);
+      }
+    }
+    g_match_info_free(m);
+  }
+  g_strfreev(lines);
+  g_regex_unref(fs);
+  g_regex_unref(rn);
+  return ev;
+}
+
+static int find_rename_to(GPtrArray *ev, const char *to) {
+  for (guint i = 0; i < ev->len; i++) {
+    const sys_event *e = g_ptr_array_index(ev, i);
+    if (e->is_rename && strcmp(e->b, to) == 0) return (int)i;
+  }
+  return -1;
+}
+
+static bool fsync_between(GPtrArray *ev, const char *path, int from, int to) {
+  for (int i = MAX(from, 0); i < to && i < (int)ev->len; i++) {
+    const sys_event *e = g_ptr_array_index(ev, (guint)i);
+    if (!e->is_rename && strcmp(e->a, path) == 0) return true;
+  }
+  return false;
+}
+
+/* The file `rel` of run folder `run` (written into a `.tmp` copy of its
+ * folder first when in_tmp_dir) went through write-fsync-rename-fsync(dir). */
+static void check_durable(GPtrArray *ev, const char *run, const char *rel, bool in_tmp_dir) {
+  char *dir_rel = g_path_get_dirname(rel), *base = g_path_get_basename(rel);
+  char *dir = strcmp(dir_rel, ".") == 0 ? g_strdup(run)
+              : g_strdup_printf("%s/%s%s", run, dir_rel, in_tmp_dir ? ".tmp" : "");
+  char *to = g_build_filename(dir, base, NULL);
+  int i = find_rename_to(ev, to);
+  if (i < 0) {
+    TP_FAILF("%s: never renamed into place (no rename to %s)", rel, to);
+  } else {
+    const sys_event *r = g_ptr_array_index(ev, (guint)i);
+    if (!fsync_between(ev, r->a, 0, i)) TP_FAILF("%s: %s not fsynced before its rename", rel, r->a);
+    if (!fsync_between(ev, dir, i + 1, (int)ev->len))
+      TP_FAILF("%s: folder %s not fsynced after the rename", rel, dir);
+  }
+  char *final = g_build_filename(run, rel, NULL);
+  if (!g_file_test(final, G_FILE_TEST_IS_REGULAR)) TP_FAILF("%s is missing", final);
+  g_free(final);
+  g_free(to);
+  g_free(dir);
+  g_free(dir_rel);
+  g_free(base);
+}
+
+TP_TEST(Durability, EveryFileOfARunIsSyncedRenamedAndItsFolderSynced) {
+  char *strace = g_find_program_in_path("strace");
+  if (!strace) {
+    TP_FAILF("strace is not installed (apt-get install strace; .ci/run installs it)");
+    return;
+  }
+  fixture f;
+  fixture_init(&f);
+  char *run = g_build_filename(f.tmp, "run", NULL), *log = g_build_filename(f.tmp, "strace.log", NULL);
+  char *exe = tp_cli_exe();
+  const char *argv[] = {strace, "-f", "-y", "-qq", "-o", log, "-e",
+                        "trace=fsync,fdatasync,rename,renameat,renameat2", exe,
+                        TINY_TRAIN(f.model, f.data, run, "1"), NULL};
+  char *out = NULL, *errs = NULL;
+  int status = -1;
+  GError *err = NULL;
+  TP_ASSERT(g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, &out, &errs, &status, &err));
+  if (!g_spawn_check_wait_status(status, NULL)) TP_FAILF("traced run failed:\n%s%s", out, errs);
+  char *text = NULL;
+  TP_ASSERT(g_file_get_contents(log, &text, NULL, NULL));
+  GPtrArray *ev = parse_strace(text);
+  TP_CHECK(ev->len > 10);
+  static const char *const in_tmp[] = {"checkpoint/state.json", "checkpoint/state.safetensors",
+                                       "model/config.json", "model/model.safetensors",
+                                       "model/vocab.txt"};
+  for (size_t i = 0; i < G_N_ELEMENTS(in_tmp); i++) check_durable(ev, run, in_tmp[i], true);
+  static const char *const direct[] = {"results.json", "split/train.txt", "split/val.txt",
+                                       "split/test.txt"};
+  for (size_t i = 0; i < G_N_ELEMENTS(direct); i++) check_durable(ev, run, direct[i], false);
+  /* the folders written as NAME.tmp are swapped in, and the run folder synced after */
+  static const char *const dirs[] = {"checkpoint", "model"};
+  for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
+    char *to = g_build_filename(run, dirs[i], NULL);
+    int k = find_rename_to(ev, to);
+    if (k < 0) TP_FAILF("%s.tmp never renamed to %s", dirs[i], to);
+    else if (!fsync_between(ev, run, k + 1, (int)ev->len))
+      TP_FAILF("%s not fsynced after renaming %s into place", run, dirs[i]);
+    g_free(to);
+  }
+  g_ptr_array_unref(ev);
+  g_free(text);
+  g_free(out);
+  g_free(errs);
+  g_free(exe);
+  g_free(run);
+  g_free(log);
+  g_free(strace);
+  fixture_clear(&f);
+}
