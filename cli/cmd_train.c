@@ -30,7 +30,7 @@ typedef struct train_cfg {
   int max_len, batch, eval_batch, epochs, patience;
   double lr, weight_decay, warmup, clip_norm, subset;
   gint64 seed;
-  gboolean skip_bad;
+  gboolean skip_bad, overwrite;
 } train_cfg;
 
 static void cfg_defaults(train_cfg *c) {
@@ -206,6 +206,8 @@ typedef struct run_ctx {
   const char *vocab_path;
   JsonNode *cfg_json;
   tp_cli_progress progress;
+  int raise_signal;     /* test hook: signal to raise ... */
+  int64_t raise_step;   /* ... once this many training steps are done (0: never) */
 } run_ctx;
 
 static bool save_best(tp_model *m, tp_ctx *ctx, int epoch, void *user, GError **err) {
@@ -228,7 +230,77 @@ static bool checkpoint(tp_model *m, tp_ctx *ctx, const tp_train_state *s, void *
 }
 
 static void on_progress(const tp_progress *p, void *user) {
-  tp_cli_progress_cb(p, &((run_ctx *)user)->progress);
+  run_ctx *r = user;
+  tp_cli_progress_cb(p, &r->progress);
+  if (r->raise_step > 0 && strcmp(p->phase, "train") == 0 && !p->epoch_done &&
+      (int64_t)(p->epoch - 1) * p->steps + p->step == r->raise_step) {
+    fflush(stdout);
+    raise(r->raise_signal);
+  }
+}
+
+/* Test hook: TENSORPLUG_TEST_RAISE=SIG@STEP raises signal number SIG right
+ * after training step STEP (counted over all epochs, from 1), so that tests
+ * interrupt or kill a run at an exact point instead of racing a timer. */
+static void read_raise_hook(run_ctx *r) {
+  const char *e = g_getenv("TENSORPLUG_TEST_RAISE");
+  int sig = 0;
+  long long step = 0;
+  if (e && sscanf(e, "%d@%lld", &sig, &step) == 2 && sig > 0 && sig < NSIG && step > 0) {
+    r->raise_signal = sig;
+    r->raise_step = step;
+  }
+}
+
+/* The files a run writes into its folder (and their temporary siblings). */
+static const char *const run_files[] = {"results.json", "model", "model.tmp", "model.old",
+                                        "checkpoint", "checkpoint.tmp", "checkpoint.old",
+                                        "split", NULL};
+
+static bool remove_tree(const char *path, GError **err) {
+  if (g_file_test(path, G_FILE_TEST_IS_DIR) && !g_file_test(path, G_FILE_TEST_IS_SYMLINK)) {
+    GDir *d = g_dir_open(path, 0, err);
+    if (!d) return false;
+    const char *n;
+    bool ok = true;
+    while (ok && (n = g_dir_read_name(d))) {
+      char *p = g_build_filename(path, n, NULL);
+      ok = remove_tree(p, err);
+      g_free(p);
+    }
+    g_dir_close(d);
+    if (!ok) return false;
+  }
+  if (g_remove(path) != 0 && errno != ENOENT) {
+    int e = errno;
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot remove %s: %s", path, g_strerror(e));
+    return false;
+  }
+  return true;
+}
+
+/* A new run never lands beside the files of another one: an --out folder that
+ * is not empty is refused unless --overwrite, which first removes what an
+ * earlier run wrote (and only that). */
+static bool prepare_out(const char *out, bool overwrite, GError **err) {
+  GDir *d = g_dir_open(out, 0, NULL);
+  if (!d) return true; /* absent: created later */
+  bool empty = g_dir_read_name(d) == NULL;
+  g_dir_close(d);
+  if (empty) return true;
+  if (!overwrite) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--out %s already exists and is not "
+                "empty (an earlier run?): pass --overwrite to replace that run, --resume %s to "
+                "continue it, or another --out folder", out, out);
+    return false;
+  }
+  for (const char *const *f = run_files; *f; f++) {
+    char *p = g_build_filename(out, *f, NULL);
+    bool ok = remove_tree(p, err);
+    g_free(p);
+    if (!ok) return false;
+  }
+  return tp_dir_sync(out, err);
 }
 
 /* ---- results.json ---- */
@@ -383,6 +455,8 @@ static GOptionContext *make_options(train_cfg *c) {
       {"out", 0, 0, G_OPTION_ARG_FILENAME, &c->out, "Run folder [runs/DATE-TIME-MODEL]", "DIR"},
       {"resume", 0, 0, G_OPTION_ARG_FILENAME, &c->resume,
        "Continue the interrupted run in DIR with its own options", "DIR"},
+      {"overwrite", 0, 0, G_OPTION_ARG_NONE, &c->overwrite,
+       "Replace the run already in --out DIR (its results, model, checkpoint, split)", NULL},
       G_OPTION_ENTRY_NULL};
   GOptionContext *oc = g_option_context_new("- fine-tune a classifier");
   g_option_context_set_summary(oc,
@@ -449,6 +523,7 @@ static int run(train_cfg *c) {
   }
   if (!cfg_check(c, &to, &err)) return tp_cli_report(err);
   if (!c->out) c->out = default_out(c->mo.model);
+  if (!c->resume && !prepare_out(c->out, c->overwrite, &err)) return tp_cli_report(err);
   JsonNode *cfg_json = cfg_to_json(c);
 
   tp_cli_session s;
@@ -501,6 +576,7 @@ static int run(train_cfg *c) {
   fflush(stdout);
   run_ctx r = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
                .progress = {.tty = isatty(STDOUT_FILENO)}};
+  read_raise_hook(&r);
   tp_labelled data = {.seqs = seqs, .labels = d ? d->labels : NULL,
                       .pad_id = s.tok ? tp_tokenizer_pad_id(s.tok) : 0};
   tp_train_hooks hooks = {.save_best = save_best, .checkpoint = checkpoint,
@@ -515,9 +591,16 @@ static int run(train_cfg *c) {
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
   if (!ok && err && err->domain == TP_ERROR &&
-      (err->code == TP_ERROR_INTERRUPTED || err->code == TP_ERROR_NON_FINITE))
-    g_prefix_error(&err, "%s; the last completed epoch is saved in %s/checkpoint — continue "
-                   "with `tensorplug train --resume %s`: ", "training stopped", c->out, c->out);
+      (err->code == TP_ERROR_INTERRUPTED || err->code == TP_ERROR_NON_FINITE)) {
+    if (st.epochs_done > 0)
+      g_prefix_error(&err, "training stopped; epoch %d (the last completed one) is saved in "
+                     "%s/checkpoint — continue with `tensorplug train --resume %s`: ",
+                     st.epochs_done, c->out, c->out);
+    else
+      g_prefix_error(&err, "training stopped before its first epoch ended, so nothing was "
+                     "saved and there is nothing to resume — run the same command again (with "
+                     "--overwrite) to start over: ");
+  }
   tp_eval_result test = {0};
   if (ok) {
     /* restore-best: the weights of the best validation epoch */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
 #include "tp_cli.h"
@@ -172,5 +173,137 @@ TP_TEST(Durability, EveryFileOfARunIsSyncedRenamedAndItsFolderSynced) {
   g_free(run);
   g_free(log);
   g_free(strace);
+  fixture_clear(&f);
+}
+
+/* ---- runs, interrupts, resume ---- */
+
+static char *read_text(const char *dir, const char *rel) {
+  char *p = g_build_filename(dir, rel, NULL), *t = NULL;
+  if (!g_file_get_contents(p, &t, NULL, NULL)) t = NULL;
+  g_free(p);
+  return t;
+}
+
+/* results.json's metrics without timings, to compare two runs. */
+static char *metrics_of(const char *run) {
+  char *text = read_text(run, "results.json");
+  if (!text) return g_strdup("(no results.json)");
+  JsonParser *p = json_parser_new();
+  GString *s = g_string_new(NULL);
+  if (json_parser_load_from_data(p, text, -1, NULL)) {
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    JsonArray *h = json_object_get_array_member(o, "history");
+    for (guint i = 0; i < json_array_get_length(h); i++) {
+      JsonObject *e = json_array_get_object_element(h, i);
+      g_string_append_printf(s, "epoch %lld loss %.17g val_loss %.17g; ",
+                             (long long)json_object_get_int_member(e, "epoch"),
+                             json_object_get_double_member(e, "loss"),
+                             json_object_get_double_member(e, "val_loss"));
+    }
+    JsonObject *t = json_object_get_object_member(o, "test");
+    g_string_append_printf(s, "test acc %.17g loss %.17g",
+                           json_object_get_double_member(t, "accuracy"),
+                           json_object_get_double_member(t, "loss"));
+  }
+  g_object_unref(p);
+  g_free(text);
+  return g_string_free(s, FALSE);
+}
+
+static int history_len(const char *run, const char *rel) {
+  char *text = read_text(run, rel);
+  int n = -1;
+  JsonParser *p = json_parser_new();
+  if (text && json_parser_load_from_data(p, text, -1, NULL))
+    n = (int)json_array_get_length(
+        json_object_get_array_member(json_node_get_object(json_parser_get_root(p)), "history"));
+  g_object_unref(p);
+  g_free(text);
+  return n;
+}
+
+/* item 9 */
+TP_TEST(Run, AnExistingRunFolderIsRefusedUnlessOverwrite) {
+  fixture f;
+  fixture_init(&f);
+  char *run = g_build_filename(f.tmp, "run", NULL), *out = NULL;
+  int rc = tp_cli_run(&out, TINY_TRAIN(f.model, f.data, run, "2"), NULL);
+  if (rc != 0) TP_FAILF("first run exited %d:\n%s", rc, out);
+  g_free(out);
+  char *before = read_text(run, "results.json");
+  rc = tp_cli_run(&out, TINY_TRAIN(f.model, f.data, run, "1"), NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 2, "--overwrite");
+  g_free(out);
+  char *after = read_text(run, "results.json");
+  TP_CHECK_STR_EQ(after, before); /* the earlier run is untouched */
+  /* --overwrite: the new run alone, nothing of the old one beside it */
+  char *stale = g_build_filename(run, "checkpoint.old", NULL);
+  TP_ASSERT(g_mkdir(stale, 0755) == 0);
+  rc = tp_cli_run(&out, TINY_TRAIN(f.model, f.data, run, "1"), "--overwrite", NULL);
+  if (rc != 0) TP_FAILF("--overwrite run exited %d:\n%s", rc, out);
+  g_free(out);
+  TP_CHECK_INT_EQ(history_len(run, "results.json"), 1);
+  TP_CHECK_INT_EQ(history_len(run, "checkpoint/state.json"), 1);
+  TP_CHECK(!g_file_test(stale, G_FILE_TEST_EXISTS));
+  g_free(stale);
+  g_free(before);
+  g_free(after);
+  g_free(run);
+  fixture_clear(&f);
+}
+
+/* item 8: an interrupt before the first epoch ended must not claim a checkpoint */
+TP_TEST(Interrupt, SigintInTheFirstEpochSaysNothingWasSaved) {
+  fixture f;
+  fixture_init(&f);
+  char *run = g_build_filename(f.tmp, "run", NULL), *out = NULL;
+  const char *env[] = {"TENSORPLUG_TEST_RAISE=2@2", NULL}; /* SIGINT after step 2 of 5 */
+  int rc = tp_cli_run_env(&out, env, TINY_TRAIN(f.model, f.data, run, "2"), NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 130, "nothing was saved");
+  TP_CHECK(strstr(out, "interrupted in epoch 1 at step 2/5") != NULL);
+  TP_CHECK(strstr(out, "is saved in") == NULL);
+  char *ck = g_build_filename(run, "checkpoint", NULL);
+  TP_CHECK(!g_file_test(ck, G_FILE_TEST_EXISTS));
+  g_free(ck);
+  g_free(out);
+  g_free(run);
+  fixture_clear(&f);
+}
+
+/* item 26: SIGTERM in epoch 2 keeps epoch 1, and --resume finishes with the
+ * results of an uninterrupted run; --resume of a finished run changes nothing */
+TP_TEST(Interrupt, SigtermInTheSecondEpochResumesToTheSameResults) {
+  fixture f;
+  fixture_init(&f);
+  char *full = g_build_filename(f.tmp, "full", NULL), *cut = g_build_filename(f.tmp, "cut", NULL);
+  char *out = NULL;
+  int rc = tp_cli_run(&out, TINY_TRAIN(f.model, f.data, full, "3"), NULL);
+  if (rc != 0) TP_FAILF("uninterrupted run exited %d:\n%s", rc, out);
+  g_free(out);
+  const char *env[] = {"TENSORPLUG_TEST_RAISE=15@7", NULL}; /* step 2 of epoch 2 */
+  rc = tp_cli_run_env(&out, env, TINY_TRAIN(f.model, f.data, cut, "3"), NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 130, "epoch 1 (the last completed one) is saved");
+  TP_CHECK(strstr(out, "--resume") != NULL);
+  g_free(out);
+  TP_CHECK_INT_EQ(history_len(cut, "checkpoint/state.json"), 1);
+  rc = tp_cli_run(&out, "train", "--resume", cut, NULL);
+  if (rc != 0) TP_FAILF("resumed run exited %d:\n%s", rc, out);
+  TP_CHECK(strstr(out, "Resuming after epoch 1 of 3") != NULL);
+  g_free(out);
+  char *mf = metrics_of(full), *mc = metrics_of(cut);
+  TP_CHECK_STR_EQ(mc, mf);
+  /* resuming the finished run: nothing to train, the same test results */
+  rc = tp_cli_run(&out, "train", "--resume", cut, NULL);
+  if (rc != 0) TP_FAILF("resume of a finished run exited %d:\n%s", rc, out);
+  TP_CHECK(strstr(out, "Epoch ") == NULL);
+  g_free(out);
+  char *again = metrics_of(cut);
+  TP_CHECK_STR_EQ(again, mf);
+  g_free(again);
+  g_free(mf);
+  g_free(mc);
+  g_free(full);
+  g_free(cut);
   fixture_clear(&f);
 }
