@@ -117,58 +117,124 @@ static JsonNode *cfg_to_json(const train_cfg *c) {
   return n;
 }
 
-static char *dup_str(JsonObject *o, const char *k) {
-  JsonNode *n = json_object_get_member(o, k);
-  return n && JSON_NODE_HOLDS_VALUE(n) ? g_strdup(json_node_get_string(n)) : NULL;
+/* Typed reads of the options a checkpoint recorded: an absent member keeps
+ * the default, a member of the wrong type is an error naming it (never a
+ * json-glib warning and a made-up value). */
+typedef struct opts_reader {
+  JsonObject *o;
+  const char *path;
+  GError **err;
+  bool ok;
+} opts_reader;
+
+static JsonNode *opt_member(opts_reader *r, const char *k, GType want, const char *what) {
+  JsonNode *n = r->ok ? json_object_get_member(r->o, k) : NULL;
+  if (!n || JSON_NODE_HOLDS_NULL(n)) return NULL;
+  GType t = JSON_NODE_HOLDS_VALUE(n) ? json_node_get_value_type(n) : G_TYPE_INVALID;
+  if (t == want || (want == G_TYPE_DOUBLE && t == G_TYPE_INT64)) return n;
+  g_set_error(r->err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"%s\" must be %s; the "
+              "checkpoint is damaged (start the run again with --overwrite)", r->path, k, what);
+  r->ok = false;
+  return NULL;
+}
+
+static char *opt_str(opts_reader *r, const char *k) {
+  JsonNode *n = opt_member(r, k, G_TYPE_STRING, "a string");
+  return n ? g_strdup(json_node_get_string(n)) : NULL;
+}
+
+static void opt_int(opts_reader *r, const char *k, int *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_INT64, "an integer");
+  if (!n) return;
+  gint64 v = json_node_get_int(n);
+  if (v < G_MININT || v > G_MAXINT) {
+    g_set_error(r->err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"%s\" = %" G_GINT64_FORMAT
+                " is out of range; the checkpoint is damaged (start the run again with --overwrite)", r->path, k, v);
+    r->ok = false;
+    return;
+  }
+  *out = (int)v;
+}
+
+static void opt_int64(opts_reader *r, const char *k, gint64 *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_INT64, "an integer");
+  if (n) *out = json_node_get_int(n);
+}
+
+static void opt_num(opts_reader *r, const char *k, double *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_DOUBLE, "a number");
+  if (n) *out = json_node_get_double(n);
+}
+
+static void opt_bool(opts_reader *r, const char *k, gboolean *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_BOOLEAN, "true or false");
+  if (n) *out = json_node_get_boolean(n);
 }
 
 /* Restores every option of the interrupted run (only --threads may differ). */
-static bool cfg_from_json(train_cfg *c, JsonNode *node, GError **err) {
+static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError **err) {
   if (!node || !JSON_NODE_HOLDS_OBJECT(node)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the checkpoint does not record its run's options");
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: the checkpoint does not record its run's "
+                "options (no \"extra\" object)", path);
     return false;
   }
-  JsonObject *o = json_node_get_object(node);
+  opts_reader r = {.o = json_node_get_object(node), .path = path, .err = err, .ok = true};
   int threads = c->ro.threads;
   char *resume = g_steal_pointer(&c->resume);
   cfg_clear(c);
   cfg_defaults(c);
   c->resume = resume;
-  c->mo.model = dup_str(o, "model");
-  c->mo.weights = dup_str(o, "weights");
-  char *init = dup_str(o, "init");
+  c->mo.model = opt_str(&r, "model");
+  c->mo.weights = opt_str(&r, "weights");
+  char *init = opt_str(&r, "init");
   if (init && strcmp(init, "random") == 0) c->mo.init = init;
   else g_free(init);
-  c->mo.vocab = dup_str(o, "vocab");
-  c->mo.layers = (int)json_object_get_int_member_with_default(o, "layers", 0);
-  c->mo.hidden = (int)json_object_get_int_member_with_default(o, "hidden", 0);
-  c->mo.heads = (int)json_object_get_int_member_with_default(o, "heads", 0);
-  c->mo.ffn = (int)json_object_get_int_member_with_default(o, "ffn", 0);
-  c->mo.max_positions = (int)json_object_get_int_member_with_default(o, "max_positions", 0);
-  JsonArray *d = json_object_get_array_member(o, "data");
+  c->mo.vocab = opt_str(&r, "vocab");
+  opt_int(&r, "layers", &c->mo.layers);
+  opt_int(&r, "hidden", &c->mo.hidden);
+  opt_int(&r, "heads", &c->mo.heads);
+  opt_int(&r, "ffn", &c->mo.ffn);
+  opt_int(&r, "max_positions", &c->mo.max_positions);
+  JsonNode *dn = r.ok ? json_object_get_member(r.o, "data") : NULL;
+  JsonArray *d = dn && JSON_NODE_HOLDS_ARRAY(dn) ? json_node_get_array(dn) : NULL;
   guint nd = d ? json_array_get_length(d) : 0;
   c->data = g_new0(char *, nd + 1);
-  for (guint i = 0; i < nd; i++) c->data[i] = g_strdup(json_array_get_string_element(d, i));
-  c->max_len = (int)json_object_get_int_member_with_default(o, "max_len", c->max_len);
-  c->batch = (int)json_object_get_int_member_with_default(o, "batch", c->batch);
-  c->eval_batch = (int)json_object_get_int_member_with_default(o, "eval_batch", c->eval_batch);
-  c->epochs = (int)json_object_get_int_member_with_default(o, "epochs", c->epochs);
-  c->lr = json_object_get_double_member_with_default(o, "lr", c->lr);
-  c->optimizer = dup_str(o, "optimizer");
-  c->weight_decay = json_object_get_double_member_with_default(o, "weight_decay", c->weight_decay);
-  c->warmup = json_object_get_double_member_with_default(o, "warmup", 0);
-  c->schedule = dup_str(o, "schedule");
-  c->clip_norm = json_object_get_double_member_with_default(o, "clip_norm", 0);
-  c->patience = (int)json_object_get_int_member_with_default(o, "patience", c->patience);
-  c->subset = json_object_get_double_member_with_default(o, "subset", 1.0);
-  c->seed = json_object_get_int_member_with_default(o, "seed", 42);
-  c->skip_bad = json_object_get_boolean_member_with_default(o, "skip_bad", FALSE);
-  c->ro.backend = dup_str(o, "backend");
-  c->ro.device = (int)json_object_get_int_member_with_default(o, "device", -1);
-  c->ro.threads = threads ? threads : (int)json_object_get_int_member_with_default(o, "threads", 0);
-  c->ro.precision = dup_str(o, "precision");
-  c->out = dup_str(o, "out");
-  return true;
+  for (guint i = 0; r.ok && i < nd; i++) {
+    JsonNode *e = json_array_get_element(d, i);
+    if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"data\"[%u] must be a "
+                  "path string; the checkpoint is damaged (start the run again with --overwrite)", path, i);
+      r.ok = false;
+    } else {
+      c->data[i] = g_strdup(json_node_get_string(e));
+    }
+  }
+  if (r.ok && dn && !d) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"data\" must be an array of "
+                "paths; the checkpoint is damaged (start the run again with --overwrite)", path);
+    r.ok = false;
+  }
+  opt_int(&r, "max_len", &c->max_len);
+  opt_int(&r, "batch", &c->batch);
+  opt_int(&r, "eval_batch", &c->eval_batch);
+  opt_int(&r, "epochs", &c->epochs);
+  opt_num(&r, "lr", &c->lr);
+  c->optimizer = opt_str(&r, "optimizer");
+  opt_num(&r, "weight_decay", &c->weight_decay);
+  opt_num(&r, "warmup", &c->warmup);
+  c->schedule = opt_str(&r, "schedule");
+  opt_num(&r, "clip_norm", &c->clip_norm);
+  opt_int(&r, "patience", &c->patience);
+  opt_num(&r, "subset", &c->subset);
+  opt_int64(&r, "seed", &c->seed);
+  opt_bool(&r, "skip_bad", &c->skip_bad);
+  c->ro.backend = opt_str(&r, "backend");
+  opt_int(&r, "device", &c->ro.device);
+  opt_int(&r, "threads", &c->ro.threads);
+  if (threads) c->ro.threads = threads;
+  c->ro.precision = opt_str(&r, "precision");
+  c->out = opt_str(&r, "out");
+  return r.ok;
 }
 
 static bool cfg_check(const train_cfg *c, tp_train_options *to, GError **err) {
@@ -500,24 +566,34 @@ static int run(train_cfg *c) {
   if (c->resume) {
     char *ck = g_build_filename(c->resume, "checkpoint", NULL);
     /* read the options first (model built below), then the weights */
-    char *dir = tp_existing_dir(ck);
-    char *sj = dir ? g_build_filename(dir, "state.json", NULL) : NULL;
-    JsonParser *p = json_parser_new();
-    if (!sj || !json_parser_load_from_file(p, sj, &err)) {
-      g_clear_error(&err);
-      g_set_error(&err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
-                  "writes one at the end of each epoch)", c->resume);
+    JsonNode *x = NULL;
+    tp_train_state probe;
+    tp_train_state_init(&probe);
+    if (!tp_checkpoint_read_state(ck, &probe, &x, &err)) {
+      char *there = tp_existing_dir(ck);
+      bool absent = there == NULL;
+      g_free(there);
+      if (absent) {
+        g_clear_error(&err);
+        g_set_error(&err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
+                    "writes one at the end of each epoch)", c->resume);
+      }
     } else {
-      JsonObject *o = json_node_get_object(json_parser_get_root(p));
-      JsonNode *x = o ? json_object_get_member(o, "extra") : NULL;
-      if (cfg_from_json(c, x, &err)) {
+      char *dir = tp_existing_dir(ck), *sj = g_build_filename(dir, "state.json", NULL);
+      if (cfg_from_json(c, x, sj, &err)) {
         g_free(c->out);
         c->out = g_strdup(c->resume);
+        /* options out of range in a checkpoint are a damaged file, not a usage error */
+        if (!cfg_check(c, &to, &err)) {
+          g_prefix_error(&err, "%s records options that are out of range: ", sj);
+          err->code = TP_ERROR_FORMAT;
+        }
       }
+      g_free(sj);
+      g_free(dir);
     }
-    g_object_unref(p);
-    g_free(sj);
-    g_free(dir);
+    if (x) json_node_unref(x);
+    tp_train_state_clear(&probe);
     g_free(ck);
     if (err) return tp_cli_report(err);
   }

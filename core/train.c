@@ -479,27 +479,14 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
   return ok;
 }
 
-static double get_num(JsonObject *o, const char *k) {
-  JsonNode *n = json_object_get_member(o, k);
-  if (!n || JSON_NODE_HOLDS_NULL(n)) return INFINITY;
-  return json_node_get_double(n);
-}
-
 bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_state *s,
                         JsonNode **extra, GError **err) {
+  /* the state first: it is checked field by field (core/train_state.c) */
+  if (!tp_checkpoint_read_state(dir_in, s, extra, err)) return false;
   char *dir = tp_existing_dir(dir_in);
-  if (!dir) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint at %s (a run writes one at the end "
-                "of each epoch)", dir_in);
-    return false;
-  }
   char *st_path = g_build_filename(dir, "state.safetensors", NULL);
-  char *jp = g_build_filename(dir, "state.json", NULL);
-  JsonParser *parser = json_parser_new();
-  tp_safetensors *st = NULL;
-  bool ok = json_parser_load_from_file(parser, jp, err);
-  if (ok) st = tp_safetensors_open(st_path, err);
-  ok = ok && st;
+  tp_safetensors *st = tp_safetensors_open(st_path, err);
+  bool ok = st != NULL;
   int64_t nf = tp_params_buffer_floats(m->params);
   static const char *const names[3] = {"values", "adam_m", "adam_v"};
   static const int which[3] = {0, 2, 3};
@@ -519,44 +506,9 @@ bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_s
                            (size_t)nf * sizeof(float), err);
     g_free(h);
   }
-  if (ok) {
-    JsonNode *root = json_parser_get_root(parser);
-    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-    if (!o) {
-      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: not a JSON object", jp);
-      ok = false;
-    } else {
-      tp_train_state_clear(s);
-      tp_train_state_init(s);
-      s->epochs_done = (int)json_object_get_int_member_with_default(o, "epochs_done", 0);
-      s->global_step = json_object_get_int_member_with_default(o, "global_step", 0);
-      s->best_val_loss = get_num(o, "best_val_loss");
-      s->best_epoch = (int)json_object_get_int_member_with_default(o, "best_epoch", 0);
-      s->bad_epochs = (int)json_object_get_int_member_with_default(o, "bad_epochs", 0);
-      s->stopped_early = json_object_get_boolean_member_with_default(o, "stopped_early", FALSE);
-      JsonArray *hist = json_object_get_array_member(o, "history");
-      for (guint i = 0; hist && i < json_array_get_length(hist); i++) {
-        JsonObject *e = json_array_get_object_element(hist, i);
-        tp_epoch_stats es = {.epoch = (int)json_object_get_int_member(e, "epoch"),
-                             .loss = get_num(e, "loss"), .acc = get_num(e, "acc"),
-                             .val_loss = get_num(e, "val_loss"), .val_acc = get_num(e, "val_acc"),
-                             .seconds = get_num(e, "seconds"),
-                             .ms_per_step = get_num(e, "ms_per_step"),
-                             .tokens_per_s = get_num(e, "tokens_per_s"),
-                             .steps = json_object_get_int_member_with_default(e, "steps", 0),
-                             .tokens = json_object_get_int_member_with_default(e, "tokens", 0)};
-        g_array_append_val(s->history, es);
-      }
-      if (extra) {
-        JsonNode *x = json_object_get_member(o, "extra");
-        *extra = x ? json_node_copy(x) : NULL;
-      }
-    }
-  }
+  if (!ok && extra && *extra) g_clear_pointer(extra, json_node_unref);
   if (st) tp_safetensors_close(st);
-  g_object_unref(parser);
   g_free(st_path);
-  g_free(jp);
   g_free(dir);
   return ok;
 }

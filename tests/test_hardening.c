@@ -307,3 +307,65 @@ TP_TEST(Interrupt, SigtermInTheSecondEpochResumesToTheSameResults) {
   g_free(cut);
   fixture_clear(&f);
 }
+
+/* item 10: a damaged checkpoint/state.json gives one clear error naming the
+ * file and the field: never "nothing to resume", a json-glib warning, or a
+ * resume from nonsense */
+TP_TEST(Checkpoint, ADamagedStateJsonIsOneClearErrorNamingFileAndField) {
+  fixture f;
+  fixture_init(&f);
+  char *run = g_build_filename(f.tmp, "run", NULL), *out = NULL;
+  int rc = tp_cli_run(&out, TINY_TRAIN(f.model, f.data, run, "2"), NULL);
+  if (rc != 0) TP_FAILF("run exited %d:\n%s", rc, out);
+  g_free(out);
+  char *sj = g_build_filename(run, "checkpoint", "state.json", NULL), *good = NULL;
+  TP_ASSERT(g_file_get_contents(sj, &good, NULL, NULL));
+  static const struct { const char *text, *part; } cases[] = {
+      {"", "is empty"},
+      {"garbage", "is not valid JSON"},
+      {"[1, 2]", "expected a JSON object, found an array"},
+      {"{}", "\"epochs_done\" must be an integer, found no such member"},
+      {"{\"epochs_done\": \"2\"}", "\"epochs_done\" must be an integer, found a string"},
+      {"{\"epochs_done\": -1}", "\"epochs_done\" = -1 is out of range"},
+      {"{\"epochs_done\": 1, \"global_step\": -5}", "\"global_step\" = -5 is out of range"},
+      {"{\"epochs_done\": 1, \"global_step\": 5, \"best_val_loss\": 0.5, \"best_epoch\": 3}",
+       "\"best_epoch\" = 3 is out of range"},
+      {"{\"epochs_done\": 1, \"global_step\": 5, \"best_val_loss\": 0.5, \"best_epoch\": 1, "
+       "\"bad_epochs\": 0, \"stopped_early\": false, \"history\": []}",
+       "\"history\" has 0 entries but epochs_done is 1"},
+      {"{\"epochs_done\": 1, \"global_step\": 5, \"best_val_loss\": 0.5, \"best_epoch\": 1, "
+       "\"bad_epochs\": 0, \"stopped_early\": false, \"history\": [{\"epoch\": 1, \"loss\": "
+       "\"x\"}]}", "\"history[0].loss\" must be a number or null, found a string"},
+      {"{\"epochs_done\": 1, \"global_step\": 5, \"best_val_loss\": 0.5, \"best_epoch\": 1, "
+       "\"bad_epochs\": 0, \"stopped_early\": 1, \"history\": []}",
+       "\"stopped_early\" must be true or false"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    TP_ASSERT(g_file_set_contents(sj, cases[i].text, -1, NULL));
+    rc = tp_cli_run(&out, "train", "--resume", run, NULL);
+    if (rc != 1 || !strstr(out, cases[i].part) || !strstr(out, sj) ||
+        strstr(out, "nothing to resume") || strstr(out, "CRITICAL") || strstr(out, "WARNING"))
+      TP_FAILF("state.json \"%s\": expected exit 1 naming %s and \"%s\"; got exit %d:\n%s",
+               cases[i].text, sj, cases[i].part, rc, out);
+    g_free(out);
+  }
+  /* the options the run recorded are checked the same way */
+  GRegex *re = g_regex_new("\"batch\" : \\d+", 0, 0, NULL);
+  char *bad = g_regex_replace_literal(re, good, -1, 0, "\"batch\" : \"eight\"", 0, NULL);
+  g_regex_unref(re);
+  TP_CHECK(strstr(bad, "\"eight\"") != NULL);
+  TP_ASSERT(g_file_set_contents(sj, bad, -1, NULL));
+  rc = tp_cli_run(&out, "train", "--resume", run, NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 1, "\"extra\".\"batch\" must be an integer");
+  g_free(out);
+  /* the intact file still resumes (the run was complete: nothing to train) */
+  TP_ASSERT(g_file_set_contents(sj, good, -1, NULL));
+  rc = tp_cli_run(&out, "train", "--resume", run, NULL);
+  if (rc != 0) TP_FAILF("resume of the intact checkpoint exited %d:\n%s", rc, out);
+  g_free(out);
+  g_free(bad);
+  g_free(good);
+  g_free(sj);
+  g_free(run);
+  fixture_clear(&f);
+}
