@@ -280,26 +280,46 @@ static int st_cmp_by_offset(const void *a, const void *b) {
   return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
 }
 
-/* Sorted by start, two non-empty ranges overlap iff one starts before the
- * previous one ends. Empty tensors own no bytes and cannot overlap. */
-static bool st_check_overlaps(tp_safetensors *st, const uint8_t *data, GError **err) {
+/* As strict as the reference implementation: the byte ranges, sorted by
+ * start (whatever the order of the header's entries), tile the data section
+ * exactly — each starts where the previous one ended, the first at 0, the
+ * last ends at the end of the file: no gap, no overlap, nothing left over. */
+static bool st_check_tiling(tp_safetensors *st, const uint8_t *data, uint64_t data_size,
+                            GError **err) {
   tp_st_tensor **sorted = g_new(tp_st_tensor *, st->n ? st->n : 1);
-  guint m = 0;
-  for (guint i = 0; i < st->n; i++)
-    if (st->tensors[i].nbytes > 0) sorted[m++] = &st->tensors[i];
-  qsort(sorted, m, sizeof *sorted, st_cmp_by_offset);
+  for (guint i = 0; i < st->n; i++) sorted[i] = &st->tensors[i];
+  qsort(sorted, st->n, sizeof *sorted, st_cmp_by_offset);
+  uint64_t at = 0;
+  const tp_st_tensor *prev = NULL;
   bool ok = true;
-  for (guint i = 1; i < m && ok; i++) {
-    const tp_st_tensor *a = sorted[i - 1], *b = sorted[i];
-    size_t a_begin = (size_t)((const uint8_t *)a->data - data), a_end = a_begin + a->nbytes;
-    size_t b_begin = (size_t)((const uint8_t *)b->data - data), b_end = b_begin + b->nbytes;
-    if (a_end > b_begin) {
+  for (guint i = 0; i < st->n && ok; i++) {
+    const tp_st_tensor *t = sorted[i];
+    uint64_t begin = (uint64_t)((const uint8_t *)t->data - data);
+    if (begin < at) {
       g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
-                  "%s: tensors \"%s\" [%zu, %zu] and \"%s\" [%zu, %zu] overlap in the data "
-                  "section; expected disjoint data_offsets. " HINT_REEXPORT,
-                  st->path, a->name, a_begin, a_end, b->name, b_begin, b_end);
+                  "%s: tensors \"%s\" [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT "] and \"%s\" "
+                  "[%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT "] overlap in the data section; "
+                  "expected disjoint data_offsets. " HINT_REEXPORT,
+                  st->path, prev->name, at - prev->nbytes, at, t->name, begin,
+                  begin + t->nbytes);
+      ok = false;
+    } else if (begin > at) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
+                  "%s: %" G_GUINT64_FORMAT " unused bytes [%" G_GUINT64_FORMAT ", %"
+                  G_GUINT64_FORMAT ") before tensor \"%s\"; expected the tensors to fill the "
+                  "data section without gaps. " HINT_REEXPORT,
+                  st->path, begin - at, at, begin, t->name);
       ok = false;
     }
+    at = begin + t->nbytes;
+    prev = t;
+  }
+  if (ok && at != data_size) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
+                "%s: the data section has %" G_GUINT64_FORMAT " bytes but the tensors cover %"
+                G_GUINT64_FORMAT "; expected no bytes left over. " HINT_CORRUPT,
+                st->path, data_size, at);
+    ok = false;
   }
   g_free(sorted);
   return ok;
@@ -336,10 +356,28 @@ static bool st_check_sizes(const tp_safetensors *st, const uint8_t *buf, size_t 
   return true;
 }
 
+/* json-glib keeps the last of duplicate keys silently; the reference
+ * implementation refuses them. Counting the members parsed into each object
+ * finds the first duplicate: the object's size stops growing. */
+typedef struct {
+  GHashTable *counts; /* JsonObject* -> members parsed so far */
+  char *dup;          /* the first key seen twice in one object */
+} st_dup_finder;
+
+static void st_on_member(JsonParser *p, JsonObject *o, const char *name, gpointer user) {
+  (void)p;
+  st_dup_finder *f = user;
+  guint n = GPOINTER_TO_UINT(g_hash_table_lookup(f->counts, o)) + 1;
+  g_hash_table_insert(f->counts, o, GUINT_TO_POINTER(n));
+  if (!f->dup && n != json_object_get_size(o)) f->dup = g_strdup(name);
+}
+
 static JsonParser *st_parse_header(const tp_safetensors *st, const char *json, uint64_t n,
                                    GError **err) {
   JsonParser *parser = json_parser_new_immutable();
   GError *jerr = NULL;
+  st_dup_finder dups = {g_hash_table_new(g_direct_hash, g_direct_equal), NULL};
+  g_signal_connect(parser, "object-member", G_CALLBACK(st_on_member), &dups);
   /* A NUL inside the header would make json-glib stop early or misreport;
    * a real header is plain UTF-8 JSON padded with spaces. */
   if (memchr(json, '\0', n)) {
@@ -352,14 +390,23 @@ static JsonParser *st_parse_header(const tp_safetensors *st, const char *json, u
                 "%s: the %" G_GUINT64_FORMAT "-byte header is not valid JSON: %s. " HINT_CORRUPT,
                 st->path, n, jerr->message);
     g_error_free(jerr);
+  } else if (dups.dup) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
+                "%s: the header names \"%s\" twice in one object; expected unique tensor "
+                "names and keys. " HINT_REEXPORT,
+                st->path, dups.dup);
   } else if (!json_parser_get_root(parser) || !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
     JsonNode *root = json_parser_get_root(parser);
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
                 "%s: the header must be a JSON object, found %s. " HINT_CORRUPT, st->path,
                 st_node_kind(root));
   } else {
+    g_signal_handlers_disconnect_by_func(parser, st_on_member, &dups);
+    g_hash_table_unref(dups.counts);
     return parser;
   }
+  g_hash_table_unref(dups.counts);
+  g_free(dups.dup);
   g_object_unref(parser);
   return NULL;
 }
@@ -395,7 +442,7 @@ static bool st_load(tp_safetensors *st, GError **err) {
   }
   g_list_free(members);
   g_object_unref(parser);
-  return ok && st_check_overlaps(st, data, err);
+  return ok && st_check_tiling(st, data, data_size, err);
 }
 
 tp_safetensors *tp_safetensors_open_bytes(GBytes *bytes, const char *name, GError **err) {
