@@ -125,7 +125,7 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
     s->tok = tp_tokenizer_load(s->vocab_path, err);
     if (!s->tok) return false;
     if (tp_tokenizer_vocab_size(s->tok) > cfg.vocab_size) {
-      g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "the vocabulary %s has %d tokens "
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the vocabulary %s has %d tokens "
                   "but the model only %d embeddings: use the model's own vocabulary",
                   s->vocab_path, tp_tokenizer_vocab_size(s->tok), cfg.vocab_size);
       return false;
@@ -141,6 +141,19 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
       !tp_model_load_weights(s->model, s->ctx, s->weights_path, seed ^ 0x5eedu, &s->load, err))
     return false;
   return true;
+}
+
+bool tp_cli_model_num_labels(const tp_cli_model_opts *mo, int *num_labels, GError **err) {
+  tp_model_source src = {.model = mo->model, .weights_dir = mo->weights,
+                         .init_random = mo->init != NULL};
+  const tp_model_iface *iface = NULL;
+  tp_model_config cfg;
+  char *wp = NULL, *md = NULL;
+  bool ok = tp_model_resolve(NULL, &src, &iface, &cfg, &wp, &md, err);
+  if (ok) *num_labels = cfg.num_labels;
+  g_free(wp);
+  g_free(md);
+  return ok;
 }
 
 void tp_cli_session_close(tp_cli_session *s) {

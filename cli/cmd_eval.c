@@ -95,6 +95,7 @@ static int run(eval_cfg *c) {
   bool ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
   if (ok) tp_cli_warn_untrained_head(&s);
   if (ok) ok = (d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err)) != NULL;
+  if (ok) ok = tp_dataset_check_labels(d, s.model->cfg.num_labels, c->skip_bad, &err);
   if (ok && c->run) {
     ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
     idx = sp.test;

@@ -611,7 +611,12 @@ static int run(train_cfg *c) {
   memset(&s, 0, sizeof s);
   d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
   bool ok = d != NULL;
-  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
+  int num_labels = 0;
+  /* the labels meet the model once, here: each one must be a label of it */
+  if (ok) ok = tp_cli_model_num_labels(&c->mo, &num_labels, &err) &&
+               tp_dataset_check_labels(d, num_labels, c->skip_bad, &err);
+  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err) &&
+               tp_split_check_classes(d, &sp, num_labels, &err);
   if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
   if (ok) {
     char *desc = tp_cli_session_describe(&s);

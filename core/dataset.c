@@ -35,17 +35,22 @@ static void builder_init(ds_builder *b) {
   b->cap = 0;
 }
 
+/* A record of file `path` that starts on line `line` (0: a whole file). */
 static void builder_add(ds_builder *b, const char *text, gsize text_len, int label,
-                        const char *id, gsize id_len) {
+                        const char *id, gsize id_len, const char *path, guint64 line) {
   tp_dataset *d = b->d;
   if (d->n == b->cap) {
     b->cap = b->cap ? b->cap * 2 : 1024;
     d->texts = g_renew(char *, d->texts, b->cap);
     d->labels = g_renew(int, d->labels, b->cap);
     d->ids = g_renew(char *, d->ids, b->cap);
+    d->where = g_renew(char *, d->where, b->cap);
   }
   d->texts[d->n] = g_string_chunk_insert_len(d->strings, text, (gssize)text_len);
   d->ids[d->n] = g_string_chunk_insert_len(d->strings, id, (gssize)id_len);
+  char *w = line ? g_strdup_printf("%s:%" G_GUINT64_FORMAT, path, line) : g_strdup(path);
+  d->where[d->n] = g_string_chunk_insert(d->strings, w);
+  g_free(w);
   d->labels[d->n] = label;
   if (label + 1 > d->n_labels) d->n_labels = label + 1;
   d->n++;
@@ -56,6 +61,7 @@ void tp_dataset_free(tp_dataset *d) {
   g_free(d->texts);
   g_free(d->labels);
   g_free(d->ids);
+  g_free(d->where);
   if (d->strings) g_string_chunk_free(d->strings);
   g_free(d);
 }
@@ -527,7 +533,7 @@ static bool jsonl_line(load_ctx *c, JsonParser *parser, json_rec *rec, const cha
     goto bad;
   }
   builder_add(c->b, rec->text->str, strlen(rec->text->str), label, rec->id->str,
-              strlen(rec->id->str));
+              strlen(rec->id->str), c->path, lineno);
   return true;
 bad:
   ok = record_problem(c->b->d, c->skip_bad, err, c->path, lineno, what);
@@ -741,7 +747,7 @@ static bool load_csv(load_ctx *c, bool gz, char sep, GError **err) {
       continue;
     }
     g_string_printf(id, "%s:%" G_GUINT64_FORMAT, c->basename, rec_line);
-    builder_add(c->b, text, strlen(text), label, id->str, id->len);
+    builder_add(c->b, text, strlen(text), label, id->str, id->len, c->path, rec_line);
   }
   if (ok && header) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
@@ -834,7 +840,7 @@ static bool load_acl_imdb(ds_builder *b, const char *dir, bool skip_bad, GError 
           if (check_utf8(text, len, &what, "the text")) {
             g_string_printf(id, "%s/%s/%.*s", splits[s], labels[lab],
                             (int)(strlen(name) - 4), name);
-            builder_add(b, text, len, lab, id->str, id->len);
+            builder_add(b, text, len, lab, id->str, id->len, path, 0);
           } else {
             ok = record_problem(b->d, skip_bad, err, path, 1, what);
             g_free(what);
@@ -958,4 +964,34 @@ tp_dataset *tp_dataset_load(const char *const *paths, bool skip_bad, GError **er
     return NULL;
   }
   return b.d;
+}
+
+bool tp_dataset_check_labels(tp_dataset *d, int num_labels, bool skip_bad, GError **err) {
+  guint kept = 0;
+  for (guint i = 0; i < d->n; i++) {
+    if (d->labels[i] >= 0 && d->labels[i] < num_labels) {
+      d->texts[kept] = d->texts[i];
+      d->labels[kept] = d->labels[i];
+      d->ids[kept] = d->ids[i];
+      d->where[kept] = d->where[i];
+      kept++;
+      continue;
+    }
+    if (!skip_bad) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: label %d is not one of the model's %d "
+                  "labels (0 to %d); %s", d->where[i], d->labels[i], num_labels, num_labels - 1,
+                  TP_SKIP_HINT);
+      return false;
+    }
+    d->n_skipped++;
+  }
+  d->n = kept;
+  d->n_labels = 0;
+  for (guint i = 0; i < d->n; i++) d->n_labels = MAX(d->n_labels, d->labels[i] + 1);
+  if (d->n == 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "no usable records: every record's label is "
+                "outside the model's %d labels (%u skipped)", num_labels, d->n_skipped);
+    return false;
+  }
+  return true;
 }

@@ -267,7 +267,7 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
     char *cp = g_build_filename(cfg_dir, "config.json", NULL);
     bool ok = g_file_test(cp, G_FILE_TEST_IS_REGULAR);
     if (!ok)
-      g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "%s has no config.json: a model "
+      g_set_error(err, TP_ERROR, TP_ERROR_IO, "%s has no config.json: a model "
                   "folder holds config.json and model.safetensors (scripts/fetch-model.sh "
                   "makes one)", cfg_dir);
     ok = ok && tp_model_config_load(reg, cp, iface, cfg, err);
@@ -299,7 +299,7 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
   }
   *weights_path = g_build_filename(wdir, "model.safetensors", NULL);
   if (!g_file_test(*weights_path, G_FILE_TEST_IS_REGULAR)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+    g_set_error(err, TP_ERROR, TP_ERROR_IO,
                 "%s not found: the model folder needs its weights (scripts/fetch-model.sh), "
                 "or pass --init random", *weights_path);
     g_clear_pointer(weights_path, g_free);

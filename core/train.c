@@ -70,6 +70,21 @@ static void score_rows(const float *logits, const int32_t *labels, int n, int c,
   }
 }
 
+/* Labels index the logits' columns: each one is checked before any is used
+ * (score_rows and the loss kernels read logits[label]). */
+static bool labels_in_range(const tp_labelled *d, const guint *idx, guint n, int classes,
+                            GError **err) {
+  for (guint i = 0; i < n; i++) {
+    int l = d->labels[idx[i]];
+    if (l < 0 || l >= classes) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "example %u has label %d, but the model has "
+                  "%d labels (0 to %d)", idx[i], l, classes, classes - 1);
+      return false;
+    }
+  }
+  return true;
+}
+
 /* ---- evaluation ---- */
 
 typedef struct by_len_ctx {
@@ -93,6 +108,13 @@ bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *d, const guint *id
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "nothing to evaluate (empty %s set)", phase);
     return false;
   }
+  if (eval_batch < 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "evaluation batch %d: use 1 or more",
+                eval_batch);
+    return false;
+  }
+  if (!labels_in_range(d, idx, n, m->cfg.num_labels, err)) return false;
+  if ((guint)eval_batch > n) eval_batch = (int)n; /* no buffer larger than the data */
   gint64 t0 = g_get_monotonic_time();
   /* order[k] = position in idx, sorted by length */
   guint *order = g_new(guint, n);
@@ -274,6 +296,9 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
                 "batch %d, %d epochs", n_train, o->batch, o->epochs);
     return false;
   }
+  if (!labels_in_range(d, train_idx, n_train, m->cfg.num_labels, err) ||
+      !labels_in_range(d, val_idx, n_val, m->cfg.num_labels, err))
+    return false;
   int64_t steps = ((int64_t)n_train + o->batch - 1) / o->batch, total = steps * o->epochs;
   guint *order = g_new(guint, n_train);
   bool ok = true;

@@ -319,14 +319,14 @@ TP_TEST(Split, RejectsBadSubsetAndTinyData) {
   tp_split_clear(&s);
   /* 0.5 of 20 = 10: test 2, val 1 < 2 labels. */
   TP_CHECK(!tp_split_make(d, 0.5, 1, &s, &err));
-  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "validation split");
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "validation split");
   TP_CHECK(!tp_split_make(d, 0.1, 1, &s, &err));
-  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "too few");
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "too few");
   TP_CHECK(s.train == NULL);
   tp_dataset_free(d);
   d = synthetic(30, 1);
   TP_CHECK(!tp_split_make(d, 1.0, 1, &s, &err));
-  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "label 1 has only 1 record");
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "label 1 has only 1 record");
   tp_dataset_free(d);
 }
 

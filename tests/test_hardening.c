@@ -9,6 +9,10 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
+#include "tensorplug/backend.h"
+#include "tensorplug/error.h"
+#include "tensorplug/model.h"
+#include "tensorplug/train.h"
 #include "tp_cli.h"
 #include "tp_test.h"
 
@@ -366,6 +370,205 @@ TP_TEST(Checkpoint, ADamagedStateJsonIsOneClearErrorNamingFileAndField) {
   g_free(bad);
   g_free(good);
   g_free(sj);
+  g_free(run);
+  fixture_clear(&f);
+}
+
+/* ---- item 1: labels are checked against the model when the data meets it ---- */
+
+/* tests/data/tiny.jsonl with every label 1 written as `label` (a string), in
+ * a fresh file; returns its path. */
+static char *relabelled(const fixture *f, const char *label) {
+  char *text = NULL;
+  if (!g_file_get_contents(f->data, &text, NULL, NULL)) TP_FAILF("cannot read %s", f->data);
+  char *want = g_strdup_printf("\"label\": %s}", label);
+  GRegex *re = g_regex_new("\"label\": 1}", 0, 0, NULL);
+  char *out = g_regex_replace_literal(re, text, -1, 0, want, 0, NULL);
+  char *path = g_strdup_printf("%s/labels-%s.jsonl", f->tmp, label);
+  if (!g_file_set_contents(path, out, -1, NULL)) TP_FAILF("cannot write %s", path);
+  g_regex_unref(re);
+  g_free(want);
+  g_free(out);
+  g_free(text);
+  return path;
+}
+
+TP_TEST(Labels, OutsideTheModelsLabelsAreAnErrorNamingFileAndLine) {
+  fixture f;
+  fixture_init(&f);
+  static const char *const labels[] = {"2", "7", "999"};
+  for (size_t i = 0; i < G_N_ELEMENTS(labels); i++) {
+    char *data = relabelled(&f, labels[i]), *out = NULL;
+    char *want = g_strdup_printf("%s:2: label %s is not one of the model's 2 labels", data,
+                                 labels[i]);
+    /* --eval-batch 1 read past the logits buffer; the default batch gave a wrong accuracy */
+    int rc = tp_cli_run(&out, "eval", "--model", f.model, "--data", data, "--eval-batch", "1",
+                        NULL);
+    TP_CHECK_CLI_FAILS(rc, out, 1, want);
+    g_free(out);
+    rc = tp_cli_run(&out, "eval", "--model", f.model, "--data", data, NULL);
+    TP_CHECK_CLI_FAILS(rc, out, 1, want);
+    g_free(out);
+    char *run = g_build_filename(f.tmp, "run", NULL);
+    rc = tp_cli_run(&out, TINY_TRAIN(f.model, data, run, "1"), NULL);
+    TP_CHECK_CLI_FAILS(rc, out, 1, want);
+    g_free(out);
+    g_free(run);
+    g_free(want);
+    g_free(data);
+  }
+  fixture_clear(&f);
+}
+
+TP_TEST(Labels, SkipBadSkipsRecordsWhoseLabelTheModelLacks) {
+  fixture f;
+  fixture_init(&f);
+  char *data = relabelled(&f, "2"), *out = NULL;
+  /* 24 of the 48 records have label 2: 24 are left, all label 0 */
+  int rc = tp_cli_run(&out, "eval", "--model", f.model, "--data", data, "--skip-bad", "--json",
+                      NULL);
+  TP_CHECK_INT_EQ(rc, 0);
+  TP_CHECK(strstr(out, "\"n\": 24") != NULL);
+  g_free(out);
+  g_free(data);
+  fixture_clear(&f);
+}
+
+TP_TEST(Labels, TheLibraryRefusesALabelTheModelLacks) {
+  /* the evaluation itself, whatever the caller checked before */
+  fixture f;
+  fixture_init(&f);
+  GError *err = NULL;
+  tp_backend *be = tp_backend_open(NULL, "cpu", -1, 1, &err);
+  TP_ASSERT_NO_ERROR(err);
+  tp_ctx *ctx = tp_ctx_new(be, &err);
+  tp_model_source src = {.model = f.model};
+  const tp_model_iface *iface = NULL;
+  tp_model_config cfg;
+  char *wp = NULL, *md = NULL;
+  TP_ASSERT(tp_model_resolve(NULL, &src, &iface, &cfg, &wp, &md, &err));
+  tp_model *m = tp_model_new(iface, &cfg, ctx, 1, &err);
+  TP_ASSERT_NO_ERROR(err);
+  int64_t offsets[3] = {0, 3, 6};
+  int32_t ids[6] = {2, 20, 3, 2, 32, 3};
+  tp_token_seqs seqs = {.n = 2, .offsets = offsets, .ids = ids};
+  int labels[2] = {0, 2};
+  guint idx[2] = {0, 1};
+  tp_labelled data = {.seqs = &seqs, .labels = labels, .pad_id = 0};
+  tp_eval_result r;
+  for (int batch = 1; batch <= 2; batch++) {
+    TP_CHECK(!tp_evaluate(m, ctx, &data, idx, 2, batch, NULL, NULL, NULL, NULL, "test", &r, &err));
+    TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "example 1 has label 2, but the model has 2 labels");
+  }
+  tp_model_free(m);
+  tp_ctx_free(ctx);
+  tp_backend_close(be);
+  g_free(wp);
+  g_free(md);
+  fixture_clear(&f);
+}
+
+/* ---- item 14: a class absent from the data, or from a part of the split ---- */
+
+TP_TEST(Classes, AnAbsentClassIsRefusedWithTheCounts) {
+  fixture f;
+  fixture_init(&f);
+  char *data = relabelled(&f, "0"), *run = g_build_filename(f.tmp, "run", NULL), *out = NULL;
+  int rc = tp_cli_run(&out, TINY_TRAIN(f.model, data, run, "1"), NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 1, "does not hold every label of the model");
+  TP_CHECK(strstr(out, "train: label 0: 33, label 1: 0") != NULL);
+  char *res = g_build_filename(run, "results.json", NULL);
+  TP_CHECK(!g_file_test(res, G_FILE_TEST_EXISTS));
+  g_free(res);
+  g_free(out);
+  /* two records of label 1 among 40: one lands in test, the other in train,
+   * and validation has none */
+  char *text = NULL;
+  TP_ASSERT(g_file_get_contents(data, &text, NULL, NULL));
+  GString *two = g_string_new(NULL);
+  char **lines = g_strsplit(text, "\n", -1);
+  for (int i = 0; i < 38 && lines[i]; i++) g_string_append_printf(two, "%s\n", lines[i]);
+  g_string_append(two, "{\"text\": \"good film\", \"label\": 1}\n{\"text\": \"great\", \"label\": 1}\n");
+  char *rare = g_build_filename(f.tmp, "rare.jsonl", NULL);
+  TP_ASSERT(g_file_set_contents(rare, two->str, -1, NULL));
+  rc = tp_cli_run(&out, TINY_TRAIN(f.model, rare, run, "1"), NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 1, "validation: label 0: 4, label 1: 0");
+  g_free(out);
+  g_strfreev(lines);
+  g_string_free(two, TRUE);
+  g_free(rare);
+  g_free(text);
+  g_free(data);
+  g_free(run);
+  fixture_clear(&f);
+}
+
+/* ---- item 12: one exit status per error class (README: "Exit status") ---- */
+
+TP_TEST(ExitStatus, EachErrorClassHasItsDocumentedStatus) {
+  fixture f;
+  fixture_init(&f);
+  char *run = g_build_filename(f.tmp, "run", NULL), *out = NULL;
+  char *vocab = g_build_filename(f.model, "vocab.txt", NULL);
+  char *bad_jsonl = g_build_filename(f.tmp, "bad.jsonl", NULL);
+  TP_ASSERT(g_file_set_contents(bad_jsonl, "{\"text\": \"x\", \"label\": 0}\n{\"text\": 5}\n", -1,
+                                NULL));
+  char *bad_model = g_build_filename(f.tmp, "badmodel", NULL);
+  TP_ASSERT(g_mkdir(bad_model, 0755) == 0);
+  char *cfg = g_build_filename(bad_model, "config.json", NULL);
+  TP_ASSERT(g_file_set_contents(cfg, "{\"model_type\": \"bert\", \"vocab_size\": ", -1, NULL));
+  char *existing = g_build_filename(f.tmp, "existing", NULL);
+  TP_ASSERT(g_mkdir(existing, 0755) == 0);
+  char *junk = g_build_filename(existing, "results.json", NULL);
+  TP_ASSERT(g_file_set_contents(junk, "{}", -1, NULL));
+  struct {
+    int status;
+    const char *what, *part;
+    const char *argv[24];
+  } cases[] = {
+      /* 2: the request cannot be served as asked */
+      {2, "unknown option", "--no-such-flag", {"train", "--no-such-flag", NULL}},
+      {2, "value out of range", "--batch 0", {"train", "--model", f.model, "--init", "random",
+       "--data", f.data, "--batch", "0", NULL}},
+      {2, "unknown model", "unknown model \"no-such-model\"", {"predict", "--model",
+       "no-such-model", "--vocab", vocab, "x", NULL}},
+      {2, "preset without weights", "--init random", {"predict", "--model", "bert-base-uncased",
+       "--vocab", vocab, "x", NULL}},
+      {2, "backend not available", "cuda", {"predict", "--model", f.model, "--backend", "cuda",
+       "x", NULL}},
+      {2, "an earlier run in --out", "--overwrite", {TINY_TRAIN(f.model, f.data, existing, "1"),
+       NULL}},
+      /* 1: an input file or the work failed */
+      {1, "missing data file", "/nonexistent/d.jsonl", {"eval", "--model", f.model, "--data",
+       "/nonexistent/d.jsonl", NULL}},
+      {1, "missing vocabulary", "/nonexistent/vocab.txt", {"predict", "--model", f.model,
+       "--vocab", "/nonexistent/vocab.txt", "x", NULL}},
+      {1, "malformed record", "bad.jsonl:2", {"eval", "--model", f.model, "--data", bad_jsonl,
+       NULL}},
+      {1, "malformed config.json", "config.json", {"predict", "--model", bad_model, "--vocab",
+       vocab, "x", NULL}},
+      {1, "missing model folder file", "has no config.json", {"predict", "--model", f.tmp,
+       "--vocab", vocab, "x", NULL}},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    int rc = tp_cli_runv(&out, NULL, cases[i].argv);
+    if (rc != cases[i].status || !strstr(out, cases[i].part))
+      TP_FAILF("%s: expected exit %d mentioning \"%s\", got %d:\n%s", cases[i].what,
+               cases[i].status, cases[i].part, rc, out);
+    g_free(out);
+  }
+  /* 1: not enough memory for the model */
+  const char *env[] = {"TENSORPLUG_MEMORY_LIMIT=1M", NULL};
+  int rc = tp_cli_run_env(&out, env, "predict", "--model", "bert-base-uncased", "--init",
+                          "random", "--vocab", vocab, "x", NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 1, "the model does not fit");
+  g_free(out);
+  g_free(junk);
+  g_free(existing);
+  g_free(cfg);
+  g_free(bad_model);
+  g_free(bad_jsonl);
+  g_free(vocab);
   g_free(run);
   fixture_clear(&f);
 }
