@@ -72,6 +72,16 @@ typedef struct tp_cli_session {
 bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo,
                          const tp_cli_run_opts *ro, uint64_t seed, bool need_vocab, GError **err);
 void tp_cli_session_close(tp_cli_session *s);
+/* --max-len within the model's position embeddings (else exit 2); 0 (the
+ * default of eval and predict) becomes the model's positions, at most 512. */
+bool tp_cli_check_max_len(const tp_cli_session *s, int *max_len, GError **err);
+/* The longest sequence of seqs (at least 1). */
+int64_t tp_cli_longest(const tp_token_seqs *seqs);
+/* Refuses up front, with the numbers, a step of batch x seq tokens whose
+ * activations (tp_model_step_bytes) would not fit beside the model;
+ * batch_option names the option to lower ("--batch"). TP_ERROR_OUT_OF_MEMORY. */
+bool tp_cli_check_step_memory(const tp_cli_session *s, int64_t batch, int64_t seq, bool training,
+                              const char *batch_option, GError **err);
 /* The number of labels the model of mo has (from its config; nothing built),
  * so that data can be checked against it before a large model is built. */
 bool tp_cli_model_num_labels(const tp_cli_model_opts *mo, int *num_labels, GError **err);

@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "tensorplug/error.h"
 #include "tensorplug/fileio.h"
+#include "tensorplug/memory.h"
 
 void tp_cli_model_opts_init(tp_cli_model_opts *o) { memset(o, 0, sizeof *o); }
 
@@ -124,6 +125,13 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
   if (s->vocab_path) {
     s->tok = tp_tokenizer_load(s->vocab_path, err);
     if (!s->tok) return false;
+    /* batches of texts of different lengths are padded with it */
+    if (tp_tokenizer_pad_id(s->tok) < 0) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the vocabulary %s has no [PAD] token (and "
+                  "declares no padding token): a model pads its batches with it; use the "
+                  "model's own vocab.txt or tokenizer.json", s->vocab_path);
+      return false;
+    }
     if (tp_tokenizer_vocab_size(s->tok) > cfg.vocab_size) {
       g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the vocabulary %s has %d tokens "
                   "but the model only %d embeddings: use the model's own vocabulary",
@@ -141,6 +149,42 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
       !tp_model_load_weights(s->model, s->ctx, s->weights_path, seed ^ 0x5eedu, &s->load, err))
     return false;
   return true;
+}
+
+bool tp_cli_check_max_len(const tp_cli_session *s, int *max_len_io, GError **err) {
+  int positions = s->model->cfg.max_positions, max_len = *max_len_io;
+  if (max_len == 0) *max_len_io = MIN(512, positions);
+  if (max_len <= positions) return true;
+  g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--max-len %d is more than the model's "
+              "%d positions: use --max-len %d or less", max_len, positions, positions);
+  return false;
+}
+
+int64_t tp_cli_longest(const tp_token_seqs *seqs) {
+  int64_t t = 1;
+  for (int64_t i = 0; i < seqs->n; i++) t = MAX(t, seqs->offsets[i + 1] - seqs->offsets[i]);
+  return t;
+}
+
+bool tp_cli_check_step_memory(const tp_cli_session *s, int64_t batch, int64_t seq, bool training,
+                              const char *batch_option, GError **err) {
+  uint64_t bytes = tp_model_step_bytes(&s->model->cfg, batch, seq, training);
+  uint64_t avail = tp_memory_device_available(s->be);
+  /* the CPU's available memory is read live (the parameters are already in
+   * use); a GPU reports its total, from which the parameters are taken */
+  if (strcmp(s->be->name, "cpu") != 0 && avail != UINT64_MAX) {
+    uint64_t params = (uint64_t)tp_params_buffer_floats(s->model->params) * sizeof(float) * 4;
+    avail = avail > params ? avail - params : 0;
+  }
+  if (bytes <= avail) return true;
+  char need[32], have[32];
+  g_set_error(err, TP_ERROR, TP_ERROR_OUT_OF_MEMORY, "not enough memory: one %s step of %s %lld "
+              "x %lld tokens needs about %s (an estimate) but only %s of memory on the %s device "
+              "are available: lower %s or --max-len", training ? "training" : "evaluation",
+              batch_option, (long long)batch, (long long)seq,
+              tp_memory_format(bytes, need, sizeof need), tp_memory_format(avail, have, sizeof have),
+              s->be->name, batch_option);
+  return false;
 }
 
 bool tp_cli_model_num_labels(const tp_cli_model_opts *mo, int *num_labels, GError **err) {

@@ -617,7 +617,8 @@ static int run(train_cfg *c) {
                tp_dataset_check_labels(d, num_labels, c->skip_bad, &err);
   if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err) &&
                tp_split_check_classes(d, &sp, num_labels, &err);
-  if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
+  if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err) &&
+               tp_cli_check_max_len(&s, &c->max_len, &err);
   if (ok) {
     char *desc = tp_cli_session_describe(&s);
     printf("Model %s\n", desc);
@@ -645,6 +646,14 @@ static int run(train_cfg *c) {
       printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->max_len,
              (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
     }
+  }
+  /* steps that cannot fit are refused before the first one runs */
+  if (ok) {
+    int64_t longest = tp_cli_longest(seqs);
+    ok = tp_cli_check_step_memory(&s, MIN((guint)c->batch, sp.n_train), longest, true, "--batch",
+                                  &err) &&
+         tp_cli_check_step_memory(&s, MIN((guint)c->eval_batch, MAX(sp.n_val, sp.n_test)), longest,
+                                  false, "--eval-batch", &err);
   }
   if (ok && c->resume) {
     char *ck = g_build_filename(c->out, "checkpoint", NULL);

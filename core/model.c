@@ -310,6 +310,21 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
 
 /* ---- model objects ---- */
 
+uint64_t tp_model_step_bytes(const tp_model_config *c, int64_t batch, int64_t seq,
+                            bool training) {
+  /* Activations a step keeps in the arena, in floats per token: the
+   * embeddings (about 8 H), then per layer Q, K, V and their per-head copies,
+   * context, output, residuals and norms (about 16 H), the FFN (2 F), and the
+   * scores, softmax and dropout of every head (3 x heads x T). Backward
+   * allocates about as much again for the gradients of these activations.
+   * Measured against the arena of BERT steps it is an upper bound within
+   * about 2x (docs/architecture.md). */
+  uint64_t h = (uint64_t)c->hidden, per_layer = 16 * h + 2 * (uint64_t)c->ffn +
+                                                 3 * (uint64_t)c->heads * (uint64_t)seq;
+  uint64_t per_token = 8 * h + (uint64_t)c->layers * per_layer * (training ? 2 : 1);
+  return per_token * (uint64_t)batch * (uint64_t)seq * sizeof(float);
+}
+
 /* Parameters, gradients and both Adam moments: four buffers of the same
  * size, checked together against the device before any is allocated. */
 static bool check_params_memory(const tp_model *m, tp_ctx *ctx, GError **err) {

@@ -8,7 +8,9 @@
 #include "tensorplug/error.h"
 #include "tensorplug/memory.h"
 #include "tensorplug/model.h"
+#include "tensorplug/ops.h"
 #include "tensorplug/tensor.h"
+#include "tensorplug/tokenizer.h"
 #include "tp_test.h"
 
 static bool json_to_file_pretty(JsonNode *root, const char *path) {
@@ -147,5 +149,97 @@ TP_TEST(Memory, AModelThatCannotFitIsRefusedUpFrontWithTheNumbers) {
                  "(109483778 parameters: values, gradients and two Adam moments) needs 1.6 GiB "
                  "but only 64.0 MiB");
   tp_ctx_free(ctx);
+  tp_backend_close(be);
+}
+
+TP_TEST(Memory, AnAbsurdTokenIdIsCheckedBeforeItsTableIsAllocated) {
+  /* item 6: one id near 2^31 would make a 24 GiB id table */
+  char *dir = tp_test_tmpdir(), *path = g_build_filename(dir, "tokenizer.json", NULL);
+  TP_ASSERT(g_file_set_contents(path,
+      "{\"normalizer\": {\"type\": \"BertNormalizer\"}, \"pre_tokenizer\": {\"type\": "
+      "\"BertPreTokenizer\"}, \"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, "
+      "\"[CLS]\": 1, \"[SEP]\": 2, \"[PAD]\": 3, \"far\": 2147483646}}}", -1, NULL));
+  g_setenv("TENSORPLUG_MEMORY_LIMIT", "1G", TRUE);
+  GError *err = NULL;
+  tp_tokenizer *t = tp_tokenizer_load(path, &err);
+  g_unsetenv("TENSORPLUG_MEMORY_LIMIT");
+  TP_CHECK(t == NULL);
+  tp_tokenizer_free(t);
+  TP_CHECK_ERROR(err, TP_ERROR_OUT_OF_MEMORY,
+                 "the largest token id, 2147483646 (\"far\"), makes a table of 2147483647 ids "
+                 "that needs 24.0 GiB but only 1.0 GiB of host memory are available");
+  g_free(path);
+  g_free(dir);
+}
+
+/* The arena one step of batch x seq tokens used (the arena is grown to 1.25
+ * times the bytes a step asked for, at the start of the next step). */
+static double measured_step_bytes(tp_ctx *ctx, tp_model *m, int batch, int seq, bool training) {
+  int32_t *ids = g_new0(int32_t, batch * seq), *mask = g_new0(int32_t, batch * seq);
+  int32_t *lab = g_new0(int32_t, batch);
+  for (int i = 0; i < batch * seq; i++) ids[i] = 5 + i % 50, mask[i] = 1;
+  GError *err = NULL;
+  for (int s = 0; s < 2; s++) {
+    tp_ctx_begin_step(ctx);
+    tp_ctx_set_training(ctx, training);
+    int64_t sh[2] = {batch, seq}, ls[1] = {batch};
+    tp_tensor *ti = tp_tensor_from_host(ctx, TP_I32, 2, sh, ids);
+    tp_tensor *tm = tp_tensor_from_host(ctx, TP_I32, 2, sh, mask);
+    tp_tensor *tl = tp_tensor_from_host(ctx, TP_I32, 1, ls, lab);
+    tp_tensor *z = tp_model_forward(m, ctx, ti, tm);
+    if (training) {
+      tp_tensor *loss = tp_cross_entropy(ctx, z, tl);
+      tp_params_zero_grad(m->params, ctx);
+      if (!tp_ctx_backward(ctx, loss, &err)) TP_FAILF("backward: %s", err->message);
+    }
+    if (!tp_ctx_check(ctx, &err)) TP_FAILF("step: %s", err ? err->message : "?");
+    g_clear_error(&err);
+  }
+  tp_ctx_begin_step(ctx);
+  g_free(ids);
+  g_free(mask);
+  g_free(lab);
+  return (double)tp_ctx_arena_bytes(ctx) / 1.25;
+}
+
+TP_TEST(Memory, StepEstimateIsAnUpperBoundWithin2p5TimesTheArena) {
+  /* docs/architecture.md quotes this: estimate vs the arena of real steps */
+  GError *err = NULL;
+  tp_backend *be = tp_backend_open(NULL, "cpu", -1, 2, &err);
+  TP_ASSERT_NO_ERROR(err);
+  static const struct { const char *model; int layers, hidden, heads, ffn, batch, seq; } cases[] = {
+      {"bert", 2, 128, 2, 512, 8, 128}, {"bert", 4, 128, 2, 512, 8, 128},
+      {"bert", 2, 128, 8, 512, 4, 256}, {"distilbert", 2, 128, 2, 512, 8, 128},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    for (int training = 0; training <= 1; training++) {
+      /* a fresh context each time: an arena only ever grows */
+      tp_ctx *ctx = tp_ctx_new(be, &err);
+      TP_ASSERT_NO_ERROR(err);
+      tp_model_source src = {.model = cases[i].model, .init_random = true,
+                             .ov = {.layers = cases[i].layers, .hidden = cases[i].hidden,
+                                    .heads = cases[i].heads, .ffn = cases[i].ffn,
+                                    .vocab_size = 1000}};
+      tp_model_config cfg;
+      const tp_model_iface *iface = NULL;
+      char *wp = NULL, *md = NULL;
+      TP_ASSERT(tp_model_resolve(NULL, &src, &iface, &cfg, &wp, &md, &err));
+      tp_model *m = tp_model_new(iface, &cfg, ctx, 1, &err);
+      TP_ASSERT_NO_ERROR(err);
+      double arena = measured_step_bytes(ctx, m, cases[i].batch, cases[i].seq, training);
+      double est = (double)tp_model_step_bytes(&cfg, cases[i].batch, cases[i].seq, training);
+      printf("%s %d layers, hidden %d, %d heads, FFN %d, %d x %d tokens, %s: estimate %.1f MB, "
+             "arena %.1f MB\n", cases[i].model, cases[i].layers, cases[i].hidden, cases[i].heads,
+             cases[i].ffn, cases[i].batch, cases[i].seq, training ? "training" : "forward",
+             est / 1e6, arena / 1e6);
+      if (!(est >= arena && est <= 2.5 * arena))
+        TP_FAILF("case %zu (training %d): estimate %.0f vs arena %.0f bytes", i, training, est,
+                 arena);
+      tp_model_free(m);
+      tp_ctx_free(ctx);
+      g_free(wp);
+      g_free(md);
+    }
+  }
   tp_backend_close(be);
 }

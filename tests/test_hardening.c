@@ -572,3 +572,69 @@ TP_TEST(ExitStatus, EachErrorClassHasItsDocumentedStatus) {
   g_free(run);
   fixture_clear(&f);
 }
+
+/* ---- items 5, 6, 15, 18: inputs that used to fail late or deep ---- */
+
+TP_TEST(Inputs, AVocabularyWithoutPadIsRefusedAtLoad) {
+  fixture f;
+  fixture_init(&f);
+  char *vocab = g_build_filename(f.model, "vocab.txt", NULL), *text = NULL;
+  TP_ASSERT(g_file_get_contents(vocab, &text, NULL, NULL));
+  GRegex *re = g_regex_new("^\\[PAD\\]$", G_REGEX_MULTILINE, 0, NULL);
+  char *nopad = g_regex_replace_literal(re, text, -1, 0, "[NOPAD]", 0, NULL);
+  char *path = g_build_filename(f.tmp, "vocab.txt", NULL);
+  TP_ASSERT(g_file_set_contents(path, nopad, -1, NULL));
+  char *out = NULL;
+  int rc = tp_cli_run(&out, "predict", "--model", f.model, "--vocab", path, "good film", "bad",
+                      NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 1, "has no [PAD] token");
+  g_free(out);
+  g_regex_unref(re);
+  g_free(path);
+  g_free(nopad);
+  g_free(text);
+  g_free(vocab);
+  fixture_clear(&f);
+}
+
+TP_TEST(Inputs, MaxLenBeyondTheModelsPositionsIsRefused) {
+  fixture f;
+  fixture_init(&f);
+  char *out = NULL;
+  int rc = tp_cli_run(&out, "eval", "--model", f.model, "--data", f.data, "--max-len", "100000",
+                      NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 2, "--max-len 100000 is more than the model's 64 positions");
+  g_free(out);
+  /* without --max-len, eval and predict use the model's positions */
+  rc = tp_cli_run(&out, "eval", "--model", f.model, "--data", f.data, "--json", NULL);
+  TP_CHECK_INT_EQ(rc, 0);
+  g_free(out);
+  fixture_clear(&f);
+}
+
+TP_TEST(Inputs, AStepThatCannotFitIsRefusedWithTheNumbers) {
+  fixture f;
+  fixture_init(&f);
+  char *out = NULL;
+  const char *env[] = {"TENSORPLUG_MEMORY_LIMIT=1M", NULL};
+  /* 48 records of at most 15 tokens: the absurd --eval-batch is the data's size */
+  int rc = tp_cli_run_env(&out, env, "eval", "--model", f.model, "--data", f.data,
+                          "--eval-batch", "2000000000", NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 1, "one evaluation step of --eval-batch 48 x 15 tokens needs about");
+  TP_CHECK(strstr(out, "but only 1.0 MiB of memory on the cpu device are available") != NULL);
+  g_free(out);
+  char *run = g_build_filename(f.tmp, "run", NULL);
+  /* the 4,642 parameters fit in 100 KiB (74 KiB with gradients and moments), a step does not */
+  const char *env_train[] = {"TENSORPLUG_MEMORY_LIMIT=100K", NULL};
+  rc = tp_cli_run_env(&out, env_train, TINY_TRAIN(f.model, f.data, run, "1"), NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 1, "one training step of --batch 8 x ");
+  g_free(out);
+  /* with the machine's memory, the same absurd --eval-batch just works */
+  rc = tp_cli_run(&out, "eval", "--model", f.model, "--data", f.data, "--eval-batch",
+                  "2000000000", "--json", NULL);
+  TP_CHECK_INT_EQ(rc, 0);
+  TP_CHECK(strstr(out, "\"n\": 48") != NULL);
+  g_free(out);
+  g_free(run);
+  fixture_clear(&f);
+}

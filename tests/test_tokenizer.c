@@ -699,3 +699,36 @@ TP_TEST(Tokenizer, VocabularyErrors) {
   tp_tokenizer_free(tok);
   g_free(dir);
 }
+
+/* item 5: the padding token a tokenizer.json declares; [PAD] otherwise */
+TP_TEST(Tokenizer, DeclaredPaddingTokenWinsOverPad) {
+  char *dir = tp_test_tmpdir(), *path = g_build_filename(dir, "tokenizer.json", NULL);
+  const char *head = "{\"normalizer\": {\"type\": \"BertNormalizer\"}, \"pre_tokenizer\": {\"type\": "
+                     "\"BertPreTokenizer\"}, ";
+  const char *model = "\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"[CLS]\": "
+                      "1, \"[SEP]\": 2, \"<pad>\": 3, \"[PAD]\": 4}}}";
+  char *text = g_strconcat(head, "\"padding\": {\"pad_token\": \"<pad>\", \"pad_id\": 3}, ", model,
+                           NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  GError *err = NULL;
+  tp_tokenizer *t = tp_tokenizer_load(path, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(t), 3);
+  tp_tokenizer_free(t);
+  g_free(text);
+  text = g_strconcat(head, model, NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  t = tp_tokenizer_load(path, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(t), 4);
+  tp_tokenizer_free(t);
+  g_free(text);
+  text = g_strconcat(head, "\"padding\": {\"pad_token\": \"<nope>\"}, ", model, NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  t = tp_tokenizer_load(path, &err);
+  TP_CHECK(t == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "padding.pad_token '<nope>' is not in the vocabulary");
+  g_free(text);
+  g_free(path);
+  g_free(dir);
+}

@@ -93,6 +93,13 @@ bool tp_model_save(tp_model *m, tp_ctx *ctx, const char *dir, const char *vocab_
 
 tp_tensor *tp_model_forward(tp_model *m, tp_ctx *ctx, tp_tensor *ids, tp_tensor *mask);
 
+/* An estimate (an upper bound within 2.5x) of the activation memory one
+ * step of batch x seq tokens takes on top of the parameters: forward only,
+ * or forward and backward when training. Sizes are those tp_model_config_check
+ * accepts, so the result cannot overflow for batch and seq below 2^20. */
+uint64_t tp_model_step_bytes(const tp_model_config *cfg, int64_t batch, int64_t seq,
+                             bool training);
+
 /* Where a command's model comes from (`--model`, `--weights`, `--init`). */
 typedef struct tp_model_source {
   const char *model;       /* a preset name or a folder with config.json */

@@ -24,7 +24,9 @@ int32_t tp_tokenizer_token_to_id(const tp_tokenizer *tok, const char *token); /*
 const char *tp_tokenizer_id_to_token(const tp_tokenizer *tok, int32_t id);   /* NULL if out of range */
 int32_t tp_tokenizer_cls_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_sep_id(const tp_tokenizer *tok);
-int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok); /* -1 if the vocabulary has no [PAD] */
+/* tokenizer.json's padding.pad_token when it declares one, else [PAD]; -1
+ * when the vocabulary has neither. */
+int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_unk_id(const tp_tokenizer *tok);
 
 /* Appends [CLS] ids... [SEP] of text[0..len) to out (a GArray of int32_t).
