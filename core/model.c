@@ -318,7 +318,7 @@ uint64_t tp_model_step_bytes(const tp_model_config *c, int64_t batch, int64_t se
    * scores, softmax and dropout of every head (3 x heads x T). Backward
    * allocates about as much again for the gradients of these activations.
    * Measured against the arena of BERT steps it is an upper bound within
-   * about 2x (docs/architecture.md). */
+   * 2.5x (docs/architecture.md). */
   uint64_t h = (uint64_t)c->hidden, per_layer = 16 * h + 2 * (uint64_t)c->ffn +
                                                  3 * (uint64_t)c->heads * (uint64_t)seq;
   uint64_t per_token = 8 * h + (uint64_t)c->layers * per_layer * (training ? 2 : 1);
