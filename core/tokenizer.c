@@ -29,6 +29,7 @@
 
 #include "tensorplug/error.h"
 #include "tensorplug/memory.h"
+#include "tokenizer_code_id.h"
 #include "tokenizer_unicode.h"
 
 /* Byte classes of the ASCII fast path. */
@@ -966,3 +967,5 @@ int32_t tp_tokenizer_cls_id(const tp_tokenizer *tok) { return tok->cls_id; }
 int32_t tp_tokenizer_sep_id(const tp_tokenizer *tok) { return tok->sep_id; }
 int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok) { return tok->pad_id; }
 int32_t tp_tokenizer_unk_id(const tp_tokenizer *tok) { return tok->unk_id; }
+
+const char *tp_tokenizer_code_id(void) { return TP_VERSION "+" TP_TOKENIZER_CODE_SHA256; }

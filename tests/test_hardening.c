@@ -638,3 +638,92 @@ TP_TEST(Inputs, AStepThatCannotFitIsRefusedWithTheNumbers) {
   g_free(run);
   fixture_clear(&f);
 }
+
+/* ---- item 2 (the cache's part): a tampered token cache is never trusted ---- */
+
+enum { CACHE_HEADER = 224, CACHE_PAYLOAD_SHA = 192, CACHE_TOTAL = 176 };
+
+static char *only_cache_file(const char *dir) {
+  GDir *d = g_dir_open(dir, 0, NULL);
+  char *path = NULL;
+  const char *n;
+  while (d && (n = g_dir_read_name(d)))
+    if (g_str_has_prefix(n, "tokens-") && g_str_has_suffix(n, ".bin"))
+      path = g_build_filename(dir, n, NULL);
+  if (d) g_dir_close(d);
+  return path;
+}
+
+/* Rewrites the payload checksum, as someone who tampers on purpose would. */
+static void reseal(guint8 *buf, gsize len) {
+  GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
+  g_checksum_update(c, buf + CACHE_HEADER, len - CACHE_HEADER);
+  gsize n = 32;
+  g_checksum_get_digest(c, buf + CACHE_PAYLOAD_SHA, &n);
+  g_checksum_free(c);
+}
+
+TP_TEST(Cache, ATamperedTokenCacheIsDetectedAndRebuilt) {
+  fixture f;
+  fixture_init(&f);
+  char *cache = g_build_filename(f.tmp, "cache", NULL);
+  char *env_cache = g_strdup_printf("TENSORPLUG_CACHE_DIR=%s", cache);
+  const char *env[] = {env_cache, NULL};
+  char *clean = NULL, *out = NULL;
+  int rc = tp_cli_run_env(&clean, env, "eval", "--model", f.model, "--data", f.data, "--json",
+                          NULL);
+  TP_ASSERT(rc == 0);
+  char *file = only_cache_file(cache);
+  TP_ASSERT(file != NULL);
+  guint8 *good = NULL;
+  gsize len = 0;
+  TP_ASSERT(g_file_get_contents(file, (char **)&good, &len, NULL));
+  gsize ids = CACHE_HEADER + 49 * sizeof(gint64); /* 48 texts: 49 offsets */
+  TP_ASSERT(len > ids + 8);
+  static const struct { const char *what, *why; } cases[] = {
+      {"an id changed", "do not match their checksum"},
+      {"an id changed and resealed", "outside the vocabulary of 64"},
+      {"an offset changed and resealed", "offsets of text"},
+      {"the first offset changed and resealed", "do not run from 0"},
+      {"a 35 TB id count", "header describes"},
+      {"truncated", "header describes"},
+      {"emptied", "shorter than its header"},
+      {"written by another build of the tokenizer", "another tokenizer build"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    guint8 *b = g_memdup2(good, len);
+    gsize blen = len;
+    gint32 wild = 1 << 30;
+    gint64 off = 3, huge = (gint64)35e12 / 4;
+    switch (i) {
+    case 0: memcpy(b + ids + 4, &wild, 4); break;
+    case 1: memcpy(b + ids + 4, &wild, 4), reseal(b, blen); break;
+    case 2: memcpy(b + CACHE_HEADER + 8 * 5, &off, 8), reseal(b, blen); break;
+    case 3: memcpy(b + CACHE_HEADER, &off, 8), reseal(b, blen); break;
+    case 4: memcpy(b + CACHE_TOTAL, &huge, 8); break;
+    case 5: blen -= 4; break;
+    case 6: blen = 0; break;
+    case 7: b[8] ^= 1; break; /* the code id (the file name alone would keep it apart) */
+    }
+    TP_ASSERT(g_file_set_contents(file, (char *)b, (gssize)blen, NULL));
+    g_free(b);
+    rc = tp_cli_run_env(&out, env, "eval", "--model", f.model, "--data", f.data, "--json", NULL);
+    if (rc != 0 || !strstr(out, "ignoring the token cache") || !strstr(out, cases[i].why))
+      TP_FAILF("%s: expected a warning with \"%s\" and the results of a fresh tokenization; "
+               "exit %d:\n%s", cases[i].what, cases[i].why, rc, out);
+    /* the same numbers as from clean ids (timing aside; stdout comes first) */
+    size_t upto = (size_t)(strstr(clean, "\"seconds\"") - clean);
+    TP_CHECK(strncmp(out, clean, upto) == 0);
+    g_free(out);
+    /* and the file was rebuilt: the next run uses it silently */
+    rc = tp_cli_run_env(&out, env, "eval", "--model", f.model, "--data", f.data, "--json", NULL);
+    TP_CHECK(rc == 0 && !strstr(out, "ignoring"));
+    g_free(out);
+  }
+  g_free(good);
+  g_free(file);
+  g_free(clean);
+  g_free(env_cache);
+  g_free(cache);
+  fixture_clear(&f);
+}

@@ -56,4 +56,8 @@ tp_token_seqs *tp_tokenizer_encode_batch_len(const tp_tokenizer *tok, const char
                                              int threads);
 void tp_token_seqs_free(tp_token_seqs *s);
 
+/* Identifies the code that produced token ids: the version and the SHA-256
+ * of the tokenizer's sources at build time. Caches of ids are keyed by it. */
+const char *tp_tokenizer_code_id(void);
+
 G_END_DECLS
