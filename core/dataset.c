@@ -11,7 +11,9 @@
 
 #include <errno.h>
 #include <gio/gio.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +23,11 @@
 /* Labels are small non-negative integers; a larger number is far more likely
  * a wrong column (a star rating, an id) than a real class. */
 #define TP_MAX_LABEL 999
+/* The longest line (JSONL), record (CSV) or review file (aclImdb) read: far
+ * above any review, low enough that a file without line ends or with an
+ * unclosed quote fails clearly instead of filling memory. */
+#define TP_MAX_RECORD_BYTES ((gsize)64 << 20)
+#define TP_MAX_RECORD_TEXT "64 MiB"
 
 /* ---------------------------------------------------------------- builder */
 
@@ -102,8 +109,11 @@ static bool record_problem(tp_dataset *d, bool skip_bad, GError **err, const cha
     d->n_skipped++;
     return true;
   }
-  g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s:%" G_GUINT64_FORMAT ": %s; %s", file, line,
-              what, TP_SKIP_HINT);
+  if (line)
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s:%" G_GUINT64_FORMAT ": %s; %s", file, line,
+                what, TP_SKIP_HINT);
+  else /* a whole file */
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: %s; %s", file, what, TP_SKIP_HINT);
   return false;
 }
 
@@ -413,10 +423,29 @@ static fast_result fast_object(const char *p, const char *end, json_rec *rec) {
   }
 }
 
+/* An escaped NUL (\u0000, not \\u0000) somewhere in a JSON line. */
+static bool has_nul_escape(const char *p, gsize len) {
+  for (gsize i = 0; i < len; i++) {
+    if (p[i] != '\\') continue;
+    gsize run = 0;
+    while (i + run < len && p[i + run] == '\\') run++;
+    i += run;
+    if (run % 2 == 1 && len - i >= 5 && memcmp(p + i, "u0000", 5) == 0) return true;
+  }
+  return false;
+}
+
 /* The json-glib path: fills rec from a parsed line, or says what is wrong. */
 static bool slow_object(JsonParser *parser, const char *line, gsize len, json_rec *rec,
                         char **what) {
   GError *e = NULL;
+  /* json-glib ends a string at \u0000: the rest of the review would be lost
+   * without a word */
+  if (has_nul_escape(line, len)) {
+    *what = g_strdup("a string holds \\u0000 (a NUL character), which would cut the text "
+                     "short; remove it");
+    return false;
+  }
   if (!json_parser_load_from_data(parser, line, (gssize)len, &e)) {
     *what = g_strdup_printf("invalid JSON (%s)", e->message);
     g_error_free(e);
@@ -448,8 +477,14 @@ static bool slow_object(JsonParser *parser, const char *line, gsize len, json_re
       rec->has_label = true;
     } else if (ty == G_TYPE_DOUBLE) {
       double v = json_node_get_double(l);
-      /* 1.0 written by a float column still names class 1. */
-      rec->label_num = (v >= 0 && v <= TP_MAX_LABEL && v == (double)(gint64)v) ? (gint64)v : -1;
+      /* 1.0 written by a float column still names class 1; anything else is
+       * reported as written (never as a made-up -1). */
+      if (!(v >= 0 && v <= TP_MAX_LABEL && v == floor(v))) {
+        *what = g_strdup_printf("unknown label %.17g (expected 0/1, pos/neg or positive/negative)",
+                                v);
+        return false;
+      }
+      rec->label_num = (gint64)v;
       rec->has_label = true;
     } else {
       *what = g_strdup("\"label\" must be 0/1 or \"pos\"/\"neg\"/\"positive\"/\"negative\"");
@@ -555,6 +590,13 @@ static bool load_jsonl(load_ctx *c, bool gz, GError **err) {
     char *nl = memchr(start + scanned, '\n', r.len - r.pos - scanned);
     if (!nl && !r.eof) {
       scanned = r.len - r.pos;
+      if (scanned > TP_MAX_RECORD_BYTES) {
+        g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s:%" G_GUINT64_FORMAT ": a line longer "
+                    "than " TP_MAX_RECORD_TEXT " (the limit for one record): is this a JSON "
+                    "Lines file, one object per line?", c->path, lineno);
+        ok = false;
+        break;
+      }
       ok = reader_fill(&r, err);
       continue;
     }
@@ -649,6 +691,55 @@ static csv_result csv_record(const char *p, gsize n, bool eof, char sep, GString
   }
 }
 
+/* Where a record ends, found by one pass that can stop at the end of the
+ * buffer and resume there after a refill: csv_record then parses the record
+ * once, instead of again from its start after every refill (which made a
+ * long quoted field quadratic). Offsets are relative to the record's start. */
+typedef enum { SCAN_FIELD_START, SCAN_UNQUOTED, SCAN_QUOTED, SCAN_QUOTE_SEEN } scan_mode;
+typedef struct {
+  gsize at;
+  scan_mode mode;
+} csv_scan;
+
+/* TRUE once p[0, n) holds the record's ending newline. */
+static bool csv_find_end(const char *p, gsize n, char sep, csv_scan *s) {
+  while (s->at < n) {
+    char c = p[s->at];
+    switch (s->mode) {
+    case SCAN_QUOTED: {
+      const char *q = memchr(p + s->at, '"', n - s->at);
+      if (!q) {
+        s->at = n;
+        return false;
+      }
+      s->at = (gsize)(q - p) + 1;
+      s->mode = SCAN_QUOTE_SEEN;
+      continue;
+    }
+    case SCAN_QUOTE_SEEN:
+      s->at++;
+      if (c == '"') s->mode = SCAN_QUOTED; /* "" inside a quoted field */
+      else if (c == '\n') return true;
+      else s->mode = c == sep ? SCAN_FIELD_START : SCAN_UNQUOTED;
+      continue;
+    case SCAN_FIELD_START:
+      if (c == '"') {
+        s->at++;
+        s->mode = SCAN_QUOTED;
+        continue;
+      }
+      s->mode = SCAN_UNQUOTED;
+      continue;
+    case SCAN_UNQUOTED:
+      s->at++;
+      if (c == '\n') return true;
+      if (c == sep) s->mode = SCAN_FIELD_START;
+      continue;
+    }
+  }
+  return false;
+}
+
 /* On a bad record with skip_bad: resume after the line it started on. */
 static gsize csv_resync(const char *p, gsize n) {
   const char *nl = memchr(p, '\n', n);
@@ -680,13 +771,27 @@ static bool load_csv(load_ctx *c, bool gz, char sep, GError **err) {
   guint ncols = 0;
   bool header = true;
   bool ok = reader_skip_bom(&r, err);
+  csv_scan scan = {0, SCAN_FIELD_START};
   while (ok) {
     gsize consumed = 0;
     guint newlines = 0;
     const char *what = NULL;
+    if (!r.eof && !csv_find_end(r.buf + r.pos, r.len - r.pos, sep, &scan)) {
+      if (r.len - r.pos > TP_MAX_RECORD_BYTES) {
+        g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s:%" G_GUINT64_FORMAT ": a record longer "
+                    "than " TP_MAX_RECORD_TEXT " (the limit for one record or field): is a "
+                    "quote never closed? (a lone \" in a text must be written as \"\")",
+                    c->path, lineno);
+        ok = false;
+        break;
+      }
+      ok = reader_fill(&r, err);
+      continue;
+    }
     csv_result res = csv_record(r.buf + r.pos, r.len - r.pos, r.eof, sep, scratch, offs,
                                 &consumed, &newlines, &what);
-    if (res == CSV_NEED_MORE) {
+    scan = (csv_scan){0, SCAN_FIELD_START}; /* the next record starts a new scan */
+    if (res == CSV_NEED_MORE) { /* only before the end of the file: cannot happen */
       ok = reader_fill(&r, err);
       continue;
     }
@@ -772,8 +877,12 @@ static int cmp_bytes(gconstpointer a, gconstpointer b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Names in dir that end with one of suffixes, sorted as byte strings. */
-static GPtrArray *list_dir(const char *dir, const char *const *suffixes, GError **err) {
+/* Names in dir that end with one of suffixes, sorted as byte strings. Only
+ * regular files (or links to them) are data: reading a FIFO would wait
+ * forever, a device has no end. Anything else is a record problem (an error,
+ * or skipped and counted with skip_bad). */
+static GPtrArray *list_dir(ds_builder *b, bool skip_bad, const char *dir,
+                           const char *const *suffixes, GError **err) {
   GError *e = NULL;
   GDir *d = g_dir_open(dir, 0, &e);
   if (!d) {
@@ -783,15 +892,26 @@ static GPtrArray *list_dir(const char *dir, const char *const *suffixes, GError 
   }
   GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
   const char *name;
-  while ((name = g_dir_read_name(d))) {
+  bool ok = true;
+  while (ok && (name = g_dir_read_name(d))) {
     for (const char *const *s = suffixes; *s; s++) {
-      if (has_suffix_ci(name, *s)) {
+      if (!has_suffix_ci(name, *s)) continue;
+      char *path = g_build_filename(dir, name, NULL);
+      if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
         g_ptr_array_add(names, g_strdup(name));
-        break;
-      }
+      else
+        ok = record_problem(b->d, skip_bad, err, path, 0, "not a regular file (a FIFO, device, "
+                            "socket or folder): a data folder may only hold regular files; "
+                            "remove it");
+      g_free(path);
+      break;
     }
   }
   g_dir_close(d);
+  if (!ok) {
+    g_ptr_array_unref(names);
+    return NULL;
+  }
   g_ptr_array_sort(names, cmp_bytes);
   return names;
 }
@@ -823,7 +943,7 @@ static bool load_acl_imdb(ds_builder *b, const char *dir, bool skip_bad, GError 
         g_free(sub);
         continue;
       }
-      GPtrArray *names = list_dir(sub, txt, err);
+      GPtrArray *names = list_dir(b, skip_bad, sub, txt, err);
       if (!names) ok = false;
       for (guint i = 0; ok && i < names->len; i++) {
         const char *name = g_ptr_array_index(names, i);
@@ -831,7 +951,11 @@ static bool load_acl_imdb(ds_builder *b, const char *dir, bool skip_bad, GError 
         char *text = NULL;
         gsize len = 0;
         GError *e = NULL;
-        if (!g_file_get_contents(path, &text, &len, &e)) {
+        GStatBuf st;
+        if (g_stat(path, &st) == 0 && (guint64)st.st_size > TP_MAX_RECORD_BYTES) {
+          ok = record_problem(b->d, skip_bad, err, path, 0, "larger than " TP_MAX_RECORD_TEXT
+                              " (the limit for one review)");
+        } else if (!g_file_get_contents(path, &text, &len, &e)) {
           g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot read %s: %s", path, e->message);
           g_error_free(e);
           ok = false;
@@ -883,7 +1007,7 @@ static bool load_dir(ds_builder *b, const char *dir, bool skip_bad, GError **err
   }
   g_free(inner);
   static const char *const sfx[] = {".jsonl", ".jsonl.gz", NULL};
-  GPtrArray *names = list_dir(dir, sfx, err);
+  GPtrArray *names = list_dir(b, skip_bad, dir, sfx, err);
   if (!names) return false;
   if (names->len == 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
