@@ -675,7 +675,7 @@ TP_TEST(Malformed, ErrorsNameFileAndLine) {
       {"utf8.jsonl", "{\"text\": \"a\", \"label\": 1}\n{\"text\": \"caf\xe9\", \"label\": 0}\n",
        "utf8.jsonl:2", "UTF-8", 1},
       {"surrogate.jsonl", "{\"text\": \"x\\ud800y\", \"label\": 0}\n{\"text\": \"b\", \"label\": 0}\n",
-       "surrogate.jsonl:1", "", 1},
+       "surrogate.jsonl:1", "\"text\" is not valid UTF-8", 1},
       {"utf8.csv", "text,label\nok,1\n\"bad \xc3\x28\",0\n", "utf8.csv:3", "UTF-8", 1},
       {"quote.csv", "text,label\n\"closed\" early,1\nfine,0\n", "quote.csv:2",
        "after the closing quote", 1},

@@ -85,12 +85,17 @@ const char *tp_test_source_dir(void);
       return;                                                                              \
     }                                                                                      \
   } while (0)
-/* err must be set, with the given code, and its message must contain `part`. */
+/* err must be set, in the TP_ERROR domain with the given code, and its
+ * message must contain `part` (a non-empty fragment: "" would match anything). */
 #define TP_CHECK_ERROR(err, code_, part)                                                   \
   do {                                                                                     \
+    if (!*(part)) TP_FAILF("TP_CHECK_ERROR needs a non-empty message fragment");           \
     if ((err) == NULL) {                                                                   \
       TP_FAILF("expected an error containing \"%s\", got none", (part));                   \
     } else {                                                                               \
+      if ((err)->domain != TP_ERROR)                                                       \
+        TP_FAILF("error domain %s, expected %s: %s", g_quark_to_string((err)->domain),     \
+                 g_quark_to_string(TP_ERROR), (err)->message);                             \
       if ((err)->code != (int)(code_))                                                     \
         TP_FAILF("error code %d, expected %d (%s): %s", (err)->code, (int)(code_), #code_, \
                  (err)->message);                                                          \
