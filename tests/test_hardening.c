@@ -727,3 +727,28 @@ TP_TEST(Cache, ATamperedTokenCacheIsDetectedAndRebuilt) {
   g_free(cache);
   fixture_clear(&f);
 }
+
+/* item 26: a fine-tune that starts from a pretrained model folder */
+TP_TEST(Run, FineTunesFromAPretrainedModelFolder) {
+  fixture f;
+  fixture_init(&f);
+  char *run = g_build_filename(f.tmp, "run", NULL), *out = NULL;
+  /* TINY_TRAIN without --init random: the weights of tests/data/tiny-bert */
+  int rc = tp_cli_run(&out, "train", "--model", f.model, "--data", f.data, "--max-len", "32",
+                      "--batch", "8", "--epochs", "2", "--lr", "1e-2", "--seed", "3",
+                      "--threads", "1", "--out", run, NULL);
+  if (rc != 0) TP_FAILF("fine-tune exited %d:\n%s", rc, out);
+  char *weights = g_strdup_printf("weights from %s/model.safetensors (25 tensors)", f.model);
+  if (!strstr(out, weights)) TP_FAILF("the weights were not loaded from the folder:\n%s", out);
+  TP_CHECK(strstr(out, "Test accuracy: ") != NULL);
+  g_free(out);
+  TP_CHECK_INT_EQ(history_len(run, "results.json"), 2);
+  /* the fine-tuned model evaluates to what the run reported */
+  rc = tp_cli_run(&out, "eval", "--run", run, NULL);
+  TP_CHECK_INT_EQ(rc, 0);
+  TP_CHECK(strstr(out, "(identical)") != NULL);
+  g_free(out);
+  g_free(weights);
+  g_free(run);
+  fixture_clear(&f);
+}
