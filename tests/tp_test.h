@@ -18,6 +18,11 @@ extern "C" {
 typedef void (*tp_test_fn)(void);
 void tp_test_register(const char *suite, const char *name, tp_test_fn fn, const char *file,
                       int line);
+/* A test found at run time (data-driven suites): fn(data) is its body. Call
+ * it from a constructor, before main() hands the tests to GoogleTest. */
+typedef void (*tp_test_data_fn)(const void *data);
+void tp_test_register_data(const char *suite, const char *name, tp_test_data_fn fn,
+                           const void *data, const char *file, int line);
 void tp_test_fail(const char *file, int line, const char *msg);
 void tp_test_skip(const char *file, int line, const char *msg);
 
