@@ -1,10 +1,12 @@
 /* cli/cli.h — the `tensorplug` command: one function per subcommand
  * (cli/cmd_NAME.c), shared option handling in cli/cli_common.c.
  *
- * Exit statuses (DESIGN): 0 success; 1 the work failed (bad input file,
- * non-finite loss, out of memory); 2 bad usage or an unavailable request
- * (unknown flag, value out of range, backend not usable here); 130
- * interrupted by SIGINT after saving what can be resumed. */
+ * Exit statuses (README "Exit status"): 0 success; 1 an input file or the
+ * work failed (a missing, unreadable or malformed file, data the model cannot
+ * use, out of memory, non-finite loss: TP_ERROR_IO, _FORMAT, _OUT_OF_MEMORY,
+ * _NON_FINITE, _BACKEND); 2 the request cannot be served as asked (bad
+ * option or value, unknown model, backend not usable here:
+ * TP_ERROR_INVALID_ARGUMENT, _UNAVAILABLE, GOption errors); 130 interrupted. */
 #pragma once
 #include <stdbool.h>
 #include <glib.h>
@@ -72,6 +74,19 @@ typedef struct tp_cli_session {
 bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo,
                          const tp_cli_run_opts *ro, uint64_t seed, bool need_vocab, GError **err);
 void tp_cli_session_close(tp_cli_session *s);
+/* --max-len within the model's position embeddings (else exit 2); 0 (the
+ * default of eval and predict) becomes the model's positions, at most 512. */
+bool tp_cli_check_max_len(const tp_cli_session *s, int *max_len, GError **err);
+/* The longest sequence of seqs (at least 1). */
+int64_t tp_cli_longest(const tp_token_seqs *seqs);
+/* Refuses up front, with the numbers, a step of batch x seq tokens whose
+ * activations (tp_model_step_bytes) would not fit beside the model;
+ * batch_option names the option to lower ("--batch"). TP_ERROR_OUT_OF_MEMORY. */
+bool tp_cli_check_step_memory(const tp_cli_session *s, int64_t batch, int64_t seq, bool training,
+                              const char *batch_option, GError **err);
+/* The number of labels the model of mo has (from its config; nothing built),
+ * so that data can be checked against it before a large model is built. */
+bool tp_cli_model_num_labels(const tp_cli_model_opts *mo, int *num_labels, GError **err);
 /* For eval/predict: warns on stderr when the weights lacked the task head
  * (it was initialised randomly, so outputs mean nothing yet). */
 void tp_cli_warn_untrained_head(const tp_cli_session *s);

@@ -34,7 +34,7 @@ bool tp_cli_parse(GOptionContext *oc, int *argc, char ***argv) {
 char *tp_cli_resolve_vocab(const char *vocab, const char *model, GError **err) {
   if (vocab) {
     if (!g_file_test(vocab, G_FILE_TEST_IS_REGULAR)) {
-      g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--vocab %s: no such file", vocab);
+      g_set_error(err, TP_ERROR, TP_ERROR_IO, "--vocab %s: no such file", vocab);
       return NULL;
     }
     return g_strdup(vocab);
@@ -46,7 +46,7 @@ char *tp_cli_resolve_vocab(const char *vocab, const char *model, GError **err) {
       if (g_file_test(p, G_FILE_TEST_IS_REGULAR)) return p;
       g_free(p);
     }
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+    g_set_error(err, TP_ERROR, TP_ERROR_IO,
                 "model folder %s has no vocab.txt or tokenizer.json: pass --vocab FILE", model);
     return NULL;
   }

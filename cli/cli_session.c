@@ -9,6 +9,8 @@
 
 #include "cli.h"
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
+#include "tensorplug/memory.h"
 
 void tp_cli_model_opts_init(tp_cli_model_opts *o) { memset(o, 0, sizeof *o); }
 
@@ -124,8 +126,15 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
   if (s->vocab_path) {
     s->tok = tp_tokenizer_load(s->vocab_path, err);
     if (!s->tok) return false;
+    /* batches of texts of different lengths are padded with it */
+    if (tp_tokenizer_pad_id(s->tok) < 0) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the vocabulary %s has no [PAD] token (and "
+                  "declares no padding token): a model pads its batches with it; use the "
+                  "model's own vocab.txt or tokenizer.json", s->vocab_path);
+      return false;
+    }
     if (tp_tokenizer_vocab_size(s->tok) > cfg.vocab_size) {
-      g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "the vocabulary %s has %d tokens "
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the vocabulary %s has %d tokens "
                   "but the model only %d embeddings: use the model's own vocabulary",
                   s->vocab_path, tp_tokenizer_vocab_size(s->tok), cfg.vocab_size);
       return false;
@@ -144,6 +153,55 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
       !tp_model_load_weights(s->model, s->ctx, s->weights_path, seed ^ 0x5eedu, &s->load, err))
     return false;
   return true;
+}
+
+bool tp_cli_check_max_len(const tp_cli_session *s, int *max_len_io, GError **err) {
+  int positions = s->model->cfg.max_positions, max_len = *max_len_io;
+  if (max_len == 0) *max_len_io = MIN(512, positions);
+  if (max_len <= positions) return true;
+  g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--max-len %d is more than the model's "
+              "%d positions: use --max-len %d or less", max_len, positions, positions);
+  return false;
+}
+
+int64_t tp_cli_longest(const tp_token_seqs *seqs) {
+  int64_t t = 1;
+  for (int64_t i = 0; i < seqs->n; i++) t = MAX(t, seqs->offsets[i + 1] - seqs->offsets[i]);
+  return t;
+}
+
+bool tp_cli_check_step_memory(const tp_cli_session *s, int64_t batch, int64_t seq, bool training,
+                              const char *batch_option, GError **err) {
+  uint64_t bytes = tp_model_step_bytes(&s->model->cfg, batch, seq, training);
+  uint64_t avail = tp_memory_device_available(s->be);
+  /* the CPU's available memory is read live (the parameters are already in
+   * use); a GPU reports its total, from which the parameters are taken */
+  if (strcmp(s->be->name, "cpu") != 0 && avail != UINT64_MAX) {
+    uint64_t params = (uint64_t)tp_params_flat_floats(s->model->params) * sizeof(float) * 4;
+    avail = avail > params ? avail - params : 0;
+  }
+  if (bytes <= avail) return true;
+  char need[32], have[32];
+  g_set_error(err, TP_ERROR, TP_ERROR_OUT_OF_MEMORY, "not enough memory: one %s step of %s %lld "
+              "x %lld tokens needs about %s (an estimate) but only %s of memory on the %s device "
+              "are available: lower %s or --max-len", training ? "training" : "evaluation",
+              batch_option, (long long)batch, (long long)seq,
+              tp_memory_format(bytes, need, sizeof need), tp_memory_format(avail, have, sizeof have),
+              s->be->name, batch_option);
+  return false;
+}
+
+bool tp_cli_model_num_labels(const tp_cli_model_opts *mo, int *num_labels, GError **err) {
+  tp_model_source src = {.model = mo->model, .weights_dir = mo->weights,
+                         .init_random = mo->init != NULL};
+  const tp_model_iface *iface = NULL;
+  tp_model_config cfg;
+  char *wp = NULL, *md = NULL;
+  bool ok = tp_model_resolve(NULL, &src, &iface, &cfg, &wp, &md, err);
+  if (ok) *num_labels = cfg.num_labels;
+  g_free(wp);
+  g_free(md);
+  return ok;
 }
 
 void tp_cli_session_close(tp_cli_session *s) {
@@ -216,97 +274,10 @@ bool tp_cli_write_json(const char *path, JsonNode *root, GError **err) {
   json_generator_set_root(g, root);
   gsize len = 0;
   char *text = json_generator_to_data(g, &len);
-  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  bool ok = tp_file_write_durable(path, text, len, err);
   g_free(text);
   g_object_unref(g);
   return ok;
-}
-
-/* ---- token cache ---- */
-
-#define CACHE_MAGIC "TPTOKv1\n"
-
-static char *cache_dir(void) {
-  const char *e = g_getenv("TENSORPLUG_CACHE_DIR");
-  if (e && *e) return g_strdup(e);
-  return g_build_filename(g_get_user_cache_dir(), "tensorplug", NULL);
-}
-
-/* Key: SHA-256 over the vocabulary bytes, max_len and every text. */
-static char *cache_key(const char *vocab_path, char *const *texts, guint n, int max_len) {
-  GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
-  char *vocab = NULL;
-  gsize vlen = 0;
-  if (g_file_get_contents(vocab_path, &vocab, &vlen, NULL)) g_checksum_update(c, (guchar *)vocab, vlen);
-  g_free(vocab);
-  char head[64];
-  g_snprintf(head, sizeof head, "|max_len=%d|n=%u|", max_len, n);
-  g_checksum_update(c, (guchar *)head, -1);
-  for (guint i = 0; i < n; i++) g_checksum_update(c, (guchar *)texts[i], (gssize)strlen(texts[i]) + 1);
-  char *k = g_strdup(g_checksum_get_string(c));
-  g_checksum_free(c);
-  return k;
-}
-
-static tp_token_seqs *cache_read(const char *path, guint n) {
-  GMappedFile *f = g_mapped_file_new(path, FALSE, NULL);
-  if (!f) return NULL;
-  const char *d = g_mapped_file_get_contents(f);
-  gsize len = g_mapped_file_get_length(f);
-  tp_token_seqs *s = NULL;
-  size_t head = strlen(CACHE_MAGIC) + sizeof(int64_t);
-  int64_t cnt = 0;
-  if (len >= head && memcmp(d, CACHE_MAGIC, strlen(CACHE_MAGIC)) == 0) {
-    memcpy(&cnt, d + strlen(CACHE_MAGIC), sizeof cnt);
-    size_t off_bytes = (size_t)(cnt + 1) * sizeof(int64_t);
-    if (cnt == (int64_t)n && len >= head + off_bytes) {
-      s = g_new0(tp_token_seqs, 1);
-      s->n = cnt;
-      s->offsets = g_new(int64_t, cnt + 1);
-      memcpy(s->offsets, d + head, off_bytes);
-      int64_t total = s->offsets[cnt];
-      if (total < 0 || len != head + off_bytes + (size_t)total * sizeof(int32_t)) {
-        g_free(s->offsets);
-        g_clear_pointer(&s, g_free);
-      } else {
-        s->ids = g_new(int32_t, total + 1);
-        memcpy(s->ids, d + head + off_bytes, (size_t)total * sizeof(int32_t));
-      }
-    }
-  }
-  g_mapped_file_unref(f);
-  return s;
-}
-
-static void cache_write(const char *path, const tp_token_seqs *s) {
-  GString *b = g_string_new(CACHE_MAGIC);
-  g_string_append_len(b, (const char *)&s->n, sizeof s->n);
-  g_string_append_len(b, (const char *)s->offsets, (gssize)((s->n + 1) * sizeof(int64_t)));
-  g_string_append_len(b, (const char *)s->ids, (gssize)(s->offsets[s->n] * sizeof(int32_t)));
-  /* a cache is an optimisation: failing to write it is not an error */
-  g_file_set_contents(path, b->str, (gssize)b->len, NULL);
-  g_string_free(b, TRUE);
-}
-
-tp_token_seqs *tp_cli_tokenize_cached(const tp_tokenizer *tok, const char *vocab_path,
-                                      char *const *texts, guint n, int max_len, int threads,
-                                      bool *cached, GError **err) {
-  (void)err;
-  char *dir = cache_dir();
-  char *key = cache_key(vocab_path, texts, n, max_len);
-  char *name = g_strdup_printf("tokens-%s.bin", key);
-  char *path = g_build_filename(dir, name, NULL);
-  tp_token_seqs *s = cache_read(path, n);
-  *cached = s != NULL;
-  if (!s) {
-    s = tp_tokenizer_encode_batch(tok, (const char *const *)texts, n, max_len, threads);
-    if (g_mkdir_with_parents(dir, 0755) == 0) cache_write(path, s);
-  }
-  g_free(dir);
-  g_free(key);
-  g_free(name);
-  g_free(path);
-  return s;
 }
 
 /* ---- progress ---- */

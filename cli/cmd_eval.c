@@ -83,7 +83,7 @@ static int run(eval_cfg *c) {
   if (!c->mo.model)
     return tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                                      "no model: pass --model DIR (a trained model folder)"));
-  if (c->max_len < 3 || c->eval_batch < 1)
+  if ((c->max_len != 0 && c->max_len < 3) || c->eval_batch < 1)
     return tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                                      "--max-len must be >= 3 and --eval-batch >= 1"));
   tp_cli_session s;
@@ -92,9 +92,11 @@ static int run(eval_cfg *c) {
   tp_token_seqs *seqs = NULL;
   guint *idx = NULL, n = 0;
   tp_eval_result r = {0};
-  bool ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
+  bool ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err) &&
+            tp_cli_check_max_len(&s, &c->max_len, &err);
   if (ok) tp_cli_warn_untrained_head(&s);
   if (ok) ok = (d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err)) != NULL;
+  if (ok) ok = tp_dataset_check_labels(d, s.model->cfg.num_labels, c->skip_bad, &err);
   if (ok && c->run) {
     ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
     idx = sp.test;
@@ -108,7 +110,9 @@ static int run(eval_cfg *c) {
     bool cached = false;
     seqs = tp_cli_tokenize_cached(s.tok, s.vocab_path, d->texts, d->n, c->max_len, c->ro.threads,
                                   &cached, &err);
-    ok = seqs != NULL;
+    ok = seqs != NULL &&
+         tp_cli_check_step_memory(&s, MIN((guint)c->eval_batch, n), tp_cli_longest(seqs), false,
+                                  "--eval-batch", &err);
   }
   if (ok) {
     tp_labelled data = {.seqs = seqs, .labels = d->labels, .pad_id = tp_tokenizer_pad_id(s.tok)};
@@ -134,14 +138,14 @@ static int run(eval_cfg *c) {
 }
 
 int tp_cmd_eval(int argc, char **argv) {
-  eval_cfg c = {.max_len = 512, .eval_batch = 64, .subset = 1.0, .seed = 42};
+  eval_cfg c = {.max_len = 0, .eval_batch = 64, .subset = 1.0, .seed = 42};
   tp_cli_model_opts_init(&c.mo);
   tp_cli_run_opts_init(&c.ro);
   GOptionEntry e[] = {
       {"data", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c.data, "Dataset to evaluate on (all of it)", "PATH"},
       {"run", 0, 0, G_OPTION_ARG_FILENAME, &c.run,
        "Evaluate a training run's model on that run's own test split (from DIR/results.json)", "DIR"},
-      {"max-len", 0, 0, G_OPTION_ARG_INT, &c.max_len, "Truncate texts to N tokens [512]", "N"},
+      {"max-len", 0, 0, G_OPTION_ARG_INT, &c.max_len, "Truncate texts to N tokens [the model's positions, at most 512]", "N"},
       {"eval-batch", 0, 0, G_OPTION_ARG_INT, &c.eval_batch, "Batch size [64]", "N"},
       {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &c.skip_bad, "Skip malformed records", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &c.json,

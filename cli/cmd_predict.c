@@ -35,7 +35,8 @@ static int run(const tp_cli_model_opts *mo, const tp_cli_run_opts *ro, int max_l
   for (int i = 1; i < argc; i++) g_ptr_array_add(texts, g_strdup(argv[i]));
   if (argc <= 1 && !read_stdin_lines(texts, &err)) return tp_cli_report(err);
   tp_cli_session s;
-  bool ok = tp_cli_session_open(&s, mo, ro, 42, true, &err);
+  bool ok = tp_cli_session_open(&s, mo, ro, 42, true, &err) &&
+            tp_cli_check_max_len(&s, &max_len, &err);
   if (ok) tp_cli_warn_untrained_head(&s);
   guint n = texts->len;
   int c = ok ? s.model->cfg.num_labels : 2;
@@ -43,13 +44,15 @@ static int run(const tp_cli_model_opts *mo, const tp_cli_run_opts *ro, int max_l
   tp_token_seqs *seqs = NULL;
   if (ok && n > 0) {
     seqs = tp_tokenizer_encode_batch(s.tok, (const char *const *)texts->pdata, n, max_len, ro->threads);
+    ok = tp_cli_check_step_memory(&s, MIN((guint)batch, n), tp_cli_longest(seqs), false,
+                                  "--eval-batch", &err);
     int *labels = g_new0(int, n); /* unknown: only probabilities are used */
     guint *idx = g_new(guint, n);
     for (guint i = 0; i < n; i++) idx[i] = i;
     tp_labelled data = {.seqs = seqs, .labels = labels, .pad_id = tp_tokenizer_pad_id(s.tok)};
     tp_eval_result r;
-    ok = tp_evaluate(s.model, s.ctx, &data, idx, n, batch, probs, logits, NULL, NULL, "predict",
-                     &r, &err);
+    ok = ok && tp_evaluate(s.model, s.ctx, &data, idx, n, batch, probs, logits, NULL, NULL,
+                           "predict", &r, &err);
     g_free(labels);
     g_free(idx);
   }
@@ -90,10 +93,10 @@ int tp_cmd_predict(int argc, char **argv) {
   tp_cli_run_opts ro;
   tp_cli_model_opts_init(&mo);
   tp_cli_run_opts_init(&ro);
-  int max_len = 512, batch = 64;
+  int max_len = 0, batch = 64; /* 0: the model's positions, at most 512 */
   gboolean json = FALSE;
   GOptionEntry e[] = {
-      {"max-len", 0, 0, G_OPTION_ARG_INT, &max_len, "Truncate texts to N tokens [512]", "N"},
+      {"max-len", 0, 0, G_OPTION_ARG_INT, &max_len, "Truncate texts to N tokens [the model's positions, at most 512]", "N"},
       {"eval-batch", 0, 0, G_OPTION_ARG_INT, &batch, "Batch size [64]", "N"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json,
        "One JSON object per text: text, label, name, probs, logits", NULL},
@@ -108,7 +111,7 @@ int tp_cmd_predict(int argc, char **argv) {
   bool parsed = tp_cli_parse(oc, &argc, &argv);
   g_option_context_free(oc);
   int rc = TP_EXIT_USAGE;
-  if (parsed && (max_len < 3 || batch < 1))
+  if (parsed && ((max_len != 0 && max_len < 3) || batch < 1))
     rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                                    "--max-len must be >= 3 and --eval-batch >= 1"));
   else if (parsed)

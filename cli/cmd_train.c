@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "tensorplug/dataset.h"
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
 
 static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM: stop after this step */
 
@@ -29,7 +30,7 @@ typedef struct train_cfg {
   int max_len, batch, eval_batch, epochs, patience;
   double lr, weight_decay, warmup, clip_norm, subset;
   gint64 seed;
-  gboolean skip_bad;
+  gboolean skip_bad, overwrite;
 } train_cfg;
 
 static void cfg_defaults(train_cfg *c) {
@@ -116,58 +117,124 @@ static JsonNode *cfg_to_json(const train_cfg *c) {
   return n;
 }
 
-static char *dup_str(JsonObject *o, const char *k) {
-  JsonNode *n = json_object_get_member(o, k);
-  return n && JSON_NODE_HOLDS_VALUE(n) ? g_strdup(json_node_get_string(n)) : NULL;
+/* Typed reads of the options a checkpoint recorded: an absent member keeps
+ * the default, a member of the wrong type is an error naming it (never a
+ * json-glib warning and a made-up value). */
+typedef struct opts_reader {
+  JsonObject *o;
+  const char *path;
+  GError **err;
+  bool ok;
+} opts_reader;
+
+static JsonNode *opt_member(opts_reader *r, const char *k, GType want, const char *what) {
+  JsonNode *n = r->ok ? json_object_get_member(r->o, k) : NULL;
+  if (!n || JSON_NODE_HOLDS_NULL(n)) return NULL;
+  GType t = JSON_NODE_HOLDS_VALUE(n) ? json_node_get_value_type(n) : G_TYPE_INVALID;
+  if (t == want || (want == G_TYPE_DOUBLE && t == G_TYPE_INT64)) return n;
+  g_set_error(r->err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"%s\" must be %s; the "
+              "checkpoint is damaged (start the run again with --overwrite)", r->path, k, what);
+  r->ok = false;
+  return NULL;
+}
+
+static char *opt_str(opts_reader *r, const char *k) {
+  JsonNode *n = opt_member(r, k, G_TYPE_STRING, "a string");
+  return n ? g_strdup(json_node_get_string(n)) : NULL;
+}
+
+static void opt_int(opts_reader *r, const char *k, int *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_INT64, "an integer");
+  if (!n) return;
+  gint64 v = json_node_get_int(n);
+  if (v < G_MININT || v > G_MAXINT) {
+    g_set_error(r->err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"%s\" = %" G_GINT64_FORMAT
+                " is out of range; the checkpoint is damaged (start the run again with --overwrite)", r->path, k, v);
+    r->ok = false;
+    return;
+  }
+  *out = (int)v;
+}
+
+static void opt_int64(opts_reader *r, const char *k, gint64 *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_INT64, "an integer");
+  if (n) *out = json_node_get_int(n);
+}
+
+static void opt_num(opts_reader *r, const char *k, double *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_DOUBLE, "a number");
+  if (n) *out = json_node_get_double(n);
+}
+
+static void opt_bool(opts_reader *r, const char *k, gboolean *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_BOOLEAN, "true or false");
+  if (n) *out = json_node_get_boolean(n);
 }
 
 /* Restores every option of the interrupted run (only --threads may differ). */
-static bool cfg_from_json(train_cfg *c, JsonNode *node, GError **err) {
+static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError **err) {
   if (!node || !JSON_NODE_HOLDS_OBJECT(node)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the checkpoint does not record its run's options");
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: the checkpoint does not record its run's "
+                "options (no \"extra\" object)", path);
     return false;
   }
-  JsonObject *o = json_node_get_object(node);
+  opts_reader r = {.o = json_node_get_object(node), .path = path, .err = err, .ok = true};
   int threads = c->ro.threads;
   char *resume = g_steal_pointer(&c->resume);
   cfg_clear(c);
   cfg_defaults(c);
   c->resume = resume;
-  c->mo.model = dup_str(o, "model");
-  c->mo.weights = dup_str(o, "weights");
-  char *init = dup_str(o, "init");
+  c->mo.model = opt_str(&r, "model");
+  c->mo.weights = opt_str(&r, "weights");
+  char *init = opt_str(&r, "init");
   if (init && strcmp(init, "random") == 0) c->mo.init = init;
   else g_free(init);
-  c->mo.vocab = dup_str(o, "vocab");
-  c->mo.layers = (int)json_object_get_int_member_with_default(o, "layers", 0);
-  c->mo.hidden = (int)json_object_get_int_member_with_default(o, "hidden", 0);
-  c->mo.heads = (int)json_object_get_int_member_with_default(o, "heads", 0);
-  c->mo.ffn = (int)json_object_get_int_member_with_default(o, "ffn", 0);
-  c->mo.max_positions = (int)json_object_get_int_member_with_default(o, "max_positions", 0);
-  JsonArray *d = json_object_get_array_member(o, "data");
+  c->mo.vocab = opt_str(&r, "vocab");
+  opt_int(&r, "layers", &c->mo.layers);
+  opt_int(&r, "hidden", &c->mo.hidden);
+  opt_int(&r, "heads", &c->mo.heads);
+  opt_int(&r, "ffn", &c->mo.ffn);
+  opt_int(&r, "max_positions", &c->mo.max_positions);
+  JsonNode *dn = r.ok ? json_object_get_member(r.o, "data") : NULL;
+  JsonArray *d = dn && JSON_NODE_HOLDS_ARRAY(dn) ? json_node_get_array(dn) : NULL;
   guint nd = d ? json_array_get_length(d) : 0;
   c->data = g_new0(char *, nd + 1);
-  for (guint i = 0; i < nd; i++) c->data[i] = g_strdup(json_array_get_string_element(d, i));
-  c->max_len = (int)json_object_get_int_member_with_default(o, "max_len", c->max_len);
-  c->batch = (int)json_object_get_int_member_with_default(o, "batch", c->batch);
-  c->eval_batch = (int)json_object_get_int_member_with_default(o, "eval_batch", c->eval_batch);
-  c->epochs = (int)json_object_get_int_member_with_default(o, "epochs", c->epochs);
-  c->lr = json_object_get_double_member_with_default(o, "lr", c->lr);
-  c->optimizer = dup_str(o, "optimizer");
-  c->weight_decay = json_object_get_double_member_with_default(o, "weight_decay", c->weight_decay);
-  c->warmup = json_object_get_double_member_with_default(o, "warmup", 0);
-  c->schedule = dup_str(o, "schedule");
-  c->clip_norm = json_object_get_double_member_with_default(o, "clip_norm", 0);
-  c->patience = (int)json_object_get_int_member_with_default(o, "patience", c->patience);
-  c->subset = json_object_get_double_member_with_default(o, "subset", 1.0);
-  c->seed = json_object_get_int_member_with_default(o, "seed", 42);
-  c->skip_bad = json_object_get_boolean_member_with_default(o, "skip_bad", FALSE);
-  c->ro.backend = dup_str(o, "backend");
-  c->ro.device = (int)json_object_get_int_member_with_default(o, "device", -1);
-  c->ro.threads = threads ? threads : (int)json_object_get_int_member_with_default(o, "threads", 0);
-  c->ro.precision = dup_str(o, "precision");
-  c->out = dup_str(o, "out");
-  return true;
+  for (guint i = 0; r.ok && i < nd; i++) {
+    JsonNode *e = json_array_get_element(d, i);
+    if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"data\"[%u] must be a "
+                  "path string; the checkpoint is damaged (start the run again with --overwrite)", path, i);
+      r.ok = false;
+    } else {
+      c->data[i] = g_strdup(json_node_get_string(e));
+    }
+  }
+  if (r.ok && dn && !d) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"data\" must be an array of "
+                "paths; the checkpoint is damaged (start the run again with --overwrite)", path);
+    r.ok = false;
+  }
+  opt_int(&r, "max_len", &c->max_len);
+  opt_int(&r, "batch", &c->batch);
+  opt_int(&r, "eval_batch", &c->eval_batch);
+  opt_int(&r, "epochs", &c->epochs);
+  opt_num(&r, "lr", &c->lr);
+  c->optimizer = opt_str(&r, "optimizer");
+  opt_num(&r, "weight_decay", &c->weight_decay);
+  opt_num(&r, "warmup", &c->warmup);
+  c->schedule = opt_str(&r, "schedule");
+  opt_num(&r, "clip_norm", &c->clip_norm);
+  opt_int(&r, "patience", &c->patience);
+  opt_num(&r, "subset", &c->subset);
+  opt_int64(&r, "seed", &c->seed);
+  opt_bool(&r, "skip_bad", &c->skip_bad);
+  c->ro.backend = opt_str(&r, "backend");
+  opt_int(&r, "device", &c->ro.device);
+  opt_int(&r, "threads", &c->ro.threads);
+  if (threads) c->ro.threads = threads;
+  c->ro.precision = opt_str(&r, "precision");
+  c->out = opt_str(&r, "out");
+  return r.ok;
 }
 
 static bool cfg_check(const train_cfg *c, tp_train_options *to, GError **err) {
@@ -205,6 +272,8 @@ typedef struct run_ctx {
   const char *vocab_path;
   JsonNode *cfg_json;
   tp_cli_progress progress;
+  int raise_signal;     /* test hook: signal to raise ... */
+  int64_t raise_step;   /* ... once this many training steps are done (0: never) */
 } run_ctx;
 
 static bool save_best(tp_model *m, tp_ctx *ctx, int epoch, void *user, GError **err) {
@@ -228,6 +297,78 @@ static bool checkpoint(tp_model *m, tp_ctx *ctx, const tp_train_state *s, void *
 
 static void on_progress(const tp_progress *p, void *user) {
   tp_cli_progress_cb(p, &((run_ctx *)user)->progress);
+}
+
+static void on_step(int64_t steps_done, void *user) {
+  run_ctx *r = user;
+  if (r->raise_step > 0 && steps_done == r->raise_step) {
+    fflush(stdout);
+    raise(r->raise_signal);
+  }
+}
+
+/* Test hook: TENSORPLUG_TEST_RAISE=SIG@STEP raises signal number SIG right
+ * after training step STEP (counted over all epochs, from 1), so that tests
+ * interrupt or kill a run at an exact point instead of racing a timer. */
+static void read_raise_hook(run_ctx *r) {
+  const char *e = g_getenv("TENSORPLUG_TEST_RAISE");
+  int sig = 0;
+  long long step = 0;
+  if (e && sscanf(e, "%d@%lld", &sig, &step) == 2 && sig > 0 && sig < NSIG && step > 0) {
+    r->raise_signal = sig;
+    r->raise_step = step;
+  }
+}
+
+/* The files a run writes into its folder (and their temporary siblings). */
+static const char *const run_files[] = {"results.json", "model", "model.tmp", "model.old",
+                                        "checkpoint", "checkpoint.tmp", "checkpoint.old",
+                                        "split", NULL};
+
+static bool remove_tree(const char *path, GError **err) {
+  if (g_file_test(path, G_FILE_TEST_IS_DIR) && !g_file_test(path, G_FILE_TEST_IS_SYMLINK)) {
+    GDir *d = g_dir_open(path, 0, err);
+    if (!d) return false;
+    const char *n;
+    bool ok = true;
+    while (ok && (n = g_dir_read_name(d))) {
+      char *p = g_build_filename(path, n, NULL);
+      ok = remove_tree(p, err);
+      g_free(p);
+    }
+    g_dir_close(d);
+    if (!ok) return false;
+  }
+  if (g_remove(path) != 0 && errno != ENOENT) {
+    int e = errno;
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot remove %s: %s", path, g_strerror(e));
+    return false;
+  }
+  return true;
+}
+
+/* A new run never lands beside the files of another one: an --out folder that
+ * is not empty is refused unless --overwrite, which first removes what an
+ * earlier run wrote (and only that). */
+static bool prepare_out(const char *out, bool overwrite, GError **err) {
+  GDir *d = g_dir_open(out, 0, NULL);
+  if (!d) return true; /* absent: created later */
+  bool empty = g_dir_read_name(d) == NULL;
+  g_dir_close(d);
+  if (empty) return true;
+  if (!overwrite) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--out %s already exists and is not "
+                "empty (an earlier run?): pass --overwrite to replace that run, --resume %s to "
+                "continue it, or another --out folder", out, out);
+    return false;
+  }
+  for (const char *const *f = run_files; *f; f++) {
+    char *p = g_build_filename(out, *f, NULL);
+    bool ok = remove_tree(p, err);
+    g_free(p);
+    if (!ok) return false;
+  }
+  return tp_dir_sync(out, err);
 }
 
 /* ---- results.json ---- */
@@ -348,7 +489,7 @@ static bool write_split_ids(const char *out, const tp_dataset *d, const tp_split
     for (guint j = 0; j < n[i]; j++) g_string_append_printf(s, "%s\n", d->ids[idx[i][j]]);
     char *name = g_strdup_printf("%s.txt", names[i]);
     char *path = g_build_filename(dir, name, NULL);
-    ok = g_file_set_contents(path, s->str, (gssize)s->len, err);
+    ok = tp_file_write_durable(path, s->str, s->len, err);
     g_free(path);
     g_free(name);
     g_string_free(s, TRUE);
@@ -384,6 +525,8 @@ static GOptionContext *make_options(train_cfg *c) {
       {"out", 0, 0, G_OPTION_ARG_FILENAME, &c->out, "Run folder [runs/DATE-TIME-MODEL]", "DIR"},
       {"resume", 0, 0, G_OPTION_ARG_FILENAME, &c->resume,
        "Continue the interrupted run in DIR with its own options", "DIR"},
+      {"overwrite", 0, 0, G_OPTION_ARG_NONE, &c->overwrite,
+       "Replace the run already in --out DIR (its results, model, checkpoint, split)", NULL},
       G_OPTION_ENTRY_NULL};
   GOptionContext *oc = g_option_context_new("- fine-tune a classifier");
   g_option_context_set_summary(oc,
@@ -426,18 +569,41 @@ static int run(train_cfg *c) {
   JsonNode *resume_cfg = NULL;
   if (c->resume) {
     char *ck = g_build_filename(c->resume, "checkpoint", NULL);
-    /* the options first (the model is built from them), the weights below */
-    JsonNode *x = tp_checkpoint_read_extra(ck, &err);
-    if (x && cfg_from_json(c, x, &err)) {
-      g_free(c->out);
-      c->out = g_strdup(c->resume);
+    /* read the options first (model built below), then the weights */
+    JsonNode *x = NULL;
+    tp_train_state probe;
+    tp_train_state_init(&probe);
+    if (!tp_checkpoint_read_state(ck, &probe, &x, &err)) {
+      char *there = tp_existing_dir(ck);
+      bool absent = there == NULL;
+      g_free(there);
+      if (absent) {
+        g_clear_error(&err);
+        g_set_error(&err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
+                    "writes one at the end of each epoch)", c->resume);
+      }
+    } else {
+      char *dir = tp_existing_dir(ck), *sj = g_build_filename(dir, "state.json", NULL);
+      if (cfg_from_json(c, x, sj, &err)) {
+        g_free(c->out);
+        c->out = g_strdup(c->resume);
+        /* options out of range in a checkpoint are a damaged file, not a usage error */
+        if (!cfg_check(c, &to, &err)) {
+          g_prefix_error(&err, "%s records options that are out of range: ", sj);
+          err->code = TP_ERROR_FORMAT;
+        }
+      }
+      g_free(sj);
+      g_free(dir);
     }
     if (x) json_node_unref(x);
+    tp_train_state_clear(&probe);
     g_free(ck);
     if (err) return tp_cli_report(err);
   }
   if (!cfg_check(c, &to, &err)) return tp_cli_report(err);
   if (!c->out) c->out = default_out(c->mo.model);
+  if (!c->resume && !prepare_out(c->out, c->overwrite, &err)) return tp_cli_report(err);
   JsonNode *cfg_json = cfg_to_json(c);
 
   tp_cli_session s;
@@ -449,8 +615,14 @@ static int run(train_cfg *c) {
   memset(&s, 0, sizeof s);
   d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
   bool ok = d != NULL;
-  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
-  if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
+  int num_labels = 0;
+  /* the labels meet the model once, here: each one must be a label of it */
+  if (ok) ok = tp_cli_model_num_labels(&c->mo, &num_labels, &err) &&
+               tp_dataset_check_labels(d, num_labels, c->skip_bad, &err);
+  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err) &&
+               tp_split_check_classes(d, &sp, num_labels, &err);
+  if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err) &&
+               tp_cli_check_max_len(&s, &c->max_len, &err);
   if (ok) {
     char *desc = tp_cli_session_describe(&s);
     printf("Model %s\n", desc);
@@ -479,6 +651,14 @@ static int run(train_cfg *c) {
              (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
     }
   }
+  /* steps that cannot fit are refused before the first one runs */
+  if (ok) {
+    int64_t longest = tp_cli_longest(seqs);
+    ok = tp_cli_check_step_memory(&s, MIN((guint)c->batch, sp.n_train), longest, true, "--batch",
+                                  &err) &&
+         tp_cli_check_step_memory(&s, MIN((guint)c->eval_batch, MAX(sp.n_val, sp.n_test)), longest,
+                                  false, "--eval-batch", &err);
+  }
   if (ok && c->resume) {
     char *ck = g_build_filename(c->out, "checkpoint", NULL);
     ok = tp_checkpoint_read(ck, s.model, s.ctx, &st, &resume_cfg, &err);
@@ -490,10 +670,11 @@ static int run(train_cfg *c) {
   fflush(stdout);
   run_ctx r = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
                .progress = {.tty = isatty(STDOUT_FILENO)}};
+  read_raise_hook(&r);
   tp_labelled data = {.seqs = seqs, .labels = d ? d->labels : NULL,
                       .pad_id = s.tok ? tp_tokenizer_pad_id(s.tok) : 0};
   tp_train_hooks hooks = {.save_best = save_best, .checkpoint = checkpoint,
-                          .progress = on_progress, .user = &r};
+                          .progress = on_progress, .step_done = on_step, .user = &r};
   struct sigaction sa = {0}, old_int, old_term;
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, &old_int);
@@ -504,9 +685,16 @@ static int run(train_cfg *c) {
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
   if (!ok && err && err->domain == TP_ERROR &&
-      (err->code == TP_ERROR_INTERRUPTED || err->code == TP_ERROR_NON_FINITE))
-    g_prefix_error(&err, "%s; the last completed epoch is saved in %s/checkpoint — continue "
-                   "with `tensorplug train --resume %s`: ", "training stopped", c->out, c->out);
+      (err->code == TP_ERROR_INTERRUPTED || err->code == TP_ERROR_NON_FINITE)) {
+    if (st.epochs_done > 0)
+      g_prefix_error(&err, "training stopped; epoch %d (the last completed one) is saved in "
+                     "%s/checkpoint — continue with `tensorplug train --resume %s`: ",
+                     st.epochs_done, c->out, c->out);
+    else
+      g_prefix_error(&err, "training stopped before its first epoch ended, so nothing was "
+                     "saved and there is nothing to resume — run the same command again (with "
+                     "--overwrite) to start over: ");
+  }
   tp_eval_result test = {0};
   if (ok) {
     /* restore-best: the weights of the best validation epoch */

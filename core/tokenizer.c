@@ -28,6 +28,8 @@
 #include <json-glib/json-glib.h>
 
 #include "tensorplug/error.h"
+#include "tensorplug/memory.h"
+#include "tokenizer_code_id.h"
 #include "tokenizer_unicode.h"
 
 /* Byte classes of the ASCII fast path. */
@@ -622,11 +624,23 @@ static void set_id_token(tp_tokenizer *t, int32_t id, const char *token) {
   t->id_lens[id] = (uint32_t)strlen(token);
 }
 
-/* Builds the id array and both tables from the vocabulary entries. */
-static void build_vocab(tp_tokenizer *t, const vocab_entry *v, size_t n, const char *prefix) {
+/* Builds the id array and both tables from the vocabulary entries. The id
+ * array has one slot per id up to the largest, so an absurd id in a file is
+ * checked against the memory it would take before anything is allocated. */
+static bool build_vocab(tp_tokenizer *t, const vocab_entry *v, size_t n, const char *prefix,
+                        const char *path, GError **err) {
   int32_t max_id = -1;
-  for (size_t i = 0; i < n; i++) max_id = MAX(max_id, v[i].id);
-  for (int i = 0; i < t->n_added; i++) max_id = MAX(max_id, t->added[i].id);
+  const char *max_token = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (v[i].id > max_id) max_id = v[i].id, max_token = v[i].token;
+  for (int i = 0; i < t->n_added; i++)
+    if (t->added[i].id > max_id) max_id = t->added[i].id, max_token = t->added[i].text;
+  uint64_t bytes = ((uint64_t)max_id + 1) * (sizeof(char *) + sizeof(uint32_t));
+  char what[256];
+  g_snprintf(what, sizeof what, "vocabulary '%s': the largest token id, %d (\"%.40s\"), makes "
+             "a table of %lld ids that", path, max_id, max_token ? max_token : "",
+             (long long)max_id + 1);
+  if (!tp_memory_check_host(bytes, what, err)) return false;
   t->n_ids = max_id + 1;
   t->id_tokens = g_new0(char *, MAX(t->n_ids, 1));
   t->id_lens = g_new0(uint32_t, MAX(t->n_ids, 1));
@@ -644,6 +658,7 @@ static void build_vocab(tp_tokenizer *t, const vocab_entry *v, size_t n, const c
     if (plen && t->id_lens[v[i].id] > plen && strncmp(v[i].token, prefix, plen) == 0)
       table_insert(t, &t->conts, v[i].id);
   }
+  return true;
 }
 
 static void add_added(tp_tokenizer *t, const char *text, int32_t id) {
@@ -742,9 +757,9 @@ static bool load_vocab_txt(tp_tokenizer *t, const char *path, char *data, gsize 
           add_added(t, specials[s], (int32_t)i);
           break;
         }
-    build_vocab(t, v, lines->len, "##");
+    ok = build_vocab(t, v, lines->len, "##", path, err);
     g_free(v);
-    ok = resolve_specials(t, path, "[UNK]", err);
+    ok = ok && resolve_specials(t, path, "[UNK]", err);
   }
   g_ptr_array_free(lines, TRUE);
   return ok;
@@ -875,8 +890,22 @@ static bool load_tokenizer_json(tp_tokenizer *t, const char *path, const char *d
     json_fail(err, path, "model.vocab is empty");
     goto out;
   }
-  build_vocab(t, v, n, prefix ? prefix : "##");
-  ok = resolve_specials(t, path, unk ? unk : "[UNK]", err);
+  ok = build_vocab(t, v, n, prefix ? prefix : "##", path, err) &&
+       resolve_specials(t, path, unk ? unk : "[UNK]", err);
+  /* A declared padding token ("padding": {"pad_token": ..., "pad_id": ...})
+   * wins over [PAD]; its id must be a token of the vocabulary. */
+  JsonObject *padding = ok ? json_opt_object(root, "padding") : NULL;
+  const char *pad_token = json_opt_string(padding, "pad_token");
+  if (pad_token) {
+    int32_t id = tp_tokenizer_token_to_id(t, pad_token);
+    if (id < 0) {
+      char *m = g_strdup_printf("padding.pad_token '%s' is not in the vocabulary", pad_token);
+      ok = json_fail(err, path, m);
+      g_free(m);
+    } else {
+      t->pad_id = id;
+    }
+  }
 out:
   g_free(v);
   g_object_unref(parser);
@@ -938,3 +967,5 @@ int32_t tp_tokenizer_cls_id(const tp_tokenizer *tok) { return tok->cls_id; }
 int32_t tp_tokenizer_sep_id(const tp_tokenizer *tok) { return tok->sep_id; }
 int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok) { return tok->pad_id; }
 int32_t tp_tokenizer_unk_id(const tp_tokenizer *tok) { return tok->unk_id; }
+
+const char *tp_tokenizer_code_id(void) { return TP_VERSION "+" TP_TOKENIZER_CODE_SHA256; }

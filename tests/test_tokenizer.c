@@ -434,10 +434,10 @@ TP_TEST(TokenizerCli, Errors) {
   TP_CHECK_INT_EQ(run_cli(no_vocab, NULL, &out, &errout), 2);
   g_free(out);
   g_free(errout);
-  /* A --vocab that is not there is a bad argument (2); one that is there but
-   * unreadable as a vocabulary is a failed input (1). */
+  /* A --vocab that is not there, or one that is unreadable as a vocabulary, is
+   * a failed input (1), like any other input file (README: exit statuses). */
   const char *missing[] = {"tokenize", "--vocab", "/nonexistent/vocab.txt", "x", NULL};
-  TP_CHECK_INT_EQ(run_cli(missing, NULL, &out, &errout), 2);
+  TP_CHECK_INT_EQ(run_cli(missing, NULL, &out, &errout), 1);
   TP_CHECK(strstr(errout, "/nonexistent/vocab.txt") != NULL);
   g_free(out);
   g_free(errout);
@@ -697,5 +697,38 @@ TP_TEST(Tokenizer, VocabularyErrors) {
   static const int32_t his[] = {2, 4, 5, 1, 3};
   TP_CHECK(enc_is(tok, "HIS yo", his, G_N_ELEMENTS(his)));
   tp_tokenizer_free(tok);
+  g_free(dir);
+}
+
+/* item 5: the padding token a tokenizer.json declares; [PAD] otherwise */
+TP_TEST(Tokenizer, DeclaredPaddingTokenWinsOverPad) {
+  char *dir = tp_test_tmpdir(), *path = g_build_filename(dir, "tokenizer.json", NULL);
+  const char *head = "{\"normalizer\": {\"type\": \"BertNormalizer\"}, \"pre_tokenizer\": {\"type\": "
+                     "\"BertPreTokenizer\"}, ";
+  const char *model = "\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"[CLS]\": "
+                      "1, \"[SEP]\": 2, \"<pad>\": 3, \"[PAD]\": 4}}}";
+  char *text = g_strconcat(head, "\"padding\": {\"pad_token\": \"<pad>\", \"pad_id\": 3}, ", model,
+                           NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  GError *err = NULL;
+  tp_tokenizer *t = tp_tokenizer_load(path, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(t), 3);
+  tp_tokenizer_free(t);
+  g_free(text);
+  text = g_strconcat(head, model, NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  t = tp_tokenizer_load(path, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(t), 4);
+  tp_tokenizer_free(t);
+  g_free(text);
+  text = g_strconcat(head, "\"padding\": {\"pad_token\": \"<nope>\"}, ", model, NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  t = tp_tokenizer_load(path, &err);
+  TP_CHECK(t == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "padding.pad_token '<nope>' is not in the vocabulary");
+  g_free(text);
+  g_free(path);
   g_free(dir);
 }

@@ -64,8 +64,14 @@ typedef struct tp_load_report {
 } tp_load_report;
 void tp_load_report_clear(tp_load_report *r);
 
-/* Applies overrides to a config, checking hidden % heads == 0 etc. */
+/* Applies overrides to a config, then tp_model_config_check. */
 bool tp_model_config_apply(tp_model_config *cfg, const tp_model_overrides *ov, GError **err);
+/* Every value within what the model can index and compute with: sizes
+ * positive and bounded (so that no product of them overflows), heads
+ * dividing hidden, pad_token_id a row of the embedding table, layer_norm_eps
+ * in (0, 1), dropouts in [0, 1), all finite. TP_ERROR_INVALID_ARGUMENT
+ * naming the value and its range. */
+bool tp_model_config_check(const tp_model_config *cfg, GError **err);
 /* Reads config.json with the plugin that matches its model_type. */
 bool tp_model_config_load(tp_registry *reg, const char *config_path, const tp_model_iface **iface,
                           tp_model_config *cfg, GError **err);
@@ -92,6 +98,12 @@ tp_tensor *tp_model_forward(tp_model *m, tp_ctx *ctx, tp_tensor *ids, tp_tensor 
  * them, though the last layer may compute less), forward or a whole
  * training step (3x forward). */
 double tp_model_flops(const tp_model_config *cfg, int64_t batch, int64_t seq, bool training);
+/* An estimate (an upper bound within 2.5x) of the activation memory one
+ * step of batch x seq tokens takes on top of the parameters: forward only,
+ * or forward and backward when training. Sizes are those tp_model_config_check
+ * accepts, so the result cannot overflow for batch and seq below 2^20. */
+uint64_t tp_model_step_bytes(const tp_model_config *cfg, int64_t batch, int64_t seq,
+                             bool training);
 
 /* Where a command's model comes from (`--model`, `--weights`, `--init`). */
 typedef struct tp_model_source {

@@ -24,7 +24,9 @@ int32_t tp_tokenizer_token_to_id(const tp_tokenizer *tok, const char *token); /*
 const char *tp_tokenizer_id_to_token(const tp_tokenizer *tok, int32_t id);   /* NULL if out of range */
 int32_t tp_tokenizer_cls_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_sep_id(const tp_tokenizer *tok);
-int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok); /* -1 if the vocabulary has no [PAD] */
+/* tokenizer.json's padding.pad_token when it declares one, else [PAD]; -1
+ * when the vocabulary has neither. */
+int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_unk_id(const tp_tokenizer *tok);
 
 /* Appends [CLS] ids... [SEP] of text[0..len) to out (a GArray of int32_t).
@@ -53,5 +55,9 @@ tp_token_seqs *tp_tokenizer_encode_batch_len(const tp_tokenizer *tok, const char
                                              const size_t *lens, int64_t n, int max_len,
                                              int threads);
 void tp_token_seqs_free(tp_token_seqs *s);
+
+/* Identifies the code that produced token ids: the version and the SHA-256
+ * of the tokenizer's sources at build time. Caches of ids are keyed by it. */
+const char *tp_tokenizer_code_id(void);
 
 G_END_DECLS
