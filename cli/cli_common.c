@@ -20,17 +20,6 @@ int tp_cli_report(GError *err) {
   return rc;
 }
 
-bool tp_cli_parse(GOptionContext *oc, int *argc, char ***argv) {
-  GError *err = NULL;
-  if (!g_option_context_parse(oc, argc, argv, &err)) {
-    fprintf(stderr, "tensorplug: error: %s\nRun `%s --help` for the options.\n", err->message,
-            g_get_prgname());
-    g_error_free(err);
-    return false;
-  }
-  return true;
-}
-
 char *tp_cli_resolve_vocab(const char *vocab, const char *model, GError **err) {
   if (vocab) {
     if (!g_file_test(vocab, G_FILE_TEST_IS_REGULAR)) {
