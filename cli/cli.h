@@ -31,6 +31,8 @@ const tp_cli_opt *tp_cmd_train_find_option(const char *name);
 /* Prints "tensorplug: error: MESSAGE" to stderr and returns the exit status
  * for err's code (usage/unavailable -> 2, interrupted -> 130, else 1). Frees err. */
 int tp_cli_report(GError *err);
+/* The error's kind as a word: "out_of_memory", "interrupted", "usage", ... */
+const char *tp_cli_error_code_name(const GError *err);
 /* Where the vocabulary comes from: --vocab FILE, else MODEL_DIR/vocab.txt or
  * tokenizer.json when model names a folder; NULL + error otherwise. */
 char *tp_cli_resolve_vocab(const char *vocab, const char *model, GError **err);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "tp_commit.h"
 #include "tensorplug/dataset.h"
 #include "tensorplug/error.h"
 
@@ -248,6 +249,7 @@ static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_c
   json_builder_set_member_name(b, "config");
   json_builder_add_value(b, json_node_copy(cfg_json));
   put_str(b, "version", TP_VERSION);
+  put_str(b, "commit", TP_COMMIT);
   put_str(b, "backend", s->be->name);
   put_str(b, "device", s->be->info.name);
   put_str(b, "device_description", s->be->info.description);
