@@ -27,6 +27,10 @@ int tp_cmd_predict(int argc, char **argv);
 bool tp_cmd_train_check_args(int argc, char **argv, GError **err);
 /* train's option row named name ("max-len"), or NULL. */
 const tp_cli_opt *tp_cmd_train_find_option(const char *name);
+/* The default of one of train's own numeric options ("batch" -> "8"), or NULL. */
+char *tp_cmd_train_default_text(const char *name);
+int tp_cmd_sweep(int argc, char **argv);
+int tp_cmd_report(int argc, char **argv);
 
 /* Prints "tensorplug: error: MESSAGE" to stderr and returns the exit status
  * for err's code (usage/unavailable -> 2, interrupted -> 130, else 1). Frees err. */

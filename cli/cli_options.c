@@ -122,7 +122,8 @@ static gboolean on_option(const char *option_name, const char *value, gpointer d
     g_free(*(char **)p);
     *(char **)p = g_strdup(value);
     break;
-  case TP_OPT_PATHS: {
+  case TP_OPT_PATHS:
+  case TP_OPT_STRINGS: {
     char ***arr = p;
     guint n = *arr ? g_strv_length(*arr) : 0;
     *arr = g_renew(char *, *arr, n + 2);

@@ -20,6 +20,7 @@ typedef enum {
   TP_OPT_STRING, /* char * (g_free'd) */
   TP_OPT_PATH,   /* char *, a file name */
   TP_OPT_PATHS,  /* char ** (g_strfreev'd), repeatable */
+  TP_OPT_STRINGS, /* char ** (g_strfreev'd), repeatable */
   TP_OPT_FLAG,   /* gboolean, no argument */
 } tp_cli_opt_kind;
 

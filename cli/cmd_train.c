@@ -585,6 +585,19 @@ bool tp_cmd_train_check_args(int argc, char **argv, GError **err) {
   return ok;
 }
 
+char *tp_cmd_train_default_text(const char *name) {
+  train_cfg c;
+  cfg_defaults(&c);
+  const tp_cli_opt *r = NULL;
+  for (size_t i = 0; i < G_N_ELEMENTS(train_rows) && !r; i++)
+    if (strcmp(train_rows[i].name, name) == 0) r = &train_rows[i];
+  char *v = NULL;
+  if (r && r->kind == TP_OPT_INT) v = g_strdup_printf("%d", *(int *)((char *)&c + r->offset));
+  else if (r && r->kind == TP_OPT_DOUBLE) v = g_strdup_printf("%g", *(double *)((char *)&c + r->offset));
+  cfg_clear(&c);
+  return v;
+}
+
 const tp_cli_opt *tp_cmd_train_find_option(const char *name) {
   train_cfg c;
   cfg_defaults(&c);
