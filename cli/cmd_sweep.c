@@ -632,12 +632,13 @@ static int run_sweep(sweep_opts *opts, const char *spec_path) {
     else printf("%-40s %-11s %9s %9s\n", s->run->name, s->status, "-", "-");
     tp_run_result_free(r);
   }
-  printf("\n%u of %u runs done%s; sweep state: %s\nTables and plots: tensorplug report %s\n", done,
-         sw.runs->len, failed ? "" : "", sw.json_path, opts->out);
+  printf("\n%u of %u runs done; sweep state: %s\nTables and plots: tensorplug report %s\n", done,
+         sw.runs->len, sw.json_path, opts->out);
+  fflush(stdout); /* the table before the error */
   if (!ok) rc = tp_cli_report(err);
   else if (failed) {
-    g_set_error(&err, TP_ERROR, TP_ERROR_BACKEND, "%u run(s) failed (see %s and DIR/logs/): start "
-                "the same command again to retry them", failed, sw.json_path);
+    g_set_error(&err, TP_ERROR, TP_ERROR_BACKEND, "%u run(s) failed (see %s and %s/logs/): start "
+                "the same command again to retry them", failed, sw.json_path, opts->out);
     rc = tp_cli_report(err);
   }
 out:

@@ -589,3 +589,71 @@ TP_TEST(Sweep, SpecErrorsNameTheFileGroupAndKey) {
   g_free(path);
   g_free(dir);
 }
+
+TP_TEST(Sweep, OutOfMemoryHalvesTheBatchWhenTheSpecAllowsIt) {
+  /* $TENSORPLUG_ALLOC_LIMIT_BYTES (core/backend.c) makes the backend's
+   * allocations fail above 50 MiB: this tiny model needs about 62 MiB at
+   * batch 64 and 38 MiB at batch 32 (max length 256) */
+  char *tmp = tp_test_tmpdir(), *out = NULL;
+  char *sp = g_build_filename(tmp, "oom.ini", NULL);
+  TP_ASSERT(g_file_set_contents(sp,
+      "[sweep]\nname = oom\n\n[defaults]\nmodel = bert\ninit = random\nlayers = 1\nhidden = 32\n"
+      "heads = 2\nffn = 64\nsubset = 0.01\nmax_len = 256\nbatch = 64\neval_batch = 4\nepochs = 1\n\n"
+      "[run fallback]\noom_fallback = true\n\n[run strict]\noom_fallback = false\n", -1, NULL));
+  char *dir = g_build_filename(tmp, "sweep", NULL);
+  GPtrArray *a = sweep_args(sp, dir, NULL);
+  const char *env[] = {"TENSORPLUG_ALLOC_LIMIT_BYTES=52428800", NULL};
+  int rc = tp_test_cli_v(&out, env, (const char *const *)a->pdata);
+  g_ptr_array_unref(a);
+  TP_CHECK_INT_EQ(rc, 1); /* "strict" failed; the sweep went on and says so */
+  TP_CHECK(strstr(out, "[1/2] fallback: out of memory at batch 64: halving the batch to 32") != NULL);
+  const char *failed = strstr(out, "[2/2] strict: FAILED (");
+  TP_CHECK(failed && strstr(failed, "out of memory") && strstr(failed, "going on with the next run"));
+  TP_CHECK(strstr(out, "1 run(s) failed") != NULL);
+  g_free(out);
+  /* the fallback ran with batch 32, and says so everywhere */
+  char *rp = g_build_filename(dir, "fallback", "results.json", NULL);
+  JsonObject *o = NULL;
+  JsonParser *jp = load_json(rp, &o);
+  TP_ASSERT(o != NULL);
+  TP_CHECK_INT_EQ(json_object_get_int_member(json_object_get_object_member(o, "config"), "batch"), 32);
+  g_object_unref(jp);
+  char *sj = g_build_filename(dir, "sweep.json", NULL);
+  jp = load_json(sj, &o);
+  TP_ASSERT(o != NULL);
+  JsonArray *runs = json_object_get_array_member(o, "runs");
+  JsonObject *r0 = json_array_get_object_element(runs, 0), *r1 = json_array_get_object_element(runs, 1);
+  TP_CHECK_STR_EQ(json_object_get_string_member(r0, "status"), "done");
+  TP_CHECK_STR_EQ(json_object_get_string_member(r0, "batch"), "32");
+  JsonArray *oom = json_object_get_array_member(r0, "oom");
+  TP_ASSERT(json_array_get_length(oom) == 1);
+  JsonObject *e = json_array_get_object_element(oom, 0);
+  TP_CHECK_INT_EQ(json_object_get_int_member(e, "batch"), 64);
+  TP_CHECK(strstr(json_object_get_string_member(e, "message"), "out of memory") != NULL);
+  TP_CHECK(strstr(json_object_get_string_member(e, "message"), "--batch") != NULL);
+  TP_CHECK_STR_EQ(json_object_get_string_member(r1, "status"), "failed");
+  TP_CHECK(strstr(json_object_get_string_member(r1, "error"), "out of memory") != NULL);
+  g_object_unref(jp);
+  char *att = g_build_filename(dir, "attempts", "fallback-oom-batch64", NULL);
+  TP_CHECK(g_file_test(att, G_FILE_TEST_IS_DIR)); /* the failed attempt is kept */
+  /* report: the note column */
+  TP_CHECK_INT_EQ(tp_test_cli(&out, "report", dir, NULL), 0);
+  g_free(out);
+  char *csv = g_build_filename(dir, "summary.csv", NULL), *text = NULL;
+  TP_ASSERT(g_file_get_contents(csv, &text, NULL, NULL));
+  TP_CHECK(strstr(text, ",out of memory at batch 64: ran with batch 32\n") != NULL);
+  g_free(text);
+  /* started again: the fallback is remembered (skipped), strict fails again */
+  a = sweep_args(sp, dir, NULL);
+  rc = tp_test_cli_v(&out, env, (const char *const *)a->pdata);
+  g_ptr_array_unref(a);
+  TP_CHECK_INT_EQ(rc, 1);
+  TP_CHECK(strstr(out, "[1/2] fallback: finished earlier, skipped") != NULL);
+  g_free(out);
+  g_free(csv);
+  g_free(att);
+  g_free(sj);
+  g_free(rp);
+  g_free(dir);
+  g_free(sp);
+}
