@@ -363,6 +363,20 @@ TP_TEST(Sweep, TinySpecsEndToEndWithReportAndShards) {
   g_free(whole);
   g_free(merged);
 
+  /* every shipped spec is valid (its runs pass train's validation) */
+  static const char *const shipped[] = {"problem1.ini", "problem2.ini", "problem3.ini",
+                                        "minilm/problem1.ini", "minilm/problem2.ini",
+                                        "minilm/problem3.ini"};
+  for (size_t i = 0; i < G_N_ELEMENTS(shipped); i++) {
+    char *path = spec(shipped[i]), *never = g_build_filename(tmp, "never", NULL);
+    rc = tp_test_cli(&out, "sweep", path, "--out", never, "--from-best", p1, "--dry-run", NULL);
+    if (rc != 0) TP_FAILF("%s --dry-run exited %d:\n%s", shipped[i], rc, out);
+    TP_CHECK(!g_file_test(never, G_FILE_TEST_EXISTS));
+    g_free(out);
+    g_free(never);
+    g_free(path);
+  }
+
   g_hash_table_unref(dirs);
   g_free(best_res);
   g_free(p2run);
