@@ -388,6 +388,108 @@ static void print_argv(const char *prefix, GPtrArray *args) {
   printf("\n");
 }
 
+/* `train --resume DIR/RUN` (the checkpoint holds every other option). */
+static GPtrArray *resume_args(const run_state *s) {
+  GPtrArray *args = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(args, g_strdup("--resume"));
+  g_ptr_array_add(args, g_strdup(s->dir));
+  const char *threads = g_hash_table_lookup(s->run->settings, "threads");
+  if (threads) {
+    g_ptr_array_add(args, g_strdup("--threads"));
+    g_ptr_array_add(args, g_strdup(threads));
+  }
+  g_ptr_array_add(args, NULL);
+  return args;
+}
+
+/* The run's own options, with the batch an out-of-memory fallback chose. */
+static GPtrArray *fresh_args(const run_state *s) {
+  tp_sweep_run r = *s->run;
+  r.settings = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, s->run->settings);
+  while (g_hash_table_iter_next(&it, &k, &v)) g_hash_table_replace(r.settings, g_strdup(k), g_strdup(v));
+  if (s->batch) g_hash_table_replace(r.settings, g_strdup("batch"), g_strdup(s->batch));
+  GPtrArray *args = tp_sweep_run_train_args(&r, s->dir);
+  g_hash_table_unref(r.settings);
+  return args;
+}
+
+/* How the next attempt of a run starts: from its checkpoint, else afresh
+ * (an unfinished folder without a checkpoint moved aside first). */
+static GPtrArray *next_args(const sweep *sw, const run_state *s, guint k, guint n, GError **err) {
+  char *ck = g_build_filename(s->dir, "checkpoint", NULL);
+  char *have = tp_existing_dir(ck);
+  g_free(ck);
+  if (have) {
+    g_free(have);
+    printf("== [%u/%u] %s: resuming from its checkpoint\n", k, n, s->run->name);
+    return resume_args(s);
+  }
+  if (g_file_test(s->dir, G_FILE_TEST_EXISTS)) {
+    printf("== [%u/%u] %s: an earlier start left no checkpoint: starting again\n", k, n, s->run->name);
+    if (!move_aside(sw, s, "incomplete", err)) return NULL;
+  }
+  printf("== [%u/%u] %s\n", k, n, s->run->name);
+  return fresh_args(s);
+}
+
+/* The batch the run used last. */
+static int current_batch(const run_state *s) {
+  const char *cur = s->batch ? s->batch : g_hash_table_lookup(s->run->settings, "batch");
+  char *def = cur ? NULL : tp_cmd_train_default_text("batch");
+  int batch = atoi(cur ? cur : def);
+  g_free(def);
+  return batch;
+}
+
+typedef enum { NEXT_DONE, NEXT_RETRY, NEXT_STOP } next_step;
+
+/* Records how an attempt ended and says what comes next: the next run
+ * (done or failed), the same run with half the batch, or the end of the
+ * sweep (interrupted, or the state could not be written). */
+static next_step record_outcome(sweep *sw, run_state *s, const outcome *o, const char *log_path,
+                                guint k, guint n, GError **err) {
+  s->exit_status = o->status;
+  if (o->status == 0) {
+    set_str(&s->status, "done");
+    set_str(&s->error, NULL);
+    printf("== [%u/%u] %s: done\n", k, n, s->run->name);
+    return write_state(sw, err) ? NEXT_DONE : NEXT_STOP;
+  }
+  if (o->status == TP_EXIT_INTERRUPTED || o->status == 128 + SIGINT ||
+      o->status == 128 + SIGTERM || g_stop) {
+    set_str(&s->status, "interrupted");
+    write_state(sw, NULL);
+    g_set_error(err, TP_ERROR, TP_ERROR_INTERRUPTED, "sweep interrupted during run \"%s\"; "
+                "start the same command again to resume it and run the rest", s->run->name);
+    return NEXT_STOP;
+  }
+  int batch = current_batch(s);
+  if (o->code && !strcmp(o->code, "out_of_memory") && s->run->oom_fallback && batch > 1) {
+    JsonObject *e = json_object_new();
+    json_object_set_int_member(e, "batch", batch);
+    json_object_set_string_member(e, "message", o->message ? o->message : "");
+    json_array_add_object_element(s->oom, e);
+    char *half = g_strdup_printf("%d", batch / 2), *why = g_strdup_printf("oom-batch%d", batch);
+    printf("== [%u/%u] %s: out of memory at batch %d: halving the batch to %s (oom_fallback)\n",
+           k, n, s->run->name, batch, half);
+    set_str(&s->batch, half);
+    bool ok = move_aside(sw, s, why, err) && write_state(sw, err);
+    g_free(why);
+    g_free(half);
+    return ok ? NEXT_RETRY : NEXT_STOP;
+  }
+  set_str(&s->status, "failed");
+  char *m = o->message ? g_strdup(o->message)
+                       : g_strdup_printf("exit status %d (see %s)", o->status, log_path);
+  set_str(&s->error, m);
+  g_free(m);
+  printf("== [%u/%u] %s: FAILED (%s); going on with the next run\n", k, n, s->run->name, s->error);
+  return write_state(sw, err) ? NEXT_DONE : NEXT_STOP;
+}
+
 /* Runs one run to its end, through resumes and out-of-memory fallbacks.
  * Returns false only when the sweep itself cannot go on (I/O, interrupt). */
 static bool do_run(sweep *sw, run_state *s, guint k, guint n, GError **err) {
@@ -405,124 +507,30 @@ static bool do_run(sweep *sw, run_state *s, guint k, guint n, GError **err) {
   char *log_path = g_build_filename(logs, leaf, NULL);
   char *eleaf = g_strdup_printf(".%s.error.json", s->run->name);
   char *err_path = g_build_filename(sw->opts->out, eleaf, NULL);
-  bool ok = true;
-  for (;;) {
-    char *ck = g_build_filename(s->dir, "checkpoint", NULL);
-    char *have = tp_existing_dir(ck);
-    g_free(ck);
-    GPtrArray *args;
-    if (have) {
-      args = g_ptr_array_new_with_free_func(g_free);
-      g_ptr_array_add(args, g_strdup("--resume"));
-      g_ptr_array_add(args, g_strdup(s->dir));
-      const char *threads = g_hash_table_lookup(s->run->settings, "threads");
-      if (threads) {
-        g_ptr_array_add(args, g_strdup("--threads"));
-        g_ptr_array_add(args, g_strdup(threads));
-      }
-      g_ptr_array_add(args, NULL);
-      printf("== [%u/%u] %s: resuming from its checkpoint\n", k, n, s->run->name);
-    } else {
-      if (g_file_test(s->dir, G_FILE_TEST_EXISTS)) {
-        printf("== [%u/%u] %s: an earlier start left no checkpoint: starting again\n", k, n,
-               s->run->name);
-        if (!(ok = move_aside(sw, s, "incomplete", err))) break;
-      }
-      GHashTable *saved = NULL;
-      if (s->batch) { /* after a fallback: the smaller batch */
-        saved = g_hash_table_ref(s->run->settings);
-        s->run->settings = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-        GHashTableIter it;
-        gpointer kk, vv;
-        g_hash_table_iter_init(&it, saved);
-        while (g_hash_table_iter_next(&it, &kk, &vv))
-          g_hash_table_replace(s->run->settings, g_strdup(kk), g_strdup(vv));
-        g_hash_table_replace(s->run->settings, g_strdup("batch"), g_strdup(s->batch));
-      }
-      args = tp_sweep_run_train_args(s->run, s->dir);
-      if (saved) {
-        g_hash_table_unref(s->run->settings);
-        s->run->settings = saved;
-      }
-      printf("== [%u/%u] %s\n", k, n, s->run->name);
-    }
-    g_free(have);
-    print_argv("   ", args);
-    set_str(&s->status, "running");
-    if (!(ok = write_state(sw, err))) {
-      g_ptr_array_unref(args);
+  next_step next = NEXT_RETRY;
+  while (next == NEXT_RETRY) {
+    GPtrArray *args = next_args(sw, s, k, n, err);
+    if (!args) {
+      next = NEXT_STOP;
       break;
     }
+    print_argv("   ", args);
+    set_str(&s->status, "running");
     outcome o = {0};
-    gint64 t0 = g_get_monotonic_time();
-    ok = spawn_run(sw, args, log_path, err_path, &o, err);
+    if (write_state(sw, err) && spawn_run(sw, args, log_path, err_path, &o, err))
+      next = record_outcome(sw, s, &o, log_path, k, n, err);
+    else
+      next = NEXT_STOP;
     g_ptr_array_unref(args);
-    if (!ok) break;
-    double sec = (double)(g_get_monotonic_time() - t0) / 1e6;
-    s->exit_status = o.status;
-    if (o.status == 0) {
-      set_str(&s->status, "done");
-      set_str(&s->error, NULL);
-      printf("== [%u/%u] %s: done in %.0f s\n", k, n, s->run->name, sec);
-    } else if (o.status == TP_EXIT_INTERRUPTED || o.status == 128 + SIGINT ||
-               o.status == 128 + SIGTERM || g_stop) {
-      set_str(&s->status, "interrupted");
-      g_set_error(err, TP_ERROR, TP_ERROR_INTERRUPTED, "sweep interrupted during run \"%s\"; "
-                  "start the same command again to resume it and run the rest", s->run->name);
-      ok = false;
-    } else if (o.code && !strcmp(o.code, "out_of_memory") && s->run->oom_fallback) {
-      const char *cur = s->batch ? s->batch : g_hash_table_lookup(s->run->settings, "batch");
-      char *def = cur ? NULL : tp_cmd_train_default_text("batch");
-      int batch = atoi(cur ? cur : def);
-      g_free(def);
-      if (batch > 1) {
-        JsonObject *e = json_object_new();
-        json_object_set_int_member(e, "batch", batch);
-        json_object_set_string_member(e, "message", o.message ? o.message : "");
-        json_array_add_object_element(s->oom, e);
-        char *half = g_strdup_printf("%d", batch / 2);
-        printf("== [%u/%u] %s: out of memory at batch %d: halving the batch to %s (oom_fallback)\n",
-               k, n, s->run->name, batch, half);
-        char *why = g_strdup_printf("oom-batch%d", batch);
-        ok = move_aside(sw, s, why, err);
-        g_free(why);
-        set_str(&s->batch, half);
-        g_free(half);
-        g_free(o.code);
-        g_free(o.message);
-        if (ok) ok = write_state(sw, err);
-        if (ok) continue;
-        break;
-      }
-      set_str(&s->status, "failed");
-      set_str(&s->error, o.message);
-    } else {
-      set_str(&s->status, "failed");
-      if (o.message) set_str(&s->error, o.message);
-      else {
-        char *m = g_strdup_printf("exit status %d (see %s)", o.status, log_path);
-        set_str(&s->error, m);
-        g_free(m);
-      }
-      printf("== [%u/%u] %s: FAILED (%s); going on with the next run\n", k, n, s->run->name,
-             s->error);
-    }
     g_free(o.code);
     g_free(o.message);
-    GError *werr = NULL;
-    if (!write_state(sw, &werr)) {
-      if (ok) g_propagate_error(err, werr);
-      else g_error_free(werr);
-      ok = false;
-    }
-    break;
   }
   g_free(err_path);
   g_free(eleaf);
   g_free(log_path);
   g_free(leaf);
   g_free(logs);
-  return ok;
+  return next != NEXT_STOP;
 }
 
 /* ---- the command ---- */
