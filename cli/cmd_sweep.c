@@ -342,6 +342,7 @@ static bool spawn_run(const sweep *sw, GPtrArray *args, const char *log_path, co
     g_child = pid;
     if (g_stop) kill(pid, SIGINT); /* a signal that came before the child existed */
     FILE *log = fopen(log_path, "w");
+    if (log) setvbuf(log, NULL, _IOLBF, 0); /* tail -f shows the run as it goes */
     char buf[8192];
     for (;;) {
       ssize_t n = read(pipefd[0], buf, sizeof buf);
