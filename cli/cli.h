@@ -1,5 +1,6 @@
 /* cli/cli.h — the `tensorplug` command: one function per subcommand
- * (cli/cmd_NAME.c), shared option handling in cli/cli_common.c.
+ * (cli/cmd_NAME.c); options declared once in cli/cli_options.c; error
+ * reporting in cli/cli_common.c.
  *
  * Exit statuses (README "Exit status"): 0 success; 1 an input file or the
  * work failed (a missing, unreadable or malformed file, data the model cannot
@@ -10,6 +11,8 @@
 #pragma once
 #include <stdbool.h>
 #include <glib.h>
+
+#include "cli_options.h"
 
 enum { TP_EXIT_OK = 0, TP_EXIT_FAILED = 1, TP_EXIT_USAGE = 2, TP_EXIT_INTERRUPTED = 130 };
 
@@ -23,12 +26,21 @@ int tp_cmd_train(int argc, char **argv);
 int tp_cmd_eval(int argc, char **argv);
 int tp_cmd_predict(int argc, char **argv);
 
+/* For sweep: parse and validate train's options (argv[0] = program name;
+ * argv's array is reordered by the parser) without running anything. */
+bool tp_cmd_train_check_args(int argc, char **argv, GError **err);
+/* train's option row named name ("max-len"), or NULL. */
+const tp_cli_opt *tp_cmd_train_find_option(const char *name);
+/* The default of one of train's own numeric options ("batch" -> "8"), or NULL. */
+char *tp_cmd_train_default_text(const char *name);
+int tp_cmd_sweep(int argc, char **argv);
+int tp_cmd_report(int argc, char **argv);
+
 /* Prints "tensorplug: error: MESSAGE" to stderr and returns the exit status
  * for err's code (usage/unavailable -> 2, interrupted -> 130, else 1). Frees err. */
 int tp_cli_report(GError *err);
-/* Parses options with a GOptionContext; on failure prints the error and
- * help hint and returns FALSE (exit 2). */
-bool tp_cli_parse(GOptionContext *oc, int *argc, char ***argv);
+/* The error's kind as a word: "out_of_memory", "interrupted", "usage", ... */
+const char *tp_cli_error_code_name(const GError *err);
 /* Where the vocabulary comes from: --vocab FILE, else MODEL_DIR/vocab.txt or
  * tokenizer.json when model names a folder; NULL + error otherwise. */
 char *tp_cli_resolve_vocab(const char *vocab, const char *model, GError **err);
@@ -38,24 +50,6 @@ char *tp_cli_resolve_vocab(const char *vocab, const char *model, GError **err);
 #include "tensorplug/model.h"
 #include "tensorplug/tokenizer.h"
 #include "tensorplug/train.h"
-
-typedef struct tp_cli_model_opts {
-  char *model, *weights, *init, *vocab;
-  int layers, hidden, heads, ffn, max_positions;
-} tp_cli_model_opts;
-
-typedef struct tp_cli_run_opts {
-  char *backend, *precision;
-  int device, threads;
-} tp_cli_run_opts;
-
-/* GOption groups filling the structs (defaults set by tp_cli_*_opts_init). */
-void tp_cli_model_opts_init(tp_cli_model_opts *o);
-void tp_cli_run_opts_init(tp_cli_run_opts *o);
-GOptionGroup *tp_cli_model_group(tp_cli_model_opts *o);
-GOptionGroup *tp_cli_run_group(tp_cli_run_opts *o);
-void tp_cli_model_opts_clear(tp_cli_model_opts *o);
-void tp_cli_run_opts_clear(tp_cli_run_opts *o);
 
 /* Everything a model command needs, opened in order: backend, context,
  * tokenizer, model (weights loaded or randomly initialised). */

@@ -12,81 +12,6 @@
 #include "tensorplug/fileio.h"
 #include "tensorplug/memory.h"
 
-void tp_cli_model_opts_init(tp_cli_model_opts *o) { memset(o, 0, sizeof *o); }
-
-void tp_cli_run_opts_init(tp_cli_run_opts *o) {
-  memset(o, 0, sizeof *o);
-  o->device = -1;
-}
-
-void tp_cli_model_opts_clear(tp_cli_model_opts *o) {
-  g_free(o->model);
-  g_free(o->weights);
-  g_free(o->init);
-  g_free(o->vocab);
-  memset(o, 0, sizeof *o);
-}
-
-void tp_cli_run_opts_clear(tp_cli_run_opts *o) {
-  g_free(o->backend);
-  g_free(o->precision);
-  memset(o, 0, sizeof *o);
-}
-
-GOptionGroup *tp_cli_model_group(tp_cli_model_opts *o) {
-  GOptionEntry e[] = {
-      {"model", 0, 0, G_OPTION_ARG_STRING, &o->model,
-       "Preset (distilbert-base-uncased, distil_bert_base_en_uncased, bert-base-uncased, "
-       "bert_base_en_uncased) or a model folder (config.json + model.safetensors)", "NAME|DIR"},
-      {"weights", 0, 0, G_OPTION_ARG_FILENAME, &o->weights,
-       "Load weights from DIR/model.safetensors (a Hugging Face model folder)", "DIR"},
-      {"init", 0, 0, G_OPTION_ARG_STRING, &o->init,
-       "\"random\": initialise every weight randomly instead of loading any", "random"},
-      {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
-       "vocab.txt or tokenizer.json (default: the model folder's)", "FILE"},
-      {"layers", 0, 0, G_OPTION_ARG_INT, &o->layers, "Override the number of layers", "N"},
-      {"hidden", 0, 0, G_OPTION_ARG_INT, &o->hidden, "Override the hidden size", "N"},
-      {"heads", 0, 0, G_OPTION_ARG_INT, &o->heads, "Override the number of attention heads", "N"},
-      {"ffn", 0, 0, G_OPTION_ARG_INT, &o->ffn, "Override the feed-forward size", "N"},
-      {"max-positions", 0, 0, G_OPTION_ARG_INT, &o->max_positions,
-       "Override the number of position embeddings", "N"},
-      G_OPTION_ENTRY_NULL};
-  GOptionGroup *g = g_option_group_new("model", "Model options:", "Show the model options", NULL, NULL);
-  g_option_group_add_entries(g, e);
-  return g;
-}
-
-GOptionGroup *tp_cli_run_group(tp_cli_run_opts *o) {
-  GOptionEntry e[] = {
-      {"backend", 0, 0, G_OPTION_ARG_STRING, &o->backend,
-       "auto (CUDA, else a Vulkan GPU, else CPU), cpu, cuda or vulkan [auto]", "NAME"},
-      {"device", 0, 0, G_OPTION_ARG_INT, &o->device, "Device index within the backend [first]", "N"},
-      {"threads", 0, 0, G_OPTION_ARG_INT, &o->threads,
-       "Worker threads [$TENSORPLUG_NUM_THREADS, else all cores]", "N"},
-      {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision,
-       "Compute type of matrix products: auto, f32, bf16 or f16 (f32 master weights and "
-       "optimizer state; f16 adds dynamic loss scaling) [auto: bf16 on CUDA, else f32]", "P"},
-      G_OPTION_ENTRY_NULL};
-  GOptionGroup *g = g_option_group_new("run", "Device options:", "Show the device options", NULL, NULL);
-  g_option_group_add_entries(g, e);
-  return g;
-}
-
-static bool check_run_opts(const tp_cli_run_opts *ro, GError **err) {
-  if (ro->threads < 0 || ro->threads > 4096) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--threads %d is out of range (1 to "
-                "4096)", ro->threads);
-    return false;
-  }
-  const char *p = ro->precision ? ro->precision : "auto";
-  if (strcmp(p, "auto") && strcmp(p, "f32") && strcmp(p, "bf16") && strcmp(p, "f16")) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--precision %s: use auto, f32, bf16 "
-                "or f16", p);
-    return false;
-  }
-  return true;
-}
-
 /* The compute type of matrix products: --precision, else bf16 on CUDA (tensor
  * cores) and f32 elsewhere. */
 static tp_dtype precision_of(const tp_cli_run_opts *ro, const tp_backend *be) {
@@ -99,21 +24,11 @@ static tp_dtype precision_of(const tp_cli_run_opts *ro, const tp_backend *be) {
 
 bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const tp_cli_run_opts *ro,
                          uint64_t seed, bool need_vocab, GError **err) {
-  memset(s, 0, sizeof *s);
-  if (!check_run_opts(ro, err)) return false;
-  if (mo->init && strcmp(mo->init, "random") != 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--init %s: the only choice is "
-                "\"random\"", mo->init);
-    return false;
-  }
+  memset(s, 0, sizeof *s); /* the option values were validated by tp_cli_optset_check */
   tp_model_source src = {.model = mo->model, .weights_dir = mo->weights,
                          .init_random = mo->init != NULL,
                          .ov = {.layers = mo->layers, .hidden = mo->hidden, .heads = mo->heads,
                                 .ffn = mo->ffn, .max_positions = mo->max_positions}};
-  if (mo->layers < 0 || mo->hidden < 0 || mo->heads < 0 || mo->ffn < 0 || mo->max_positions < 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "model sizes must be positive");
-    return false;
-  }
   const tp_model_iface *iface = NULL;
   tp_model_config cfg;
   if (!tp_model_resolve(NULL, &src, &iface, &cfg, &s->weights_path, &s->model_dir, err))
@@ -176,7 +91,7 @@ bool tp_cli_check_step_memory(const tp_cli_session *s, int64_t batch, int64_t se
   uint64_t avail = tp_memory_device_available(s->be);
   /* the CPU's available memory is read live (the parameters are already in
    * use); a GPU reports its total, from which the parameters are taken */
-  if (strcmp(s->be->name, "cpu") != 0 && avail != UINT64_MAX) {
+  if (!s->be->info.host_visible && avail != UINT64_MAX) {
     uint64_t params = (uint64_t)tp_params_flat_floats(s->model->params) * sizeof(float) * 4;
     avail = avail > params ? avail - params : 0;
   }

@@ -8,16 +8,15 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_options.h"
 #include "tensorplug/error.h"
 #include "tensorplug/ops.h"
 #include "tensorplug/registry.h"
 
 typedef struct bench_model_opts {
-  tp_cli_model_opts mo;
-  tp_cli_run_opts ro;
+  tp_cli_opts o; /* model, device and --json options shared with the other commands */
   char *backends, *mode;
   int batch, seq, steps, warmup;
-  gboolean json;
 } bench_model_opts;
 
 typedef struct bench_row {
@@ -90,11 +89,11 @@ static bool timed_step(tp_cli_session *s, const bench_model_opts *o, bool train,
 static void run_backend(const bench_model_opts *o, const char *name, bench_row *row,
                         char **desc) {
   row->backend = g_strdup(name);
-  tp_cli_run_opts ro = o->ro;
+  tp_cli_run_opts ro = o->o.ro;
   ro.backend = (char *)name;
   tp_cli_session s;
   GError *err = NULL;
-  if (!tp_cli_session_open(&s, &o->mo, &ro, 1, false, &err)) {
+  if (!tp_cli_session_open(&s, &o->o.mo, &ro, 1, false, &err)) {
     row->why_not = g_strdup(err->message);
     if (s.be) row->device = g_strdup(s.be->info.name);
     g_clear_error(&err);
@@ -228,94 +227,89 @@ static void print_json(const bench_model_opts *o, GArray *rows, const char *mode
   g_object_unref(b);
 }
 
-static bool check_opts(const bench_model_opts *o, GError **err) {
-  if (!o->mo.model) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "bench needs --model PRESET|DIR (or "
-                "--tokenizer): e.g. --model bert-base-uncased --init random");
-    return false;
+/* Every backend of --backends in turn, then one table (or JSON). Exit 2 when
+ * none could run: the request cannot be served here. */
+static int run_all(const bench_model_opts *o) {
+  GArray *rows = g_array_new(FALSE, TRUE, sizeof(bench_row));
+  g_array_set_clear_func(rows, row_clear);
+  char **names = backend_names(o->backends);
+  char *desc = NULL;
+  for (char **n = names; *n; n++) {
+    bench_row r = {0};
+    if (!o->o.json) {
+      fprintf(stderr, "bench: %s ...\n", g_strstrip(*n));
+      fflush(stderr);
+    }
+    run_backend(o, g_strstrip(*n), &r, &desc);
+    g_array_append_val(rows, r);
   }
-  if (strcmp(o->mode, "train") && strcmp(o->mode, "infer")) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--mode %s: use train or infer",
-                o->mode);
-    return false;
-  }
-  if (o->batch < 1 || o->batch > 65536 || o->seq < 1 || o->seq > 65536 || o->steps < 1 ||
-      o->steps > 100000 || o->warmup < 0 || o->warmup > 1000) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--batch %d, --seq %d, --steps %d, "
-                "--warmup %d: need batch, seq and steps >= 1 and warmup >= 0", o->batch, o->seq,
-                o->steps, o->warmup);
-    return false;
-  }
-  return true;
+  if (!desc) desc = g_strdup_printf("model %s", o->o.mo.model);
+  if (o->o.json) print_json(o, rows, desc);
+  else print_table(o, rows, desc);
+  bool any = false;
+  for (guint i = 0; i < rows->len; i++) any = any || !g_array_index(rows, bench_row, i).why_not;
+  g_free(desc);
+  g_strfreev(names);
+  g_array_unref(rows);
+  return any ? TP_EXIT_OK : TP_EXIT_USAGE;
 }
+
+#define OFF(f) offsetof(bench_model_opts, f)
+static const tp_cli_opt bench_model_rows[] = {
+    {.name = "backends", .kind = TP_OPT_STRING, .offset = OFF(backends), .arg = "LIST",
+     .help = "Comma list of backends, or all (cpu, vulkan, cuda and any other loaded)",
+     .shown_def = "all"},
+    {.name = "mode", .kind = TP_OPT_STRING, .offset = OFF(mode), .arg = "MODE",
+     .help = "Training steps (forward, backward, AdamW) or inference", .choices = "train|infer",
+     .shown_def = "train"},
+    {.name = "batch", .kind = TP_OPT_INT, .offset = OFF(batch), .arg = "B",
+     .help = "Sequences per step", .min = 1, .max = 65536},
+    {.name = "seq", .kind = TP_OPT_INT, .offset = OFF(seq), .arg = "T",
+     .help = "Tokens per sequence", .min = 1, .max = 65536},
+    {.name = "steps", .kind = TP_OPT_INT, .offset = OFF(steps), .arg = "N",
+     .help = "Timed steps per backend", .min = 1, .max = 100000},
+    {.name = "warmup", .kind = TP_OPT_INT, .offset = OFF(warmup), .arg = "N",
+     .help = "Untimed steps first", .min = 0, .max = 1000},
+};
+#undef OFF
 
 int tp_cmd_bench_model(int argc, char **argv) {
   bench_model_opts o = {.batch = 8, .seq = 128, .steps = 3, .warmup = 1};
-  tp_cli_model_opts_init(&o.mo);
-  tp_cli_run_opts_init(&o.ro);
-  GOptionEntry entries[] = {
-      {"backends", 0, 0, G_OPTION_ARG_STRING, &o.backends,
-       "Comma list of backends, or all (cpu, vulkan, cuda and any other loaded) [all]", "LIST"},
-      {"mode", 0, 0, G_OPTION_ARG_STRING, &o.mode, "train or infer [train]", "MODE"},
-      {"batch", 0, 0, G_OPTION_ARG_INT, &o.batch, "Sequences per step [8]", "B"},
-      {"seq", 0, 0, G_OPTION_ARG_INT, &o.seq, "Tokens per sequence [128]", "T"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &o.steps, "Timed steps per backend [3]", "N"},
-      {"warmup", 0, 0, G_OPTION_ARG_INT, &o.warmup, "Untimed steps first [1]", "N"},
-      {"json", 0, 0, G_OPTION_ARG_NONE, &o.json, "Print the rows as JSON", NULL},
-      G_OPTION_ENTRY_NULL};
-  GOptionContext *oc = g_option_context_new("--model PRESET|DIR [--backends LIST] - time steps");
-  g_option_context_set_summary(
-      oc, "Times full training steps (forward, backward, AdamW) or inference of a model on\n"
-          "each backend in one run, on a synthetic batch of random tokens without padding.\n"
-          "Prints one row per backend: device, precision, median ms/step (and the range),\n"
-          "tokens/s, achieved TFLOP/s (the model's nominal FLOPs: every layer in full, the\n"
-          "backward counted as twice the forward) and peak device memory. Backends that\n"
-          "cannot run here get a row with the reason.");
-  g_option_context_set_description(
-      oc, "Example:\n  tensorplug bench --model bert-base-uncased --init random --layers 2 "
-          "--hidden 128 --heads 2 --ffn 512 \\\n      --backends all --mode train --batch 8 "
-          "--seq 128 --steps 3\n");
-  g_option_context_add_main_entries(oc, entries, NULL);
-  g_option_context_add_group(oc, tp_cli_model_group(&o.mo));
-  GOptionGroup *rg = tp_cli_run_group(&o.ro);
-  g_option_context_add_group(oc, rg);
-  bool parsed = tp_cli_parse(oc, &argc, &argv);
-  g_option_context_free(oc);
-  int rc = TP_EXIT_OK;
+  tp_cli_opts_init(&o.o);
+  tp_cli_optset *set = tp_cli_optset_new(
+      "--model PRESET|DIR",
+      "Times full training steps (forward, backward, AdamW) or inference of a model on\n"
+      "each backend in one run, on a synthetic batch of random tokens without padding.\n"
+      "Prints one row per backend: device, precision, median ms/step (and the range),\n"
+      "tokens/s, achieved TFLOP/s (the model's nominal FLOPs: every layer in full, the\n"
+      "backward counted as twice the forward) and peak device memory. Backends that\n"
+      "cannot run here get a row with the reason. (`bench --tokenizer` times the\n"
+      "tokenizer instead: `tensorplug bench --tokenizer --help`.)",
+      "Example:\n  tensorplug bench --model bert-base-uncased --init random --layers 2 "
+      "--hidden 128 --heads 2 --ffn 512 \\\n      --backends all --mode train --batch 8 "
+      "--seq 128 --steps 3\n");
+  tp_cli_optset_add(set, "Options", bench_model_rows, G_N_ELEMENTS(bench_model_rows), &o);
+  tp_cli_optset_add_json(set, &o.o, "Print the rows as JSON");
+  tp_cli_optset_add_model(set, &o.o);
+  tp_cli_optset_add_device(set, &o.o);
+  int rc = tp_cli_optset_parse(set, &argc, &argv);
+  tp_cli_optset_free(set);
   GError *err = NULL;
-  if (!o.mode) o.mode = g_strdup("train");
-  if (!o.backends) o.backends = g_strdup(o.ro.backend ? o.ro.backend : "all");
-  if (!parsed) {
+  if (rc < 0 && argc > 1) {
+    fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
     rc = TP_EXIT_USAGE;
-  } else if (!check_opts(&o, &err)) {
-    rc = tp_cli_report(err);
-  } else {
-    GArray *rows = g_array_new(FALSE, TRUE, sizeof(bench_row));
-    g_array_set_clear_func(rows, row_clear);
-    char **names = backend_names(o.backends);
-    char *desc = NULL;
-    for (char **n = names; *n; n++) {
-      bench_row r = {0};
-      if (!o.json) {
-        fprintf(stderr, "bench: %s ...\n", *n);
-        fflush(stderr);
-      }
-      run_backend(&o, g_strstrip(*n), &r, &desc);
-      g_array_append_val(rows, r);
-    }
-    if (!desc) desc = g_strdup_printf("model %s", o.mo.model);
-    if (o.json) print_json(&o, rows, desc);
-    else print_table(&o, rows, desc);
-    bool any = false;
-    for (guint i = 0; i < rows->len; i++) any = any || !g_array_index(rows, bench_row, i).why_not;
-    if (!any) rc = TP_EXIT_USAGE; /* nothing could run: the request cannot be served here */
-    g_free(desc);
-    g_strfreev(names);
-    g_array_unref(rows);
+  } else if (rc < 0 && !o.o.mo.model) {
+    rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "bench needs --model "
+                                   "PRESET|DIR (or --tokenizer): e.g. --model bert-base-uncased "
+                                   "--init random"));
+  } else if (rc < 0) {
+    if (!o.mode) o.mode = g_strdup("train");
+    if (!o.backends) o.backends = g_strdup(o.o.ro.backend ? o.o.ro.backend : "all");
+    rc = run_all(&o);
   }
-  tp_cli_model_opts_clear(&o.mo);
-  tp_cli_run_opts_clear(&o.ro);
+  tp_cli_opts_clear(&o.o);
   g_free(o.backends);
   g_free(o.mode);
+  (void)err;
   return rc;
 }

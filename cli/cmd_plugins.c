@@ -135,19 +135,22 @@ static void record_json(JsonBuilder *jb, const tp_plugin_record *r) {
 }
 
 int tp_cmd_plugins(int argc, char **argv) {
-  gboolean json = FALSE;
-  GOptionEntry entries[] = {
-      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
-      G_OPTION_ENTRY_NULL};
-  GOptionContext *oc = g_option_context_new("- list plugins");
-  g_option_context_set_summary(oc,
+  tp_cli_opts o;
+  tp_cli_opts_init(&o);
+  tp_cli_optset *set = tp_cli_optset_new(NULL,
       "Lists every plugin found in the plugin folders: kind, name, version, whether it loaded\n"
       "and why not, each backend's devices and each model plugin's presets.\n"
-      "Folders: $TENSORPLUG_PLUGIN_PATH (colon list), the build tree, the install folder.");
-  g_option_context_add_main_entries(oc, entries, NULL);
-  bool ok = tp_cli_parse(oc, &argc, &argv);
-  g_option_context_free(oc);
-  if (!ok) return TP_EXIT_USAGE;
+      "Folders: $TENSORPLUG_PLUGIN_PATH (colon list), the build tree, the install folder.",
+      NULL);
+  tp_cli_optset_add_json(set, &o, "Print one JSON object");
+  int rc = tp_cli_optset_parse(set, &argc, &argv);
+  tp_cli_optset_free(set);
+  if (rc < 0 && argc > 1) {
+    fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
+    rc = TP_EXIT_USAGE;
+  }
+  if (rc >= 0) return rc;
+  bool json = o.json;
 
   tp_registry *reg = tp_registry_get_default();
   guint n = tp_registry_count(reg);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "tp_commit.h"
 #include "tensorplug/dataset.h"
 #include "tensorplug/error.h"
 #include "tensorplug/fileio.h"
@@ -23,23 +24,18 @@ static void on_signal(int sig) {
 }
 
 typedef struct train_cfg {
-  tp_cli_model_opts mo;
-  tp_cli_run_opts ro;
-  char **data;
+  tp_cli_opts o; /* model, device, data, max_len, eval_batch */
   char *out, *resume, *optimizer, *schedule;
-  int max_len, batch, eval_batch, epochs, patience;
+  int batch, epochs, patience;
   double lr, weight_decay, warmup, clip_norm, subset;
   gint64 seed;
-  gboolean skip_bad, overwrite;
+  gboolean overwrite;
 } train_cfg;
 
 static void cfg_defaults(train_cfg *c) {
   memset(c, 0, sizeof *c);
-  tp_cli_model_opts_init(&c->mo);
-  tp_cli_run_opts_init(&c->ro);
-  c->max_len = 512;
+  tp_cli_opts_init(&c->o);
   c->batch = 8;
-  c->eval_batch = 64;
   c->epochs = 3;
   c->patience = 2;
   c->lr = 1e-5;
@@ -49,9 +45,7 @@ static void cfg_defaults(train_cfg *c) {
 }
 
 static void cfg_clear(train_cfg *c) {
-  tp_cli_model_opts_clear(&c->mo);
-  tp_cli_run_opts_clear(&c->ro);
-  g_strfreev(c->data);
+  tp_cli_opts_clear(&c->o);
   g_free(c->out);
   g_free(c->resume);
   g_free(c->optimizer);
@@ -78,22 +72,22 @@ static void put_dbl(JsonBuilder *b, const char *k, double v) {
 static JsonNode *cfg_to_json(const train_cfg *c) {
   JsonBuilder *b = json_builder_new();
   json_builder_begin_object(b);
-  put_str(b, "model", c->mo.model);
-  put_str(b, "weights", c->mo.weights);
-  put_str(b, "init", c->mo.init ? c->mo.init : "pretrained");
-  put_str(b, "vocab", c->mo.vocab);
-  put_int(b, "layers", c->mo.layers);
-  put_int(b, "hidden", c->mo.hidden);
-  put_int(b, "heads", c->mo.heads);
-  put_int(b, "ffn", c->mo.ffn);
-  put_int(b, "max_positions", c->mo.max_positions);
+  put_str(b, "model", c->o.mo.model);
+  put_str(b, "weights", c->o.mo.weights);
+  put_str(b, "init", c->o.mo.init ? c->o.mo.init : "pretrained");
+  put_str(b, "vocab", c->o.mo.vocab);
+  put_int(b, "layers", c->o.mo.layers);
+  put_int(b, "hidden", c->o.mo.hidden);
+  put_int(b, "heads", c->o.mo.heads);
+  put_int(b, "ffn", c->o.mo.ffn);
+  put_int(b, "max_positions", c->o.mo.max_positions);
   json_builder_set_member_name(b, "data");
   json_builder_begin_array(b);
-  for (char **d = c->data; d && *d; d++) json_builder_add_string_value(b, *d);
+  for (char **d = c->o.data; d && *d; d++) json_builder_add_string_value(b, *d);
   json_builder_end_array(b);
-  put_int(b, "max_len", c->max_len);
+  put_int(b, "max_len", c->o.max_len);
   put_int(b, "batch", c->batch);
-  put_int(b, "eval_batch", c->eval_batch);
+  put_int(b, "eval_batch", c->o.eval_batch);
   put_int(b, "epochs", c->epochs);
   put_dbl(b, "lr", c->lr);
   put_str(b, "optimizer", c->optimizer ? c->optimizer : "adam");
@@ -105,11 +99,11 @@ static JsonNode *cfg_to_json(const train_cfg *c) {
   put_dbl(b, "subset", c->subset);
   put_int(b, "seed", c->seed);
   json_builder_set_member_name(b, "skip_bad");
-  json_builder_add_boolean_value(b, c->skip_bad);
-  put_str(b, "backend", c->ro.backend ? c->ro.backend : "auto");
-  put_int(b, "device", c->ro.device);
-  put_int(b, "threads", c->ro.threads);
-  put_str(b, "precision", c->ro.precision ? c->ro.precision : "auto");
+  json_builder_add_boolean_value(b, c->o.skip_bad);
+  put_str(b, "backend", c->o.ro.backend ? c->o.ro.backend : "auto");
+  put_int(b, "device", c->o.ro.device);
+  put_int(b, "threads", c->o.ro.threads);
+  put_str(b, "precision", c->o.ro.precision ? c->o.ro.precision : "auto");
   put_str(b, "out", c->out);
   json_builder_end_object(b);
   JsonNode *n = json_builder_get_root(b);
@@ -179,26 +173,26 @@ static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError
     return false;
   }
   opts_reader r = {.o = json_node_get_object(node), .path = path, .err = err, .ok = true};
-  int threads = c->ro.threads;
+  int threads = c->o.ro.threads;
   char *resume = g_steal_pointer(&c->resume);
   cfg_clear(c);
   cfg_defaults(c);
   c->resume = resume;
-  c->mo.model = opt_str(&r, "model");
-  c->mo.weights = opt_str(&r, "weights");
+  c->o.mo.model = opt_str(&r, "model");
+  c->o.mo.weights = opt_str(&r, "weights");
   char *init = opt_str(&r, "init");
-  if (init && strcmp(init, "random") == 0) c->mo.init = init;
+  if (init && strcmp(init, "random") == 0) c->o.mo.init = init;
   else g_free(init);
-  c->mo.vocab = opt_str(&r, "vocab");
-  opt_int(&r, "layers", &c->mo.layers);
-  opt_int(&r, "hidden", &c->mo.hidden);
-  opt_int(&r, "heads", &c->mo.heads);
-  opt_int(&r, "ffn", &c->mo.ffn);
-  opt_int(&r, "max_positions", &c->mo.max_positions);
+  c->o.mo.vocab = opt_str(&r, "vocab");
+  opt_int(&r, "layers", &c->o.mo.layers);
+  opt_int(&r, "hidden", &c->o.mo.hidden);
+  opt_int(&r, "heads", &c->o.mo.heads);
+  opt_int(&r, "ffn", &c->o.mo.ffn);
+  opt_int(&r, "max_positions", &c->o.mo.max_positions);
   JsonNode *dn = r.ok ? json_object_get_member(r.o, "data") : NULL;
   JsonArray *d = dn && JSON_NODE_HOLDS_ARRAY(dn) ? json_node_get_array(dn) : NULL;
   guint nd = d ? json_array_get_length(d) : 0;
-  c->data = g_new0(char *, nd + 1);
+  c->o.data = g_new0(char *, nd + 1);
   for (guint i = 0; r.ok && i < nd; i++) {
     JsonNode *e = json_array_get_element(d, i);
     if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING) {
@@ -206,7 +200,7 @@ static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError
                   "path string; the checkpoint is damaged (start the run again with --overwrite)", path, i);
       r.ok = false;
     } else {
-      c->data[i] = g_strdup(json_node_get_string(e));
+      c->o.data[i] = g_strdup(json_node_get_string(e));
     }
   }
   if (r.ok && dn && !d) {
@@ -214,9 +208,9 @@ static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError
                 "paths; the checkpoint is damaged (start the run again with --overwrite)", path);
     r.ok = false;
   }
-  opt_int(&r, "max_len", &c->max_len);
+  opt_int(&r, "max_len", &c->o.max_len);
   opt_int(&r, "batch", &c->batch);
-  opt_int(&r, "eval_batch", &c->eval_batch);
+  opt_int(&r, "eval_batch", &c->o.eval_batch);
   opt_int(&r, "epochs", &c->epochs);
   opt_num(&r, "lr", &c->lr);
   c->optimizer = opt_str(&r, "optimizer");
@@ -227,36 +221,30 @@ static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError
   opt_int(&r, "patience", &c->patience);
   opt_num(&r, "subset", &c->subset);
   opt_int64(&r, "seed", &c->seed);
-  opt_bool(&r, "skip_bad", &c->skip_bad);
-  c->ro.backend = opt_str(&r, "backend");
-  opt_int(&r, "device", &c->ro.device);
-  opt_int(&r, "threads", &c->ro.threads);
-  if (threads) c->ro.threads = threads;
-  c->ro.precision = opt_str(&r, "precision");
+  opt_bool(&r, "skip_bad", &c->o.skip_bad);
+  c->o.ro.backend = opt_str(&r, "backend");
+  opt_int(&r, "device", &c->o.ro.device);
+  opt_int(&r, "threads", &c->o.ro.threads);
+  if (threads) c->o.ro.threads = threads;
+  c->o.ro.precision = opt_str(&r, "precision");
   c->out = opt_str(&r, "out");
   return r.ok;
 }
 
-static bool cfg_check(const train_cfg *c, tp_train_options *to, GError **err) {
+/* Checks what the option table cannot (values needed together), then every
+ * value against its row (tp_cli_optset_check): also after --resume restored
+ * the options from a checkpoint. */
+static bool cfg_check(const train_cfg *c, const tp_cli_optset *set, tp_train_options *to,
+                      GError **err) {
 #define BAD(...) (g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, __VA_ARGS__), false)
-  if (!c->data || !c->data[0]) return BAD("no data: pass --data PATH (a folder or file; "
-                                          "scripts/get-imdb.sh downloads IMDB)");
-  if (!c->mo.model) return BAD("no model: pass --model PRESET or --model DIR");
-  if (c->max_len < 3 || c->max_len > 1 << 16) return BAD("--max-len %d: use 3 to 65536", c->max_len);
-  if (c->batch < 1 || c->batch > 1 << 16) return BAD("--batch %d: use 1 or more", c->batch);
-  if (c->eval_batch < 1 || c->eval_batch > 1 << 16) return BAD("--eval-batch %d: use 1 or more", c->eval_batch);
-  if (c->epochs < 1 || c->epochs > 100000) return BAD("--epochs %d: use 1 or more", c->epochs);
-  if (c->patience < 0) return BAD("--patience %d: use 0 (off) or more", c->patience);
-  if (!(c->lr > 0 && c->lr < 10)) return BAD("--lr %g: use a positive rate below 10", c->lr);
-  if (!(c->subset > 0 && c->subset <= 1)) return BAD("--subset %g: use a fraction in (0, 1]", c->subset);
-  if (c->warmup < 0 || c->clip_norm < 0 || c->weight_decay < 0)
-    return BAD("--warmup, --clip-norm and --weight-decay must not be negative");
+  if (!c->o.data || !c->o.data[0]) return BAD("no data: pass --data PATH (a folder or file; "
+                                              "scripts/get-imdb.sh downloads IMDB)");
+  if (!c->o.mo.model) return BAD("no model: pass --model PRESET or --model DIR");
+#undef BAD
+  if (!tp_cli_optset_check(set, err)) return false;
   const char *opt = c->optimizer ? c->optimizer : "adam";
   const char *sch = c->schedule ? c->schedule : "constant";
-  if (strcmp(opt, "adam") && strcmp(opt, "adamw")) return BAD("--optimizer %s: use adam or adamw", opt);
-  if (strcmp(sch, "constant") && strcmp(sch, "linear")) return BAD("--schedule %s: use constant or linear", sch);
-#undef BAD
-  *to = (tp_train_options){.batch = c->batch, .eval_batch = c->eval_batch, .epochs = c->epochs,
+  *to = (tp_train_options){.batch = c->batch, .eval_batch = c->o.eval_batch, .epochs = c->epochs,
                            .patience = c->patience, .lr = c->lr,
                            .optimizer = strcmp(opt, "adamw") ? TP_ADAM_KERAS : TP_ADAM_W,
                            .weight_decay = c->weight_decay, .warmup = c->warmup,
@@ -403,6 +391,7 @@ static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_c
   json_builder_set_member_name(b, "config");
   json_builder_add_value(b, json_node_copy(cfg_json));
   put_str(b, "version", TP_VERSION);
+  put_str(b, "commit", TP_COMMIT);
   put_str(b, "backend", s->be->name);
   put_str(b, "device", s->be->info.name);
   put_str(b, "device_description", s->be->info.description);
@@ -500,51 +489,61 @@ static bool write_split_ids(const char *out, const tp_dataset *d, const tp_split
 
 /* ---- the command ---- */
 
-static GOptionContext *make_options(train_cfg *c) {
-  GOptionEntry e[] = {
-      {"data", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c->data,
-       "Dataset: an aclImdb folder, a folder of .jsonl[.gz], or .jsonl[.gz]/.csv/.tsv files "
-       "(repeatable)", "PATH"},
-      {"max-len", 0, 0, G_OPTION_ARG_INT, &c->max_len, "Truncate reviews to N tokens [512]", "N"},
-      {"batch", 0, 0, G_OPTION_ARG_INT, &c->batch, "Training batch size [8]", "N"},
-      {"eval-batch", 0, 0, G_OPTION_ARG_INT, &c->eval_batch, "Evaluation batch size [64]", "N"},
-      {"epochs", 0, 0, G_OPTION_ARG_INT, &c->epochs, "Epochs [3]", "N"},
-      {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &c->lr, "Learning rate [1e-5]", "LR"},
-      {"optimizer", 0, 0, G_OPTION_ARG_STRING, &c->optimizer,
-       "adam (Keras: eps 1e-7) or adamw (PyTorch: eps 1e-8) [adam]", "NAME"},
-      {"weight-decay", 0, 0, G_OPTION_ARG_DOUBLE, &c->weight_decay, "AdamW weight decay [0.01]", "W"},
-      {"warmup", 0, 0, G_OPTION_ARG_DOUBLE, &c->warmup,
-       "Linear warmup: a fraction of all steps (< 1) or a step count [0]", "W"},
-      {"schedule", 0, 0, G_OPTION_ARG_STRING, &c->schedule, "constant or linear decay [constant]", "S"},
-      {"clip-norm", 0, 0, G_OPTION_ARG_DOUBLE, &c->clip_norm, "Clip the global gradient norm [off]", "N"},
-      {"patience", 0, 0, G_OPTION_ARG_INT, &c->patience,
-       "Early stopping: epochs without a better validation loss [2]; 0 = off", "N"},
-      {"subset", 0, 0, G_OPTION_ARG_DOUBLE, &c->subset, "Stratified fraction of the data [1.0]", "F"},
-      {"seed", 0, 0, G_OPTION_ARG_INT64, &c->seed, "Seed of the split, init, shuffles, dropout [42]", "N"},
-      {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &c->skip_bad, "Skip malformed records (and count them)", NULL},
-      {"out", 0, 0, G_OPTION_ARG_FILENAME, &c->out, "Run folder [runs/DATE-TIME-MODEL]", "DIR"},
-      {"resume", 0, 0, G_OPTION_ARG_FILENAME, &c->resume,
-       "Continue the interrupted run in DIR with its own options", "DIR"},
-      {"overwrite", 0, 0, G_OPTION_ARG_NONE, &c->overwrite,
-       "Replace the run already in --out DIR (its results, model, checkpoint, split)", NULL},
-      G_OPTION_ENTRY_NULL};
-  GOptionContext *oc = g_option_context_new("- fine-tune a classifier");
-  g_option_context_set_summary(oc,
+#define OFF(f) offsetof(train_cfg, f)
+static const tp_cli_opt train_rows[] = {
+    {.name = "batch", .kind = TP_OPT_INT, .offset = OFF(batch), .arg = "N",
+     .help = "Training batch size", .min = 1, .max = 1 << 16},
+    {.name = "epochs", .kind = TP_OPT_INT, .offset = OFF(epochs), .arg = "N", .help = "Epochs",
+     .min = 1, .max = 100000},
+    {.name = "lr", .kind = TP_OPT_DOUBLE, .offset = OFF(lr), .arg = "LR", .help = "Learning rate",
+     .min = 0, .max = 10, .flags = TP_OPT_MIN_OPEN | TP_OPT_MAX_OPEN},
+    {.name = "optimizer", .kind = TP_OPT_STRING, .offset = OFF(optimizer), .arg = "NAME",
+     .help = "adam (Keras: eps 1e-7) or adamw (PyTorch: eps 1e-8)", .choices = "adam|adamw",
+     .shown_def = "adam"},
+    {.name = "weight-decay", .kind = TP_OPT_DOUBLE, .offset = OFF(weight_decay), .arg = "W",
+     .help = "AdamW weight decay", .min = 0, .max = 1},
+    {.name = "warmup", .kind = TP_OPT_DOUBLE, .offset = OFF(warmup), .arg = "W",
+     .help = "Linear warmup: a fraction of all steps (< 1) or a step count", .min = 0, .max = 1e9},
+    {.name = "schedule", .kind = TP_OPT_STRING, .offset = OFF(schedule), .arg = "S",
+     .help = "constant or linear decay", .choices = "constant|linear", .shown_def = "constant"},
+    {.name = "clip-norm", .kind = TP_OPT_DOUBLE, .offset = OFF(clip_norm), .arg = "N",
+     .help = "Clip the global gradient norm; 0 = off", .min = 0, .max = 1e9},
+    {.name = "patience", .kind = TP_OPT_INT, .offset = OFF(patience), .arg = "N",
+     .help = "Early stopping: epochs without a better validation loss; 0 = off", .min = 0,
+     .max = 100000},
+    {.name = "subset", .kind = TP_OPT_DOUBLE, .offset = OFF(subset), .arg = "F",
+     .help = "Stratified fraction of the data", .min = 0, .max = 1, .flags = TP_OPT_MIN_OPEN},
+    {.name = "seed", .kind = TP_OPT_INT64, .offset = OFF(seed), .arg = "N",
+     .help = "Seed of the split, init, shuffles, dropout", .min = (double)G_MININT64,
+     .max = (double)G_MAXINT64},
+    {.name = "out", .kind = TP_OPT_PATH, .offset = OFF(out), .arg = "DIR", .help = "Run folder",
+     .shown_def = "runs/DATE-TIME-MODEL"},
+    {.name = "resume", .kind = TP_OPT_PATH, .offset = OFF(resume), .arg = "DIR",
+     .help = "Continue the interrupted run in DIR with its own options"},
+    {.name = "overwrite", .kind = TP_OPT_FLAG, .offset = OFF(overwrite),
+     .help = "Replace the earlier run in --out (its results, model, checkpoint and split are "
+             "removed first)"},
+};
+#undef OFF
+
+static tp_cli_optset *make_options(train_cfg *c) {
+  tp_cli_optset *set = tp_cli_optset_new(NULL,
       "Fine-tunes a model on labelled texts: the homework's seeded stratified split (80/20\n"
       "train+val/test, then 12.5% of train+val as validation: 70/10/20), Adam, early stopping\n"
       "on validation loss with restore-best, then test accuracy, F1 and confusion matrix.\n"
       "Writes DIR/results.json, DIR/model/ (best weights, a Hugging Face model folder),\n"
       "DIR/split/{train,val,test}.txt (record ids) and DIR/checkpoint/ (each epoch;\n"
-      "--resume DIR continues an interrupted run).");
-  g_option_context_set_description(oc,
+      "--resume DIR continues an interrupted run).",
       "Example (a small BERT from scratch on IMDB):\n"
       "  tensorplug train --model bert-base-uncased --init random --layers 2 --hidden 128 \\\n"
       "    --heads 2 --ffn 512 --vocab ../shared/data/bert-base-uncased/vocab.txt \\\n"
-      "    --data ../shared/data/imdb --max-len 256 --batch 32 --lr 1e-3 --epochs 2\n");
-  g_option_context_add_main_entries(oc, e, NULL);
-  g_option_context_add_group(oc, tp_cli_model_group(&c->mo));
-  g_option_context_add_group(oc, tp_cli_run_group(&c->ro));
-  return oc;
+      "    --data ../shared/data/imdb --max-len 256 --batch 32 --lr 1e-3 --epochs 2");
+  tp_cli_optset_add_data(set, &c->o);
+  tp_cli_optset_add_text(set, &c->o);
+  tp_cli_optset_add(set, "Options", train_rows, G_N_ELEMENTS(train_rows), c);
+  tp_cli_optset_add_model(set, &c->o);
+  tp_cli_optset_add_device(set, &c->o);
+  return set;
 }
 
 static char *default_out(const char *model) {
@@ -560,7 +559,7 @@ static char *default_out(const char *model) {
   return out;
 }
 
-static int run(train_cfg *c) {
+static int run(train_cfg *c, const tp_cli_optset *set) {
   GError *err = NULL;
   gint64 t0 = g_get_monotonic_time();
   tp_train_options to;
@@ -588,7 +587,7 @@ static int run(train_cfg *c) {
         g_free(c->out);
         c->out = g_strdup(c->resume);
         /* options out of range in a checkpoint are a damaged file, not a usage error */
-        if (!cfg_check(c, &to, &err)) {
+        if (!cfg_check(c, set, &to, &err)) {
           g_prefix_error(&err, "%s records options that are out of range: ", sj);
           err->code = TP_ERROR_FORMAT;
         }
@@ -601,10 +600,10 @@ static int run(train_cfg *c) {
     g_free(ck);
     if (err) return tp_cli_report(err);
   }
-  if (!cfg_check(c, &to, &err)) return tp_cli_report(err);
-  if (!c->out) c->out = default_out(c->mo.model);
+  if (!cfg_check(c, set, &to, &err)) return tp_cli_report(err);
+  if (!c->out) c->out = default_out(c->o.mo.model);
   if (!c->resume && !prepare_out(c->out, c->overwrite, &err)) return tp_cli_report(err);
-  JsonNode *cfg_json = cfg_to_json(c);
+  JsonNode *cfg_json = NULL; /* once --max-len is resolved against the model */
 
   tp_cli_session s;
   tp_dataset *d = NULL;
@@ -613,16 +612,17 @@ static int run(train_cfg *c) {
   int rc = TP_EXIT_OK;
   /* data first: a bad path or record fails before a large model is built */
   memset(&s, 0, sizeof s);
-  d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
+  d = tp_dataset_load((const char *const *)c->o.data, c->o.skip_bad, &err);
   bool ok = d != NULL;
   int num_labels = 0;
   /* the labels meet the model once, here: each one must be a label of it */
-  if (ok) ok = tp_cli_model_num_labels(&c->mo, &num_labels, &err) &&
-               tp_dataset_check_labels(d, num_labels, c->skip_bad, &err);
+  if (ok) ok = tp_cli_model_num_labels(&c->o.mo, &num_labels, &err) &&
+               tp_dataset_check_labels(d, num_labels, c->o.skip_bad, &err);
   if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err) &&
                tp_split_check_classes(d, &sp, num_labels, &err);
-  if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err) &&
-               tp_cli_check_max_len(&s, &c->max_len, &err);
+  if (ok) ok = tp_cli_session_open(&s, &c->o.mo, &c->o.ro, (uint64_t)c->seed, true, &err) &&
+               tp_cli_check_max_len(&s, &c->o.max_len, &err);
+  cfg_json = cfg_to_json(c);
   if (ok) {
     char *desc = tp_cli_session_describe(&s);
     printf("Model %s\n", desc);
@@ -641,13 +641,13 @@ static int run(train_cfg *c) {
   if (ok) {
     gint64 tt = g_get_monotonic_time();
     bool cached = false;
-    seqs = tp_cli_tokenize_cached(s.tok, s.vocab_path, d->texts, d->n, c->max_len, c->ro.threads,
+    seqs = tp_cli_tokenize_cached(s.tok, s.vocab_path, d->texts, d->n, c->o.max_len, c->o.ro.threads,
                                   &cached, &err);
     ok = seqs != NULL;
     double sec = (double)(g_get_monotonic_time() - tt) / 1e6;
     if (ok) {
       tok_s = (double)seqs->offsets[seqs->n] / fmax(sec, 1e-9);
-      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->max_len,
+      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->o.max_len,
              (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
     }
   }
@@ -656,7 +656,7 @@ static int run(train_cfg *c) {
     int64_t longest = tp_cli_longest(seqs);
     ok = tp_cli_check_step_memory(&s, MIN((guint)c->batch, sp.n_train), longest, true, "--batch",
                                   &err) &&
-         tp_cli_check_step_memory(&s, MIN((guint)c->eval_batch, MAX(sp.n_val, sp.n_test)), longest,
+         tp_cli_check_step_memory(&s, MIN((guint)c->o.eval_batch, MAX(sp.n_val, sp.n_test)), longest,
                                   false, "--eval-batch", &err);
   }
   if (ok && c->resume) {
@@ -706,7 +706,7 @@ static int run(train_cfg *c) {
                    st.best_epoch, st.best_val_loss, st.stopped_early ? "; stopped early" : "");
     g_free(best);
   }
-  if (ok) ok = tp_evaluate(s.model, s.ctx, &data, sp.test, sp.n_test, c->eval_batch, NULL, NULL,
+  if (ok) ok = tp_evaluate(s.model, s.ctx, &data, sp.test, sp.n_test, c->o.eval_batch, NULL, NULL,
                            on_progress, &r, "test", &test, &err);
   if (ok) {
     double elapsed = (double)(g_get_monotonic_time() - t0) / 1e6;
@@ -724,7 +724,7 @@ static int run(train_cfg *c) {
     rc = tp_cli_report(err);
   }
   if (resume_cfg) json_node_unref(resume_cfg);
-  json_node_unref(cfg_json);
+  if (cfg_json) json_node_unref(cfg_json);
   tp_train_state_clear(&st);
   if (seqs) tp_token_seqs_free(seqs);
   tp_split_clear(&sp);
@@ -736,15 +736,55 @@ static int run(train_cfg *c) {
 int tp_cmd_train(int argc, char **argv) {
   train_cfg c;
   cfg_defaults(&c);
-  GOptionContext *oc = make_options(&c);
-  bool parsed = tp_cli_parse(oc, &argc, &argv);
-  g_option_context_free(oc);
-  int rc = TP_EXIT_USAGE;
-  if (parsed && argc > 1) {
+  tp_cli_optset *set = make_options(&c);
+  int rc = tp_cli_optset_parse(set, &argc, &argv);
+  if (rc < 0 && argc > 1) {
     fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
-  } else if (parsed) {
-    rc = run(&c);
+    rc = TP_EXIT_USAGE;
+  } else if (rc < 0) {
+    rc = run(&c, set);
   }
+  tp_cli_optset_free(set);
   cfg_clear(&c);
   return rc;
+}
+
+bool tp_cmd_train_check_args(int argc, char **argv, GError **err) {
+  train_cfg c;
+  cfg_defaults(&c);
+  tp_cli_optset *set = make_options(&c);
+  bool help = false;
+  tp_train_options to;
+  bool ok = tp_cli_optset_parse_quiet(set, &argc, &argv, &help, err);
+  if (ok && argc > 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "unexpected argument \"%s\"", argv[1]);
+    ok = false;
+  }
+  if (ok && !c.resume) ok = cfg_check(&c, set, &to, err);
+  tp_cli_optset_free(set);
+  cfg_clear(&c);
+  return ok;
+}
+
+char *tp_cmd_train_default_text(const char *name) {
+  train_cfg c;
+  cfg_defaults(&c);
+  const tp_cli_opt *r = NULL;
+  for (size_t i = 0; i < G_N_ELEMENTS(train_rows) && !r; i++)
+    if (strcmp(train_rows[i].name, name) == 0) r = &train_rows[i];
+  char *v = NULL;
+  if (r && r->kind == TP_OPT_INT) v = g_strdup_printf("%d", *(int *)((char *)&c + r->offset));
+  else if (r && r->kind == TP_OPT_DOUBLE) v = g_strdup_printf("%g", *(double *)((char *)&c + r->offset));
+  cfg_clear(&c);
+  return v;
+}
+
+const tp_cli_opt *tp_cmd_train_find_option(const char *name) {
+  train_cfg c;
+  cfg_defaults(&c);
+  tp_cli_optset *set = make_options(&c);
+  const tp_cli_opt *r = tp_cli_optset_find(set, name); /* rows are static */
+  tp_cli_optset_free(set);
+  cfg_clear(&c);
+  return r;
 }

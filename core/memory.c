@@ -99,9 +99,6 @@ uint64_t tp_memory_device_available(const tp_backend *be) {
   uint64_t avail = be->info.memory_bytes ? be->info.memory_bytes : UINT64_MAX;
   /* memory the host can address is the host's */
   if (be->info.host_visible) avail = MIN(avail, tp_memory_host_available());
-  if (be->alloc_limit) /* $TENSORPLUG_ALLOC_LIMIT_BYTES: what the core will still allocate */
-    avail = MIN(avail, be->alloc_limit > be->stats.live_bytes
-                           ? be->alloc_limit - be->stats.live_bytes : 0);
   return avail;
 }
 

@@ -4,6 +4,7 @@
 #include <json-glib/json-glib.h>
 
 #include "tp_test.h"
+#include "tp_test_cli.h"
 
 #define TINY "--model", "bert", "--init", "random", "--layers", "1", "--hidden", "32", "--heads", \
              "2", "--ffn", "64", "--batch", "2", "--seq", "16", "--steps", "2"
@@ -21,13 +22,13 @@ static JsonArray *rows_of(const char *out, JsonParser *p) {
 
 TP_TEST(Bench, RowsForEveryBackendAskedFor) {
   char *out = NULL;
-  TP_ASSERT(tp_test_run_cli(&out, "bench", TINY, "--backends", "cpu,nosuch", NULL) == 0);
+  TP_ASSERT(tp_test_cli(&out, "bench", TINY, "--backends", "cpu,nosuch", NULL) == 0);
   TP_CHECK(strstr(out, "| cpu | cpu | f32 |") != NULL);
   TP_CHECK(strstr(out, "| nosuch |") != NULL && strstr(out, "unavailable:") != NULL);
   TP_CHECK(strstr(out, "tokens/s") != NULL && strstr(out, "TFLOP/s") != NULL);
   g_free(out);
 
-  TP_ASSERT(tp_test_run_cli(&out, "bench", TINY, "--backends", "cpu,nosuch", "--json", NULL) == 0);
+  TP_ASSERT(tp_test_cli(&out, "bench", TINY, "--backends", "cpu,nosuch", "--json", NULL) == 0);
   JsonParser *p = json_parser_new();
   JsonArray *rows = rows_of(out, p);
   if (rows && json_array_get_length(rows) == 2) {
@@ -51,12 +52,12 @@ TP_TEST(Bench, RowsForEveryBackendAskedFor) {
 
 TP_TEST(Bench, NothingRunnableAndBadOptionsExitTwo) {
   char *out = NULL;
-  TP_CHECK_INT_EQ(tp_test_run_cli(&out, "bench", TINY, "--backends", "nosuch", NULL), 2);
+  TP_CHECK_INT_EQ(tp_test_cli(&out, "bench", TINY, "--backends", "nosuch", NULL), 2);
   g_free(out);
-  TP_CHECK_INT_EQ(tp_test_run_cli(&out, "bench", TINY, "--mode", "fly", NULL), 2);
+  TP_CHECK_INT_EQ(tp_test_cli(&out, "bench", TINY, "--mode", "fly", NULL), 2);
   TP_CHECK(strstr(out, "--mode fly") != NULL);
   g_free(out);
-  TP_CHECK_INT_EQ(tp_test_run_cli(&out, "bench", "--backends", "cpu", NULL), 2);
+  TP_CHECK_INT_EQ(tp_test_cli(&out, "bench", "--backends", "cpu", NULL), 2);
   TP_CHECK(strstr(out, "--model") != NULL);
   g_free(out);
 }

@@ -33,9 +33,7 @@ char *tp_test_tmpdir(void);
 /* The build tree's root (for plugins and the tensorplug binary). */
 const char *tp_test_build_dir(void);
 const char *tp_test_source_dir(void);
-/* Runs the built `tensorplug` with the given arguments (NULL-terminated);
- * *out gets stdout then stderr. Returns the exit status (128 + signal). */
-int tp_test_run_cli(char **out, const char *first, ...) G_GNUC_NULL_TERMINATED;
+
 
 #ifdef __cplusplus
 }

@@ -26,10 +26,10 @@ bool tp_memory_check(uint64_t bytes, uint64_t available, const char *where, cons
 /* tp_memory_check against tp_memory_host_available(). */
 bool tp_memory_check_host(uint64_t bytes, const char *what, GError **err);
 
-/* What a backend's device can still hold: its memory_bytes (when the backend
- * reports it), at most the host memory available for host-visible devices
- * (the CPU), and at most what $TENSORPLUG_ALLOC_LIMIT_BYTES leaves. UINT64_MAX
- * when unknown. */
+/* What a backend's device can hold: its memory_bytes (when the backend
+ * reports it), and at most the host memory available for host-visible devices
+ * (the CPU). UINT64_MAX when unknown. ($TENSORPLUG_ALLOC_LIMIT_BYTES is not
+ * counted here: it injects allocation failures, core/backend.c.) */
 struct tp_backend;
 uint64_t tp_memory_device_available(const struct tp_backend *be);
 /* tp_memory_check against tp_memory_device_available(be), naming the device. */
