@@ -41,7 +41,7 @@ GOptionGroup *tp_cli_model_group(tp_cli_model_opts *o) {
       {"init", 0, 0, G_OPTION_ARG_STRING, &o->init,
        "\"random\": initialise every weight randomly instead of loading any", "random"},
       {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
-       "vocab.txt or tokenizer.json (default: the model folder's)", "FILE"},
+       "vocab.txt or tokenizer.json (default: the model folder's tokenizer.json, else its vocab.txt)", "FILE"},
       {"layers", 0, 0, G_OPTION_ARG_INT, &o->layers, "Override the number of layers", "N"},
       {"hidden", 0, 0, G_OPTION_ARG_INT, &o->hidden, "Override the hidden size", "N"},
       {"heads", 0, 0, G_OPTION_ARG_INT, &o->heads, "Override the number of attention heads", "N"},

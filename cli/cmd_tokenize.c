@@ -223,9 +223,9 @@ int tp_cmd_tokenize(int argc, char **argv) {
       {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o.vocab, "Vocabulary: a vocab.txt or tokenizer.json",
        "FILE"},
       {"model", 0, 0, G_OPTION_ARG_FILENAME, &o.model,
-       "Model folder holding vocab.txt or tokenizer.json", "DIR"},
+       "Model folder holding tokenizer.json (preferred) or vocab.txt", "DIR"},
       {"max-len", 0, 0, G_OPTION_ARG_INT, &o.max_len,
-       "Truncate to N tokens, [CLS] and [SEP] included (default: no limit)", "N"},
+       "Truncate to N tokens, [CLS] and [SEP] (or <s> and </s>) included (default: no limit)", "N"},
       {"json", 0, 0, G_OPTION_ARG_NONE, &o.json, "Print each text's ids as a JSON array", NULL},
       {"jsonl", 0, 0, G_OPTION_ARG_NONE, &o.jsonl,
        "Read stdin as JSON Lines: one object with a \"text\" string per line", NULL},
@@ -234,16 +234,18 @@ int tp_cmd_tokenize(int argc, char **argv) {
       G_OPTION_ENTRY_NULL};
   GOptionContext *oc = g_option_context_new("[TEXT...] - print the token ids of texts");
   g_option_context_set_summary(
-      oc, "Tokenizes each TEXT, or each line of stdin when no TEXT is given, with BERT's\n"
-          "uncased WordPiece (ids identical to Hugging Face tokenizers), and prints one\n"
-          "line per text: its ids from [CLS] to [SEP], space-separated or as a JSON array.");
+      oc, "Tokenizes each TEXT, or each line of stdin when no TEXT is given, with a BERT-style\n"
+          "WordPiece tokenizer (BERT, DistilBERT, MPNet; ids identical to Hugging Face\n"
+          "tokenizers), and prints one line per text: its ids from [CLS] to [SEP] (<s> to </s>\n"
+          "for MPNet), space-separated or as a JSON array.");
   g_option_context_set_description(
       oc, "Examples:\n"
           "  tensorplug tokenize --vocab vocab.txt \"Hello, World!\"\n"
           "      101 7592 1010 2088 999 102\n"
           "  zcat train.jsonl.gz | tensorplug tokenize --model models/bert-base-uncased --jsonl --json\n\n"
-          "Special tokens written in the text ([CLS], [SEP], [MASK], [PAD], [UNK]) are read\n"
-          "as those tokens. Invalid UTF-8 bytes are dropped (each becomes U+FFFD, which the\n"
+          "Special tokens written in the text ([CLS], [SEP], [MASK], [PAD], [UNK]; MPNet's <s>,\n"
+          "</s>, <pad>, <mask>, [UNK] and, in any case, <unk>) are read as those tokens.\n"
+          "Invalid UTF-8 bytes are dropped (each becomes U+FFFD, which the\n"
           "BERT normalizer removes). With --jsonl, texts may hold any character, escaped\n"
           "(\\n, \\u0000); a malformed line stops with an error naming its line number.\n\n"
           "Exit status: 0 success, 1 unreadable vocabulary or input, 2 bad usage.");
