@@ -81,9 +81,11 @@ static char *validate_entry(const tp_plugin *p) {
                              "the plugin", b->struct_size, sizeof(tp_backend_iface));
   } else {
     const tp_model_iface *m = p->iface;
-    if (m->struct_size < sizeof(tp_model_iface))
+    /* Optional slots at the end may be missing (older plugins): core reads
+     * them through TP_MODEL_IFACE_SLOT. */
+    if (m->struct_size < TP_MODEL_IFACE_MIN_SIZE)
       return g_strdup_printf("model interface of %zu bytes, expected at least %zu: rebuild "
-                             "the plugin", m->struct_size, sizeof(tp_model_iface));
+                             "the plugin", m->struct_size, (size_t)TP_MODEL_IFACE_MIN_SIZE);
     if (!m->model_type || !m->forward || !m->declare || !m->config_from_json)
       return g_strdup("model interface lacks model_type, declare, forward or config_from_json");
   }

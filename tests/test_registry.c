@@ -5,6 +5,7 @@
 
 #include "tensorplug/backend.h"
 #include "tensorplug/error.h"
+#include "tensorplug/model.h"
 #include "tensorplug/registry.h"
 #include "tp_test.h"
 
@@ -165,4 +166,40 @@ TP_TEST(Registry, CliVersionAndUnknownCommand) {
                          NULL, NULL, NULL, NULL, &status, NULL));
   TP_CHECK_INT_EQ(WEXITSTATUS(status), 2);
   g_free(exe);
+}
+
+/* A model plugin built before the interface's optional slots loads, and
+ * those slots read as absent; a smaller interface is refused. */
+TP_TEST(Registry, OlderModelInterfaceLoadsWithoutOptionalSlots) {
+  char *dir = tp_test_tmpdir();
+  const char *b = g_getenv("TP_BROKEN_PLUGIN_DIR");
+  char *old = g_build_filename(b, "libtp_old_model_iface.so", NULL);
+  char *small = g_build_filename(b, "libtp_small_model_iface.so", NULL);
+  g_free(copy_to(old, dir, "libold_iface.so"));
+  g_free(copy_to(small, dir, "libsmall_iface.so"));
+  const char *dirs[] = {dir, NULL};
+  tp_registry *r = tp_registry_new_for_dirs(dirs);
+  const tp_plugin_record *x = find_record(r, "libold_iface.so");
+  TP_ASSERT(x != NULL);
+  if (!x->loaded) TP_FAILF("refused: %s", x->why_not);
+  GError *err = NULL;
+  const tp_model_iface *m = tp_registry_find_model(r, "old-preset", &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_ASSERT(m != NULL);
+  TP_CHECK(TP_MODEL_IFACE_SLOT(m, preset_source) == NULL);
+  /* a bare preset: the fetch hint falls back to the preset name */
+  tp_model_source src = {.model = "old-preset"};
+  tp_model_config cfg;
+  char *weights = NULL, *model_dir = NULL;
+  TP_CHECK(!tp_model_resolve(r, &src, &m, &cfg, &weights, &model_dir, &err));
+  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "`scripts/fetch-model.sh old-preset DIR`");
+  const tp_plugin_record *y = find_record(r, "libsmall_iface.so");
+  TP_ASSERT(y != NULL);
+  TP_CHECK(!y->loaded);
+  TP_CHECK(y->why_not && strstr(y->why_not, "model interface of") &&
+           strstr(y->why_not, "rebuild the plugin"));
+  tp_registry_free(r);
+  g_free(old);
+  g_free(small);
+  g_free(dir);
 }
