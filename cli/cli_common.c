@@ -69,7 +69,10 @@ char *tp_cli_resolve_vocab(const char *vocab, const char *model, GError **err) {
     return g_strdup(vocab);
   }
   if (model && g_file_test(model, G_FILE_TEST_IS_DIR)) {
-    static const char *const names[] = {"vocab.txt", "tokenizer.json"};
+    /* tokenizer.json first: it is what HF's AutoTokenizer reads, and it says
+     * more than vocab.txt (the post-processor's special tokens, added tokens
+     * matched after normalization, such as MPNet's <unk>). */
+    static const char *const names[] = {"tokenizer.json", "vocab.txt"};
     for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
       char *p = g_build_filename(model, names[i], NULL);
       if (g_file_test(p, G_FILE_TEST_IS_REGULAR)) return p;

@@ -381,7 +381,8 @@ static const tp_cli_opt model_rows[] = {
      .help = "\"random\": initialise every weight randomly instead of loading any",
      .choices = "random"},
     {.name = "vocab", .kind = TP_OPT_PATH, .offset = OFF(mo.vocab), .arg = "FILE",
-     .help = "vocab.txt or tokenizer.json", .shown_def = "the model folder's"},
+     .help = "vocab.txt or tokenizer.json",
+     .shown_def = "the model folder's tokenizer.json, else its vocab.txt"},
     SIZE("layers", layers, "number of layers", 4096),
     SIZE("hidden", hidden, "hidden size", 1 << 16),
     SIZE("heads", heads, "number of attention heads", 4096),
@@ -393,7 +394,7 @@ static const tp_cli_opt vocab_rows[] = {
     {.name = "vocab", .kind = TP_OPT_PATH, .offset = OFF(mo.vocab), .arg = "FILE",
      .help = "Vocabulary: a vocab.txt or tokenizer.json"},
     {.name = "model", .kind = TP_OPT_PATH, .offset = OFF(mo.model), .arg = "DIR",
-     .help = "Model folder holding vocab.txt or tokenizer.json"},
+     .help = "Model folder holding tokenizer.json (preferred) or vocab.txt"},
 };
 
 #define THREADS_ROW                                                                            \

@@ -96,6 +96,7 @@ static void print_devices(const tp_backend_iface *b, JsonBuilder *jb) {
 }
 
 static void print_presets(const tp_model_iface *m, JsonBuilder *jb) {
+  const char *(*source)(const char *) = TP_MODEL_IFACE_SLOT(m, preset_source);
   if (jb) {
     json_builder_set_member_name(jb, "model_type");
     json_builder_add_string_value(jb, m->model_type);
@@ -103,12 +104,28 @@ static void print_presets(const tp_model_iface *m, JsonBuilder *jb) {
     json_builder_begin_array(jb);
     for (const char *const *p = m->presets; p && *p; p++) json_builder_add_string_value(jb, *p);
     json_builder_end_array(jb);
+    json_builder_set_member_name(jb, "weights");
+    json_builder_begin_object(jb); /* preset -> scripts/fetch-model.sh arguments */
+    for (const char *const *p = m->presets; p && *p; p++) {
+      json_builder_set_member_name(jb, *p);
+      json_builder_add_string_value(jb, source && source(*p) ? source(*p) : *p);
+    }
+    json_builder_end_object(jb);
     return;
   }
   printf("           model_type %s; presets:", m->model_type);
   for (const char *const *p = m->presets; p && *p; p++) printf(" %s", *p);
   printf("\n");
   if (m->description) printf("           %s\n", m->description);
+  /* where the weights come from, when not from the Hugging Face id itself;
+   * presets sharing a source share a line */
+  for (const char *const *p = m->presets; source && p && *p; p++) {
+    const char *src = source(*p);
+    if (!src || (p != m->presets && g_strcmp0(source(p[-1]), src) == 0)) continue;
+    printf("           weights of %s", *p);
+    for (const char *const *q = p + 1; *q && g_strcmp0(source(*q), src) == 0; q++) printf(", %s", *q);
+    printf(": scripts/fetch-model.sh %s DIR\n", src);
+  }
 }
 
 static void record_json(JsonBuilder *jb, const tp_plugin_record *r) {

@@ -211,7 +211,7 @@ static bool tokenize_args(const tp_tokenizer *tok, const tokenize_opts *o, int a
 
 static const tp_cli_opt tokenize_rows[] = {
     {.name = "max-len", .kind = TP_OPT_INT, .offset = offsetof(tokenize_opts, o.max_len),
-     .arg = "N", .help = "Truncate to N tokens, [CLS] and [SEP] included", .min = 3,
+     .arg = "N", .help = "Truncate to N tokens, [CLS] and [SEP] (or <s> and </s>) included", .min = 3,
      .max = 1 << 16, .flags = TP_OPT_AUTO, .auto_value = 0, .shown_def = "no limit"},
     {.name = "jsonl", .kind = TP_OPT_FLAG, .offset = offsetof(tokenize_opts, jsonl),
      .help = "Read stdin as JSON Lines: one object with a \"text\" string per line"},
@@ -222,15 +222,17 @@ int tp_cmd_tokenize(int argc, char **argv) {
   tp_cli_opts_init(&o.o);
   o.o.max_len = 0; /* no limit */
   tp_cli_optset *set = tp_cli_optset_new("[TEXT...]",
-      "Tokenizes each TEXT, or each line of stdin when no TEXT is given, with BERT's\n"
-      "uncased WordPiece (ids identical to Hugging Face tokenizers), and prints one\n"
-      "line per text: its ids from [CLS] to [SEP], space-separated or as a JSON array.",
+      "Tokenizes each TEXT, or each line of stdin when no TEXT is given, with a BERT-style\n"
+      "WordPiece tokenizer (BERT, DistilBERT, MPNet; ids identical to Hugging Face\n"
+      "tokenizers), and prints one line per text: its ids from [CLS] to [SEP] (<s> to </s>\n"
+      "for MPNet), space-separated or as a JSON array.",
       "Examples:\n"
       "  tensorplug tokenize --vocab vocab.txt \"Hello, World!\"\n"
       "      101 7592 1010 2088 999 102\n"
       "  zcat train.jsonl.gz | tensorplug tokenize --model models/bert-base-uncased --jsonl --json\n\n"
-      "Special tokens written in the text ([CLS], [SEP], [MASK], [PAD], [UNK]) are read\n"
-      "as those tokens. Invalid UTF-8 bytes are dropped (each becomes U+FFFD, which the\n"
+      "Special tokens written in the text ([CLS], [SEP], [MASK], [PAD], [UNK]; MPNet's <s>,\n"
+      "</s>, <pad>, <mask>, [UNK] and, in any case, <unk>) are read as those tokens.\n"
+      "Invalid UTF-8 bytes are dropped (each becomes U+FFFD, which the\n"
       "BERT normalizer removes). With --jsonl, texts may hold any character, escaped\n"
       "(\\n, \\u0000); a malformed line stops with an error naming its line number.\n\n"
       "Exit status: 0 success, 1 unreadable vocabulary or input, 2 bad usage.");

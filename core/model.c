@@ -130,6 +130,33 @@ tp_tensor *tp_position_ids(tp_ctx *ctx, int64_t batch, int64_t seq) {
   return p;
 }
 
+tp_tensor *tp_position_ids_from_ids(tp_ctx *ctx, tp_tensor *ids, int32_t padding_idx) {
+  if (!tp_ctx_ok(ctx) || !ids) return NULL;
+  if (ids->dtype != TP_I32 || ids->ndim != 2) {
+    tp_ctx_fail(ctx, g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                                 "position ids: ids must be [B, T] i32"));
+    return NULL;
+  }
+  int64_t batch = ids->shape[0], seq = ids->shape[1];
+  int32_t *h = g_new(int32_t, MAX(batch * seq, 1));
+  GError *e = NULL;
+  if (!tp_tensor_to_host(ctx, ids, h, &e)) {
+    tp_ctx_fail(ctx, e);
+    g_free(h);
+    return NULL;
+  }
+  for (int64_t b = 0; b < batch; b++) {
+    int32_t rank = 0;
+    for (int64_t t = 0; t < seq; t++) {
+      int32_t *x = &h[b * seq + t];
+      *x = *x == padding_idx ? padding_idx : padding_idx + ++rank;
+    }
+  }
+  tp_tensor *p = tp_tensor_from_host(ctx, TP_I32, 2, ids->shape, h);
+  g_free(h);
+  return p;
+}
+
 /* ---- configs ---- */
 
 bool tp_model_config_apply(tp_model_config *cfg, const tp_model_overrides *ov, GError **err) {
@@ -291,10 +318,12 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
   if (src->init_random) return true;
   const char *wdir = src->weights_dir ? src->weights_dir : *model_dir;
   if (!wdir) {
+    const char *(*source)(const char *) = TP_MODEL_IFACE_SLOT(*iface, preset_source);
+    const char *how = source ? source(src->model) : NULL;
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                 "preset \"%s\" has no weights here: download them with `scripts/fetch-model.sh "
                 "%s DIR` and pass --weights DIR (or --model DIR), or pass --init random to "
-                "train from random initialisation", src->model, src->model);
+                "train from random initialisation", src->model, how ? how : src->model);
     return false;
   }
   *weights_path = g_build_filename(wdir, "model.safetensors", NULL);

