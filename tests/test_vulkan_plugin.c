@@ -308,6 +308,7 @@ typedef struct {
   float alpha, beta;
   bool sum_batches; /* sc == 0 */
   tp_dtype ab, c, compute;
+  bool aligned; /* A and B start 16-byte aligned, strides multiples of 4 */
 } gemm_case;
 
 static void run_gemm(GRand *r, gemm_case gc) {
@@ -315,6 +316,12 @@ static void run_gemm(GRand *r, gemm_case gc) {
   int ar = gc.ta ? k : m, ac = gc.ta ? m : k, br = gc.tb ? n : k, bc = gc.tb ? k : n;
   int lda = ac + gc.pad, ldb = bc + gc.pad, ldc = n + gc.pad;
   int64_t sa = (int64_t)ar * lda + 3, sb = (int64_t)br * ldb + 1;
+  if (gc.aligned) {
+    lda = (lda + 3) / 4 * 4;
+    ldb = (ldb + 3) / 4 * 4;
+    sa = (int64_t)ar * lda + 4;
+    sb = (int64_t)br * ldb + 8;
+  }
   int64_t sc = gc.sum_batches ? 0 : (int64_t)m * ldc + 2;
   int64_t na = sa * gc.batch, nb = sb * gc.batch, nc = gc.sum_batches ? (int64_t)m * ldc : sc * gc.batch;
   float *a = rnd(r, na, -1, 1), *b = rnd(r, nb, -1, 1), *c = rnd(r, nc, -1, 1);
@@ -353,8 +360,8 @@ static void run_gemm(GRand *r, gemm_case gc) {
         }
         want[bt * sc + (int64_t)i * ldc + j] += gc.alpha * s;
       }
-  dt da = dt_new(ha, es_ab * (size_t)na, gc.ab == TP_F32 ? 4 : 6);
-  dt db = dt_new(hb, es_ab * (size_t)nb, 8);
+  dt da = dt_new(ha, es_ab * (size_t)na, gc.aligned ? 16 : gc.ab == TP_F32 ? 4 : 6);
+  dt db = dt_new(hb, es_ab * (size_t)nb, gc.aligned ? 32 : 8);
   dt dc = dt_new(hc, es_c * (size_t)nc, gc.c == TP_F32 ? 12 : 2);
   tp_gemm_args g = {.ta = gc.ta, .tb = gc.tb, .m = m, .n = n, .k = k, .batch = gc.batch,
                     .alpha = gc.alpha, .beta = gc.beta, .a = M(da), .b = M(db), .c = M(dc),
@@ -397,26 +404,55 @@ static void run_gemm(GRand *r, gemm_case gc) {
   g_free(want);
 }
 
-TP_TEST(VulkanGemm, F32AllTransposesOddShapes) {
+/* The device's other GEMM kernel (shared-memory tiles on a CPU
+ * implementation, register blocks on a GPU), opened once. */
+static tp_backend_dev *other_gemm_device(void) {
+  static tp_backend_dev *other;
+  if (other) return other;
+  g_setenv("TENSORPLUG_VULKAN_GEMM", INFO.is_software ? "tiled" : "reg", TRUE);
+  GError *err = NULL;
+  other = B->open(0, 0, &err);
+  g_unsetenv("TENSORPLUG_VULKAN_GEMM");
+  if (!other) {
+    TP_FAILF("open with the other GEMM kernel: %s", err->message);
+    g_error_free(err);
+  }
+  return other;
+}
+
+TP_TEST(VulkanGemm, F32AllTransposesOddShapesBothKernels) {
   SETUP();
   GRand *r = g_rand_new_with_seed(1);
   static const int dims[][3] = {{1, 1, 1}, {1, 7, 3}, {5, 1, 9}, {17, 13, 1},
                                 {65, 33, 70}, {3, 130, 17}, {64, 64, 64}};
-  for (int t = 0; t < 4; t++)
-    for (size_t s = 0; s < G_N_ELEMENTS(dims); s++)
-      run_gemm(r, (gemm_case){t & 1, t >> 1, dims[s][0], dims[s][1], dims[s][2], 1, (int)s % 3,
-                              0.75f, s % 2 ? 0.5f : 0.0f, false, TP_F32, TP_F32, TP_F32});
+  tp_backend_dev *devs[2] = {D, other_gemm_device()};
+  for (int dv = 0; dv < 2 && devs[dv]; dv++) {
+    tp_backend_dev *saved = D;
+    D = devs[dv];
+    for (int t = 0; t < 8; t++)
+      for (size_t s = 0; s < G_N_ELEMENTS(dims); s++)
+        run_gemm(r, (gemm_case){t & 1, (t >> 1) & 1, dims[s][0], dims[s][1], dims[s][2], 1,
+                                (int)s % 3, 0.75f, s % 2 ? 0.5f : 0.0f, false, TP_F32, TP_F32,
+                                TP_F32, t >> 2});
+    run_gemm(r, (gemm_case){false, true, 9, 11, 13, 3, 1, 1.0f, 0.0f, false, TP_F32, TP_F32,
+                            TP_F32, true});
+    run_gemm(r, (gemm_case){true, false, 9, 11, 13, 4, 2, 1.0f, 1.0f, true, TP_F32, TP_F32, TP_F32,
+                            true});
+    run_gemm(r, (gemm_case){false, true, 19, 21, 35, 2, 1, 1.0f, 0.0f, false, TP_F32, TP_F32,
+                            TP_BF16, true});
+    D = saved;
+  }
   g_rand_free(r);
 }
 
 TP_TEST(VulkanGemm, BatchesSummedIntoOneCAndKZero) {
   SETUP();
   GRand *r = g_rand_new_with_seed(2);
-  run_gemm(r, (gemm_case){false, true, 9, 11, 13, 3, 1, 1.0f, 0.0f, false, TP_F32, TP_F32, TP_F32});
-  run_gemm(r, (gemm_case){true, false, 9, 11, 13, 4, 2, 1.0f, 1.0f, true, TP_F32, TP_F32, TP_F32});
-  run_gemm(r, (gemm_case){false, false, 5, 6, 7, 3, 0, 0.5f, 0.0f, true, TP_F32, TP_F32, TP_F32});
-  run_gemm(r, (gemm_case){false, false, 5, 6, 0, 2, 1, 1.0f, 0.5f, false, TP_F32, TP_F32, TP_F32});
-  run_gemm(r, (gemm_case){false, false, 5, 6, 0, 2, 1, 1.0f, 0.0f, false, TP_F32, TP_F32, TP_F32});
+  run_gemm(r, (gemm_case){false, true, 9, 11, 13, 3, 1, 1.0f, 0.0f, false, TP_F32, TP_F32, TP_F32, false});
+  run_gemm(r, (gemm_case){true, false, 9, 11, 13, 4, 2, 1.0f, 1.0f, true, TP_F32, TP_F32, TP_F32, false});
+  run_gemm(r, (gemm_case){false, false, 5, 6, 7, 3, 0, 0.5f, 0.0f, true, TP_F32, TP_F32, TP_F32, false});
+  run_gemm(r, (gemm_case){false, false, 5, 6, 0, 2, 1, 1.0f, 0.5f, false, TP_F32, TP_F32, TP_F32, false});
+  run_gemm(r, (gemm_case){false, false, 5, 6, 0, 2, 1, 1.0f, 0.0f, false, TP_F32, TP_F32, TP_F32, false});
   g_rand_free(r);
 }
 
@@ -425,18 +461,18 @@ TP_TEST(VulkanGemm, HalfComputeAndStorage) {
   GRand *r = g_rand_new_with_seed(3);
   for (int ct = TP_BF16; ct <= TP_F16; ct++)
     run_gemm(r, (gemm_case){false, true, 19, 21, 35, 2, 1, 1.0f, 0.0f, false, TP_F32, TP_F32,
-                            (tp_dtype)ct});
+                            (tp_dtype)ct, false});
   if (!(INFO.storage_dtypes & TP_DTYPE_BIT(TP_BF16))) {
     g_rand_free(r);
     TP_SKIP("no 16-bit storage on this device");
   }
   for (int st = TP_BF16; st <= TP_F16; st++) {
     run_gemm(r, (gemm_case){true, false, 19, 21, 35, 2, 1, 1.0f, 0.0f, false, (tp_dtype)st,
-                            TP_F32, TP_F32});
+                            TP_F32, TP_F32, false});
     run_gemm(r, (gemm_case){false, false, 19, 21, 35, 2, 1, 1.0f, 1.0f, false, (tp_dtype)st,
-                            (tp_dtype)st, (tp_dtype)st});
+                            (tp_dtype)st, (tp_dtype)st, false});
     run_gemm(r, (gemm_case){false, true, 7, 9, 5, 1, 0, 1.0f, 0.5f, false, TP_F32, (tp_dtype)st,
-                            TP_F32});
+                            TP_F32, false});
   }
   g_rand_free(r);
 }
@@ -1150,7 +1186,7 @@ TP_TEST(VulkanPlugin, DescriptorPoolPathWithoutPushDescriptors) {
   for (int i = 0; i < N; i++) bad += got[i] != (float)i * STEPS;
   TP_CHECK_INT_EQ(bad, 0);
   GRand *r = g_rand_new_with_seed(16);
-  run_gemm(r, (gemm_case){false, true, 33, 17, 9, 2, 1, 1.0f, 0.0f, false, TP_F32, TP_F32, TP_F32});
+  run_gemm(r, (gemm_case){false, true, 33, 17, 9, 2, 1, 1.0f, 0.0f, false, TP_F32, TP_F32, TP_F32, false});
   g_rand_free(r);
   dt_free(&acc);
   dt_free(&dx_);

@@ -742,6 +742,10 @@ static tp_backend_dev *vk_open(int index, int threads, GError **err) {
   d->storage16 = c.storage16;
   d->push_descriptors = c.push_descriptor && !env_flag("TENSORPLUG_VULKAN_NO_PUSH_DESCRIPTOR");
   d->coopmat = c.coopmat_nv && !env_flag("TENSORPLUG_VULKAN_NO_COOPMAT");
+  /* GEMM kernel: shared-memory tiles on GPUs, register blocks on CPU
+   * implementations; $TENSORPLUG_VULKAN_GEMM=tiled|reg overrides (tests) */
+  const char *gk = g_getenv("TENSORPLUG_VULKAN_GEMM");
+  d->gemm_reg = gk && *gk ? strcmp(gk, "reg") == 0 : d->info.is_software;
   compute_queue_family(d->phys, &d->queue_family);
   if (c.props.limits.maxPerStageDescriptorStorageBuffers < VK_MAX_BINDINGS) {
     g_set_error(err, VK_ERROR, TP_ERROR_UNAVAILABLE,

@@ -91,6 +91,7 @@ struct tp_backend_dev {
   uint32_t subgroup_size;
   bool storage16;          /* storageBuffer16BitAccess enabled */
   bool coopmat;            /* the f16 cooperative-matrix GEMM is usable */
+  bool gemm_reg;           /* f32 GEMM without shared memory (CPU implementations) */
 
   bool push_descriptors;
   PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;

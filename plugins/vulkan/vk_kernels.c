@@ -123,6 +123,15 @@ static void vk_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
     return;
   }
 #endif
+  if (d->gemm_reg && !ab16 && !c16) {
+    /* groups of four along rows of A/B start 16-byte aligned: vec4 loads */
+    bool al = (g->a.off % d->align) % 16 == 0 && (g->b.off % d->align) % 16 == 0 &&
+              pc.lda % 4 == 0 && pc.ldb % 4 == 0 && pc.sa % 4 == 0 && pc.sb % 4 == 0;
+    uint64_t blocks = (uint64_t)((pc.m + 7) / 8) * ((pc.n + 7) / 8);
+    vk_dispatch(d, al ? VK_SH_gemm_reg_vec4 : VK_SH_gemm_reg, args, 3, &pc, sizeof pc,
+                groups_for(blocks, 64), 1, gz);
+    return;
+  }
   vk_shader_id sh = ab16 ? (c16 ? VK_SH_gemm_ab16_c16 : VK_SH_gemm_ab16)
                          : (c16 ? VK_SH_gemm_c16 : VK_SH_gemm_f32);
   vk_dispatch(d, sh, args, 3, &pc, sizeof pc, gx, gy, gz);
