@@ -115,7 +115,20 @@ static dt dt_new(const void *host, size_t bytes, size_t off) {
   return t;
 }
 
-static dt dt_f32(const float *x, int64_t n) { return dt_new(x, sizeof(float) * (size_t)n, 4); }
+/* f32 tensors start g_off bytes into their buffer: 4 (an element offset in
+ * the binding, scalar paths) or 16 (aligned: the kernels' vec4 paths). */
+static size_t g_off = 4;
+static dt dt_f32(const float *x, int64_t n) { return dt_new(x, sizeof(float) * (size_t)n, g_off); }
+
+/* Runs body once with unaligned and once with aligned f32 tensors. */
+#define BOTH_ALIGNMENTS(body)                                                                      \
+  do {                                                                                             \
+    for (int al_ = 0; al_ < 2; al_++) {                                                            \
+      g_off = al_ ? 16 : 4;                                                                        \
+      body;                                                                                        \
+    }                                                                                              \
+    g_off = 4;                                                                                     \
+  } while (0)
 static dt dt_i32(const int32_t *x, int64_t n) { return dt_new(x, 4 * (size_t)n, 8); }
 
 static bool get(void *dst, dt t) {
@@ -484,8 +497,13 @@ static double ref_gelu_d(double x) {
   return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2.0 * G_PI);
 }
 
+static void check_Activations(void);
 TP_TEST(VulkanKernels, Activations) {
   SETUP();
+  BOTH_ALIGNMENTS(check_Activations());
+}
+
+static void check_Activations(void) {
   enum { N = 5003 };
   GRand *r = g_rand_new_with_seed(4);
   float *x = rnd(r, N, -6, 6), *dy = rnd(r, N, -1, 1), *acc = rnd(r, N, -1, 1);
@@ -537,8 +555,13 @@ TP_TEST(VulkanKernels, Activations) {
   g_rand_free(r);
 }
 
+static void check_AddAxpyFillBias(void);
 TP_TEST(VulkanKernels, AddAxpyFillBias) {
   SETUP();
+  BOTH_ALIGNMENTS(check_AddAxpyFillBias());
+}
+
+static void check_AddAxpyFillBias(void) {
   enum { ROWS = 37, COLS = 29, N = ROWS * COLS };
   GRand *r = g_rand_new_with_seed(5);
   float *a = rnd(r, N, -2, 2), *b = rnd(r, N, -2, 2), *bias = rnd(r, COLS, -1, 1);
@@ -596,8 +619,13 @@ TP_TEST(VulkanKernels, AddAxpyFillBias) {
   g_rand_free(r);
 }
 
+static void check_DropoutIsThePhiloxStream(void);
 TP_TEST(VulkanKernels, DropoutIsThePhiloxStream) {
   SETUP();
+  BOTH_ALIGNMENTS(check_DropoutIsThePhiloxStream());
+}
+
+static void check_DropoutIsThePhiloxStream(void) {
   enum { N = 4099 };
   GRand *r = g_rand_new_with_seed(6);
   float *x = rnd(r, N, -1, 1), *acc = rnd(r, N, -1, 1);
@@ -717,8 +745,13 @@ TP_TEST(VulkanKernels, EmbeddingRowRangesAndRepeatedIds) {
   g_rand_free(r);
 }
 
+static void check_LayernormForwardBackward(void);
 TP_TEST(VulkanKernels, LayernormForwardBackward) {
   SETUP();
+  BOTH_ALIGNMENTS(check_LayernormForwardBackward());
+}
+
+static void check_LayernormForwardBackward(void) {
   GRand *r = g_rand_new_with_seed(9);
   static const int shapes[][2] = {{1, 1}, {3, 7}, {130, 33}, {5, 777}};
   for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
@@ -776,8 +809,13 @@ TP_TEST(VulkanKernels, LayernormForwardBackward) {
   g_rand_free(r);
 }
 
+static void check_SoftmaxMaskedForwardBackward(void);
 TP_TEST(VulkanKernels, SoftmaxMaskedForwardBackward) {
   SETUP();
+  BOTH_ALIGNMENTS(check_SoftmaxMaskedForwardBackward());
+}
+
+static void check_SoftmaxMaskedForwardBackward(void) {
   enum { BT = 3, NH = 2, R = 5, C = 131, N = BT * NH * R * C };
   GRand *r = g_rand_new_with_seed(10);
   float *x = rnd(r, N, -8, 8), *dy = rnd(r, N, -1, 1), *dx0 = rnd(r, N, -1, 1);
@@ -930,8 +968,13 @@ static void adam_case(tp_adam_mode mode, bool with_ctl, float ctl_scale, float s
   g_rand_free(r);
 }
 
+static void check_AdamKerasAndWWithControlBlock(void);
 TP_TEST(VulkanKernels, AdamKerasAndWWithControlBlock) {
   SETUP();
+  BOTH_ALIGNMENTS(check_AdamKerasAndWWithControlBlock());
+}
+
+static void check_AdamKerasAndWWithControlBlock(void) {
   adam_case(TP_ADAM_KERAS, false, 1.0f, 0.0f);
   adam_case(TP_ADAM_W, false, 1.0f, 0.0f);
   adam_case(TP_ADAM_W, true, 0.25f, 0.0f);
@@ -1054,113 +1097,128 @@ TP_TEST(VulkanKernels, CastsRoundToNearestEven) {
  * (all-masked entry: uniform), dropout with the Philox counters, out = P'v;
  * backward through the same graph. */
 typedef struct {
-  int Bn, NH, T, HD, LD;
+  int Bn, NH, TQ, TK, HD, LDQ, LDKV;
   bool mask, bias;
   float p;
 } att_case;
 
 static void run_attention(GRand *r, att_case ac) {
-  int Bn = ac.Bn, NH = ac.NH, T = ac.T, HD = ac.HD, LD = ac.LD, H = NH * HD;
-  int64_t nq = (int64_t)Bn * T * LD, no = (int64_t)Bn * T * H;
-  float *q = rnd(r, nq, -1, 1), *k = rnd(r, nq, -1, 1), *v = rnd(r, nq, -1, 1);
-  float *bias = rnd(r, (int64_t)NH * T * T, -1, 1), *dout = rnd(r, no, -1, 1);
-  float *dq0 = rnd(r, nq, -1, 1), *dk0 = rnd(r, nq, -1, 1), *dv0 = rnd(r, nq, -1, 1),
-        *db0 = rnd(r, (int64_t)NH * T * T, -1, 1);
-  int32_t *mask = g_new(int32_t, Bn * T);
-  for (int i = 0; i < Bn * T; i++) mask[i] = (i / T == 1) ? 0 : (i % 3 != 1); /* b=1 all masked */
+  int Bn = ac.Bn, NH = ac.NH, TQ = ac.TQ, TK = ac.TK, HD = ac.HD, LDQ = ac.LDQ, LDKV = ac.LDKV;
+  int H = NH * HD;
+  int64_t nq = (int64_t)Bn * TQ * LDQ, nk = (int64_t)Bn * TK * LDKV, no = (int64_t)Bn * TQ * H,
+          nb = (int64_t)NH * TQ * TK;
+  float *q = rnd(r, nq, -1, 1), *k = rnd(r, nk, -1, 1), *v = rnd(r, nk, -1, 1);
+  float *bias = rnd(r, nb, -1, 1), *dout = rnd(r, no, -1, 1);
+  float *dq0 = rnd(r, nq, -1, 1), *dk0 = rnd(r, nk, -1, 1), *dv0 = rnd(r, nk, -1, 1),
+        *db0 = rnd(r, nb, -1, 1);
+  int32_t *mask = g_new(int32_t, Bn * TK);
+  for (int i = 0; i < Bn * TK; i++) mask[i] = (i / TK == 1) ? 0 : (i % 3 != 1); /* b=1 all masked */
   const float scale = 1.0f / sqrtf((float)HD);
   const uint64_t seed = 77, offset = 1000;
   float dscale = 1.0f / (1.0f - ac.p);
-  double *wo = g_new0(double, no), *wl = g_new0(double, (int64_t)Bn * NH * T);
-  double *wdq = dup_d(dq0, nq), *wdk = dup_d(dk0, nq), *wdv = dup_d(dv0, nq),
-         *wdb = dup_d(db0, (int64_t)NH * T * T);
-  double *P = g_new(double, T), *Z = g_new(double, T), *dP = g_new(double, T);
+  double *wo = g_new0(double, no), *wl = g_new0(double, (int64_t)Bn * NH * TQ);
+  double *wdq = dup_d(dq0, nq), *wdk = dup_d(dk0, nk), *wdv = dup_d(dv0, nk), *wdb = dup_d(db0, nb);
+  double *P = g_new(double, TK), *Z = g_new(double, TK), *S = g_new(double, TK);
+#define QA(b, i, h, d) ((int64_t)((b) * TQ + (i)) * LDQ + (h) * HD + (d))
+#define KA(b, j, h, d) ((int64_t)((b) * TK + (j)) * LDKV + (h) * HD + (d))
+#define OA(b, i, h, d) ((int64_t)((b) * TQ + (i)) * H + (h) * HD + (d))
   for (int b = 0; b < Bn; b++) {
-    bool all = true;
-    for (int j = 0; j < T; j++) all &= !(ac.mask ? mask[b * T + j] : 1);
+    bool all = ac.mask;
+    for (int j = 0; j < TK; j++) all &= !mask[b * TK + j];
     for (int h = 0; h < NH; h++)
-      for (int i = 0; i < T; i++) {
+      for (int i = 0; i < TQ; i++) {
         double mx = -INFINITY, s = 0;
-        double *S = dP; /* scratch */
-        for (int j = 0; j < T; j++) {
+        for (int j = 0; j < TK; j++) {
           double dot = 0;
-          for (int d = 0; d < HD; d++)
-            dot += (double)q[(b * T + i) * LD + h * HD + d] * k[(b * T + j) * LD + h * HD + d];
-          S[j] = scale * dot + (ac.bias ? bias[(h * T + i) * T + j] : 0);
-          bool on = !ac.mask || mask[b * T + j];
-          if (on) mx = fmax(mx, S[j]);
+          for (int d = 0; d < HD; d++) dot += (double)q[QA(b, i, h, d)] * k[KA(b, j, h, d)];
+          S[j] = scale * dot + (ac.bias ? bias[(h * TQ + i) * TK + j] : 0);
+          if (!ac.mask || mask[b * TK + j]) mx = fmax(mx, S[j]);
         }
-        for (int j = 0; j < T; j++) {
-          bool on = !ac.mask || mask[b * T + j];
+        for (int j = 0; j < TK; j++) {
+          bool on = !ac.mask || mask[b * TK + j];
           P[j] = all ? 1.0 : (on ? exp(S[j] - mx) : 0);
           s += P[j];
         }
-        wl[(b * NH + h) * T + i] = all ? log((double)T) : mx + log(s);
-        for (int j = 0; j < T; j++) {
+        wl[(b * NH + h) * TQ + i] = all ? log((double)TK) : mx + log(s);
+        for (int j = 0; j < TK; j++) {
           P[j] /= s;
-          uint64_t ctr = offset + (((uint64_t)(b * NH + h) * T + i) * T + j);
+          uint64_t ctr = offset + (((uint64_t)(b * NH + h) * TQ + i) * TK + j);
           Z[j] = ac.p == 0.0f ? 1.0 : (tp_philox_uniform(seed, ctr) >= ac.p ? dscale : 0.0);
         }
         double D_ = 0;
         for (int d = 0; d < HD; d++) {
           double o = 0;
-          for (int j = 0; j < T; j++) o += P[j] * Z[j] * v[(b * T + j) * LD + h * HD + d];
-          wo[(b * T + i) * H + h * HD + d] = o;
-          D_ += o * dout[(b * T + i) * H + h * HD + d];
+          for (int j = 0; j < TK; j++) o += P[j] * Z[j] * v[KA(b, j, h, d)];
+          wo[OA(b, i, h, d)] = o;
+          D_ += o * dout[OA(b, i, h, d)];
         }
-        for (int j = 0; j < T; j++) {
+        for (int j = 0; j < TK; j++) {
           double dpp = 0;
-          for (int d = 0; d < HD; d++)
-            dpp += (double)dout[(b * T + i) * H + h * HD + d] * v[(b * T + j) * LD + h * HD + d];
+          for (int d = 0; d < HD; d++) dpp += (double)dout[OA(b, i, h, d)] * v[KA(b, j, h, d)];
           double ds = P[j] * (Z[j] * dpp - D_);
-          wdb[(h * T + i) * T + j] += ds;
+          wdb[(h * TQ + i) * TK + j] += ds;
           for (int d = 0; d < HD; d++) {
-            wdq[(b * T + i) * LD + h * HD + d] += scale * ds * k[(b * T + j) * LD + h * HD + d];
-            wdk[(b * T + j) * LD + h * HD + d] += scale * ds * q[(b * T + i) * LD + h * HD + d];
-            wdv[(b * T + j) * LD + h * HD + d] +=
-                P[j] * Z[j] * dout[(b * T + i) * H + h * HD + d];
+            wdq[QA(b, i, h, d)] += scale * ds * k[KA(b, j, h, d)];
+            wdk[KA(b, j, h, d)] += scale * ds * q[QA(b, i, h, d)];
+            wdv[KA(b, j, h, d)] += P[j] * Z[j] * dout[OA(b, i, h, d)];
           }
         }
       }
   }
-  dt dq_ = dt_f32(q, nq), dk_ = dt_f32(k, nq), dv_ = dt_f32(v, nq), dm = dt_i32(mask, Bn * T),
-     dbias = dt_f32(bias, (int64_t)NH * T * T), out = dt_f32(NULL, no),
-     lse = dt_f32(NULL, (int64_t)Bn * NH * T), ddo = dt_f32(dout, no), gq = dt_f32(dq0, nq),
-     gk = dt_f32(dk0, nq), gv = dt_f32(dv0, nq), gb = dt_f32(db0, (int64_t)NH * T * T);
-  tp_attention_args a = {.batch = Bn, .heads = NH, .seq = T, .head_dim = HD, .ld = LD,
-                         .q = M(dq_), .k = M(dk_), .v = M(dv_), .out = M(out), .lse = M(lse),
+#undef QA
+#undef KA
+#undef OA
+  dt dq_ = dt_f32(q, nq), dk_ = dt_f32(k, nk), dv_ = dt_f32(v, nk), dm = dt_i32(mask, Bn * TK),
+     dbias = dt_f32(bias, nb), out = dt_f32(NULL, no), lse = dt_f32(NULL, (int64_t)Bn * NH * TQ),
+     ddo = dt_f32(dout, no), gq = dt_f32(dq0, nq), gk = dt_f32(dk0, nk), gv = dt_f32(dv0, nk),
+     gb = dt_f32(db0, nb);
+  tp_attention_args a = {.batch = Bn, .heads = NH, .head_dim = HD, .q_len = TQ, .kv_len = TK,
+                         .ld_q = LDQ, .ld_kv = LDKV, .q = M(dq_), .k = M(dk_), .v = M(dv_),
+                         .out = M(out), .lse = M(lse),
                          .mask = ac.mask ? M(dm) : (tp_mem){NULL, 0},
                          .bias = ac.bias ? M(dbias) : (tp_mem){NULL, 0},
                          .scale = scale, .dropout = ac.p, .seed = seed, .offset = offset,
                          .compute = TP_F32};
   B->attention_fwd(D, &a);
   B->attention_bwd(D, &a, M(ddo), M(gq), M(gk), M(gv), ac.bias ? M(gb) : (tp_mem){NULL, 0});
-  char *what = g_strdup_printf("attention B=%d nh=%d T=%d hd=%d ld=%d mask=%d bias=%d p=%g", Bn,
-                               NH, T, HD, LD, ac.mask, ac.bias, (double)ac.p);
+  char *what = g_strdup_printf("attention B=%d nh=%d Tq=%d Tk=%d hd=%d ld=%d/%d mask=%d bias=%d "
+                               "p=%g",
+                               Bn, NH, TQ, TK, HD, LDQ, LDKV, ac.mask, ac.bias, (double)ac.p);
   float *go = get_f32(out), *gl = get_f32(lse), *g1 = get_f32(gq), *g2 = get_f32(gk),
         *g3 = get_f32(gv), *g4 = get_f32(gb);
-  char *w;
-  close_rel(w = g_strconcat(what, " out", NULL), go, wo, no, 1e-4), g_free(w);
-  close_rel(w = g_strconcat(what, " lse", NULL), gl, wl, (int64_t)Bn * NH * T, 1e-5), g_free(w);
-  close_rel(w = g_strconcat(what, " dq", NULL), g1, wdq, nq, 1e-4), g_free(w);
-  close_rel(w = g_strconcat(what, " dk", NULL), g2, wdk, nq, 1e-4), g_free(w);
-  close_rel(w = g_strconcat(what, " dv", NULL), g3, wdv, nq, 1e-4), g_free(w);
-  if (ac.bias) close_rel(w = g_strconcat(what, " dbias", NULL), g4, wdb, (int64_t)NH * T * T, 1e-4), g_free(w);
+  struct {
+    const char *name;
+    const float *got;
+    const double *want;
+    int64_t n;
+    double rtol;
+  } cmp[] = {{"out", go, wo, no, 1e-4},     {"lse", gl, wl, (int64_t)Bn * NH * TQ, 1e-5},
+             {"dq", g1, wdq, nq, 1e-4},     {"dk", g2, wdk, nk, 1e-4},
+             {"dv", g3, wdv, nk, 1e-4},     {"dbias", g4, wdb, ac.bias ? nb : 0, 1e-4}};
+  for (size_t i = 0; i < G_N_ELEMENTS(cmp); i++) {
+    char *w = g_strconcat(what, " ", cmp[i].name, NULL);
+    close_rel(w, cmp[i].got, cmp[i].want, cmp[i].n, cmp[i].rtol);
+    g_free(w);
+  }
   g_free(what);
   dt *all[] = {&dq_, &dk_, &dv_, &dm, &dbias, &out, &lse, &ddo, &gq, &gk, &gv, &gb};
   for (size_t i = 0; i < G_N_ELEMENTS(all); i++) dt_free(all[i]);
   void *mem[] = {q, k, v, bias, dout, dq0, dk0, dv0, db0, mask, wo, wl, wdq, wdk, wdv, wdb, P, Z,
-                 dP, go, gl, g1, g2, g3, g4};
+                 S, go, gl, g1, g2, g3, g4};
   for (size_t i = 0; i < G_N_ELEMENTS(mem); i++) g_free(mem[i]);
 }
 
 TP_TEST(VulkanAttention, FusedMatchesTheComposedReference) {
   SETUP();
   GRand *r = g_rand_new_with_seed(15);
-  run_attention(r, (att_case){2, 2, 5, 8, 16, false, false, 0.0f});
-  run_attention(r, (att_case){3, 2, 70, 16, 3 * 32, true, true, 0.0f}); /* slices of one QKV row */
-  run_attention(r, (att_case){2, 3, 9, 7, 21, true, true, 0.25f});
-  run_attention(r, (att_case){1, 1, 1, 1, 1, false, false, 0.5f});
+  run_attention(r, (att_case){2, 2, 5, 5, 8, 16, 16, false, false, 0.0f});
+  /* slices of one fused QKV row (ld 3H), vec4 loads */
+  run_attention(r, (att_case){3, 2, 70, 70, 16, 3 * 32, 3 * 32, true, true, 0.0f});
+  run_attention(r, (att_case){2, 3, 9, 9, 7, 21, 23, true, true, 0.25f}); /* odd head size */
+  run_attention(r, (att_case){1, 1, 1, 1, 1, 1, 1, false, false, 0.5f});
+  /* the [CLS]-only last layer: one query over all keys */
+  run_attention(r, (att_case){3, 4, 1, 37, 8, 32, 96, true, true, 0.1f});
+  run_attention(r, (att_case){2, 2, 6, 131, 12, 24, 24, true, false, 0.0f});
   g_rand_free(r);
 }
 

@@ -742,6 +742,7 @@ static tp_backend_dev *vk_open(int index, int threads, GError **err) {
   d->storage16 = c.storage16;
   d->push_descriptors = c.push_descriptor && !env_flag("TENSORPLUG_VULKAN_NO_PUSH_DESCRIPTOR");
   d->coopmat = c.coopmat_nv && !env_flag("TENSORPLUG_VULKAN_NO_COOPMAT");
+  d->profile = env_flag("TENSORPLUG_VULKAN_PROFILE");
   /* GEMM kernel: shared-memory tiles on GPUs, register blocks on CPU
    * implementations; $TENSORPLUG_VULKAN_GEMM=tiled|reg overrides (tests) */
   const char *gk = g_getenv("TENSORPLUG_VULKAN_GEMM");
@@ -781,10 +782,13 @@ static tp_backend_dev *vk_open(int index, int threads, GError **err) {
   return d;
 }
 
+static void profile_print(tp_backend_dev *d);
+
 static void vk_close(tp_backend_dev *d) {
   if (!d) return;
   if (d->dev) {
     queue_finish(d);
+    if (d->profile) profile_print(d);
     vkDeviceWaitIdle(d->dev);
     for (int i = 0; i < VK_BATCHES; i++) {
       vk_batch *b = &d->batches[i];
@@ -1086,6 +1090,22 @@ void vk_dispatch(tp_backend_dev *d, vk_shader_id sh, const vk_arg *args, int n, 
                 MIN(gz, d->max_groups[2]));
   d->dispatches++;
   command_end(d);
+  if (d->profile) {
+    gint64 t0 = g_get_monotonic_time();
+    queue_finish(d);
+    d->prof_seconds[sh] += (double)(g_get_monotonic_time() - t0) / 1e6;
+    d->prof_calls[sh]++;
+  }
+}
+
+static void profile_print(tp_backend_dev *d) {
+  double total = 0;
+  for (int i = 0; i < VK_SH_COUNT; i++) total += d->prof_seconds[i];
+  fprintf(stderr, "vulkan profile (%s): %.3f s in kernels\n", d->info.name, total);
+  for (int i = 0; i < VK_SH_COUNT; i++)
+    if (d->prof_calls[i])
+      fprintf(stderr, "  %-16s %8" PRIu64 " calls %10.3f s %6.1f%%\n", vk_shader_table[i].name,
+              d->prof_calls[i], d->prof_seconds[i], 100.0 * d->prof_seconds[i] / MAX(total, 1e-9));
 }
 
 void vk_fill_words(tp_backend_dev *d, tp_mem dst, uint32_t word, size_t bytes) {

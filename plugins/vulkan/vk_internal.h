@@ -112,6 +112,11 @@ struct tp_backend_dev {
   tp_buffer *scratch;  /* kernels' temporaries (partial sums), grown on demand */
 
   GError *error; /* first failure found on the host, reported at the next sync */
+  /* $TENSORPLUG_VULKAN_PROFILE: every dispatch waited for and timed, a
+   * table per shader printed to stderr at close (slow; for diagnosis) */
+  bool profile;
+  double prof_seconds[VK_SH_COUNT];
+  uint64_t prof_calls[VK_SH_COUNT];
   uint64_t dispatches, submits; /* counters, for tests and benchmarks */
 };
 

@@ -27,6 +27,13 @@ static uint32_t groups_for(uint64_t items, uint32_t per_group) {
   return (uint32_t)MIN(g, (uint64_t)65535);
 }
 
+/* Workgroups for one subgroup per row (shaders/rows.glsl) in groups of
+ * wg invocations; the shaders loop over any rows beyond. */
+static uint32_t row_groups(const tp_backend_dev *d, uint64_t rows, uint32_t wg) {
+  uint32_t per = MAX(wg / MAX(d->subgroup_size, 1u), 1u);
+  return groups_for(rows, per);
+}
+
 /* Element counts must fit the shaders' 32-bit indices. */
 static bool count_ok(tp_backend_dev *d, const char *what, int64_t n) {
   if (n < 0 || n > (int64_t)UINT32_MAX / 2) {
@@ -220,7 +227,7 @@ static void vk_layernorm_fwd(tp_backend_dev *d, tp_mem y, tp_mem mean, tp_mem rs
   if (rows <= 0 || cols <= 0 || !count_ok(d, "layernorm_fwd", (int64_t)rows * cols)) return;
   ln_pc pc = {(uint32_t)rows, (uint32_t)cols, eps};
   vk_arg a[6] = {F(y), F(mean), F(rstd), F(x), F(gamma), F(beta)};
-  vk_dispatch(d, VK_SH_ln_fwd, a, 6, &pc, sizeof pc, MIN((uint32_t)rows, 65535u), 1, 1);
+  vk_dispatch(d, VK_SH_ln_fwd, a, 6, &pc, sizeof pc, row_groups(d, (uint64_t)rows, 64), 1, 1);
 }
 
 static void vk_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem dbeta, tp_mem dy,
@@ -228,7 +235,7 @@ static void vk_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem
   if (rows <= 0 || cols <= 0 || !count_ok(d, "layernorm_bwd", (int64_t)rows * cols)) return;
   ln_pc pc = {(uint32_t)rows, (uint32_t)cols, 0.0f};
   vk_arg a[6] = {F(dx), F(dy), F(x), F(mean), F(rstd), F(gamma)};
-  vk_dispatch(d, VK_SH_ln_bwd_dx, a, 6, &pc, sizeof pc, MIN((uint32_t)rows, 65535u), 1, 1);
+  vk_dispatch(d, VK_SH_ln_bwd_dx, a, 6, &pc, sizeof pc, row_groups(d, (uint64_t)rows, 64), 1, 1);
   /* dgamma, dbeta: chunk partials [chunks, cols] each, then column sums */
   uint32_t chunks = ((uint32_t)rows + RED_CHUNK - 1) / RED_CHUNK;
   size_t part = round_up((size_t)chunks * cols * 4, 256), extra = colsum_scratch(chunks, cols);
@@ -236,7 +243,7 @@ static void vk_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem
   if (!s.buf) return;
   tp_mem pg = s, pb = {s.buf, s.off + part}, tmp = {s.buf, s.off + 2 * part};
   vk_arg p[6] = {F(pg), F(pb), F(dy), F(x), F(mean), F(rstd)};
-  vk_dispatch(d, VK_SH_ln_bwd_part, p, 6, &pc, sizeof pc, groups_for((uint32_t)cols, WG),
+  vk_dispatch(d, VK_SH_ln_bwd_part, p, 6, &pc, sizeof pc, groups_for((uint32_t)cols, 64),
               MIN(chunks, 65535u), 1);
   colsum(d, dgamma, pg, chunks, (uint32_t)cols, tmp);
   colsum(d, dbeta, pb, chunks, (uint32_t)cols, tmp);
@@ -258,7 +265,7 @@ static void vk_softmax_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, tp_mem mask, i
   softmax_pc pc = {(uint32_t)nrows, (uint32_t)(heads * rows), (uint32_t)cols, scale,
                    mask.buf != NULL};
   vk_arg a[3] = {F(y), F(x), I32(mask)};
-  vk_dispatch(d, VK_SH_softmax_fwd, a, 3, &pc, sizeof pc, (uint32_t)MIN(nrows, 65535), 1, 1);
+  vk_dispatch(d, VK_SH_softmax_fwd, a, 3, &pc, sizeof pc, row_groups(d, (uint64_t)nrows, 64), 1, 1);
 }
 
 static void vk_softmax_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem y, int batch, int heads,
@@ -268,73 +275,67 @@ static void vk_softmax_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem y, in
   if (!count_ok(d, "softmax_bwd", nrows * cols)) return;
   softmax_pc pc = {(uint32_t)nrows, (uint32_t)(heads * rows), (uint32_t)cols, scale, 0};
   vk_arg a[3] = {F(dx), F(dy), F(y)};
-  vk_dispatch(d, VK_SH_softmax_bwd, a, 3, &pc, sizeof pc, (uint32_t)MIN(nrows, 65535), 1, 1);
+  vk_dispatch(d, VK_SH_softmax_bwd, a, 3, &pc, sizeof pc, row_groups(d, (uint64_t)nrows, 64), 1, 1);
 }
 
 /* ------------------------------------------------------------ elementwise */
 
-enum {
-  OP_GELU_F,
-  OP_GELU_B,
-  OP_RELU_F,
-  OP_RELU_B,
-  OP_TANH_F,
-  OP_TANH_B,
-  OP_ADD,
-  OP_AXPY,
-  OP_DROP_F,
-  OP_DROP_B,
-  OP_BIAS_ADD
-};
-
 typedef struct {
-  uint32_t op, n;
+  uint32_t n;
   float alpha, p, scale;
-  uint32_t seed_lo, seed_hi, off_lo, off_hi, cols;
+  uint32_t seed_lo, seed_hi, off_lo, off_hi, cols, al;
 } ew_pc;
 
-static void ew(tp_backend_dev *d, const char *what, uint32_t op, tp_mem y, tp_mem a, tp_mem b,
+/* Whether m's element offset within its binding is a multiple of 4 floats. */
+static bool vec4_aligned(const tp_backend_dev *d, tp_mem m) {
+  return !m.buf || (m.off % d->align) % 16 == 0;
+}
+
+/* One elementwise pipeline (shaders/ew.comp) over n elements: y, a, b (an
+ * absent operand binds y). */
+static void ew(tp_backend_dev *d, const char *what, vk_shader_id sh, tp_mem y, tp_mem a, tp_mem b,
                int64_t n, const ew_pc *extra) {
   if (n <= 0 || !count_ok(d, what, n)) return;
   ew_pc pc = extra ? *extra : (ew_pc){0};
-  pc.op = op;
   pc.n = (uint32_t)n;
+  pc.al = vec4_aligned(d, y) && vec4_aligned(d, a) && vec4_aligned(d, b) &&
+          (sh != VK_SH_ew_bias_add || pc.cols % 4 == 0);
   vk_arg args[3] = {F(y), F(a.buf ? a : y), F(b.buf ? b : y)};
-  vk_dispatch(d, VK_SH_ew, args, 3, &pc, sizeof pc, groups_for((uint64_t)n, WG), 1, 1);
+  vk_dispatch(d, sh, args, 3, &pc, sizeof pc, groups_for(((uint64_t)n + 3) / 4, WG), 1, 1);
 }
 
 static const tp_mem NONE = {NULL, 0};
 
 static void vk_gelu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
-  ew(d, "gelu_fwd", OP_GELU_F, y, x, NONE, n, NULL);
+  ew(d, "gelu_fwd", VK_SH_ew_gelu_fwd, y, x, NONE, n, NULL);
 }
 static void vk_gelu_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem x, int64_t n) {
-  ew(d, "gelu_bwd", OP_GELU_B, dx, dy, x, n, NULL);
+  ew(d, "gelu_bwd", VK_SH_ew_gelu_bwd, dx, dy, x, n, NULL);
 }
 static void vk_relu_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
-  ew(d, "relu_fwd", OP_RELU_F, y, x, NONE, n, NULL);
+  ew(d, "relu_fwd", VK_SH_ew_relu_fwd, y, x, NONE, n, NULL);
 }
 static void vk_relu_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem x, int64_t n) {
-  ew(d, "relu_bwd", OP_RELU_B, dx, dy, x, n, NULL);
+  ew(d, "relu_bwd", VK_SH_ew_relu_bwd, dx, dy, x, n, NULL);
 }
 static void vk_tanh_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n) {
-  ew(d, "tanh_fwd", OP_TANH_F, y, x, NONE, n, NULL);
+  ew(d, "tanh_fwd", VK_SH_ew_tanh_fwd, y, x, NONE, n, NULL);
 }
 static void vk_tanh_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, tp_mem y, int64_t n) {
-  ew(d, "tanh_bwd", OP_TANH_B, dx, dy, y, n, NULL);
+  ew(d, "tanh_bwd", VK_SH_ew_tanh_bwd, dx, dy, y, n, NULL);
 }
 static void vk_add(tp_backend_dev *d, tp_mem y, tp_mem a, tp_mem b, int64_t n) {
-  ew(d, "add", OP_ADD, y, a, b, n, NULL);
+  ew(d, "add", VK_SH_ew_add, y, a, b, n, NULL);
 }
 static void vk_axpy(tp_backend_dev *d, tp_mem y, tp_mem x, float alpha, int64_t n) {
   ew_pc pc = {.alpha = alpha};
-  ew(d, "axpy", OP_AXPY, y, x, NONE, n, &pc);
+  ew(d, "axpy", VK_SH_ew_axpy, y, x, NONE, n, &pc);
 }
 
 static void vk_bias_add(tp_backend_dev *d, tp_mem y, tp_mem bias, int64_t rows, int cols) {
   if (rows <= 0 || cols <= 0) return;
   ew_pc pc = {.cols = (uint32_t)cols};
-  ew(d, "bias_add", OP_BIAS_ADD, y, bias, NONE, rows * cols, &pc);
+  ew(d, "bias_add", VK_SH_ew_bias_add, y, bias, NONE, rows * cols, &pc);
 }
 
 static void vk_fill(tp_backend_dev *d, tp_mem y, float value, int64_t n) {
@@ -347,7 +348,7 @@ static void vk_fill(tp_backend_dev *d, tp_mem y, float value, int64_t n) {
   vk_fill_words(d, y, fbits(value), (size_t)n * 4);
 }
 
-static void dropout(tp_backend_dev *d, const char *what, uint32_t op, tp_mem y, tp_mem x, int64_t n,
+static void dropout(tp_backend_dev *d, const char *what, vk_shader_id op, tp_mem y, tp_mem x, int64_t n,
                     float p, uint64_t seed, uint64_t offset) {
   if (!(p >= 0.0f && p <= 1.0f)) {
     vk_set_error(d, TP_ERROR_INVALID_ARGUMENT, "vulkan %s: p=%g is not in [0, 1]", what,
@@ -366,11 +367,11 @@ static void dropout(tp_backend_dev *d, const char *what, uint32_t op, tp_mem y, 
 
 static void vk_dropout_fwd(tp_backend_dev *d, tp_mem y, tp_mem x, int64_t n, float p,
                            uint64_t seed, uint64_t offset) {
-  dropout(d, "dropout_fwd", OP_DROP_F, y, x, n, p, seed, offset);
+  dropout(d, "dropout_fwd", VK_SH_ew_dropout_fwd, y, x, n, p, seed, offset);
 }
 static void vk_dropout_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, int64_t n, float p,
                            uint64_t seed, uint64_t offset) {
-  dropout(d, "dropout_bwd", OP_DROP_B, dx, dy, n, p, seed, offset);
+  dropout(d, "dropout_bwd", VK_SH_ew_dropout_bwd, dx, dy, n, p, seed, offset);
 }
 
 /* ------------------------------------------------- permute, first token */
@@ -431,7 +432,7 @@ static void vk_cross_entropy_bwd(tp_backend_dev *d, tp_mem dlogits, tp_mem dloss
     return;
   ce_pc pc = {(uint32_t)batch, (uint32_t)classes};
   vk_arg a[4] = {F(dlogits), F(logits), I32(labels), F(dloss)};
-  vk_dispatch(d, VK_SH_ce_bwd, a, 4, &pc, sizeof pc, MIN((uint32_t)batch, 65535u), 1, 1);
+  vk_dispatch(d, VK_SH_ce_bwd, a, 4, &pc, sizeof pc, row_groups(d, (uint64_t)batch, 128), 1, 1);
 }
 
 static void vk_count_correct(tp_backend_dev *d, tp_mem out, tp_mem logits, tp_mem labels,
@@ -469,11 +470,13 @@ static void vk_adam_step(tp_backend_dev *d, tp_mem p, tp_mem g, tp_mem m, tp_mem
   struct {
     uint32_t n;
     float b1, b2, gs, decay, step, vscale, eps;
-    uint32_t has_ctl;
+    uint32_t has_ctl, al;
   } pc = {(uint32_t)n, a->beta1, a->beta2, a->grad_scale, decay, step, vscale, a->eps,
-          a->ctl.buf != NULL};
+          a->ctl.buf != NULL,
+          vec4_aligned(d, p) && vec4_aligned(d, g) && vec4_aligned(d, m) && vec4_aligned(d, v)};
   vk_arg args[5] = {F(p), F(g), F(m), F(v), F(a->ctl)};
-  vk_dispatch(d, VK_SH_adam, args, 5, &pc, sizeof pc, groups_for((uint64_t)n, WG), 1, 1);
+  vk_dispatch(d, VK_SH_adam, args, 5, &pc, sizeof pc, groups_for(((uint64_t)n + 3) / 4, WG), 1,
+              1);
 }
 
 static void vk_optim_control(tp_backend_dev *d, tp_mem ctl, const tp_control_args *a) {
@@ -556,60 +559,67 @@ static void vk_cast(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dtyp
 #define ATT_MAX_HD 512
 
 typedef struct {
-  uint32_t B, nh, T, hd, ld;
+  uint32_t B, nh, Tq, Tk, hd, ldq, ldkv;
   float scale, p, dscale;
   uint32_t seed_lo, seed_hi, off_lo, off_hi;
-  uint32_t has_mask, has_bias, cdt;
+  uint32_t has_mask, has_bias, cdt, al;
 } att_pc;
 
-static bool att_setup(tp_backend_dev *d, const char *what, const tp_attention_args *a,
+static bool att_setup(tp_backend_dev *d, const char *what, const tp_attention_args *a, tp_mem dout,
                       att_pc *pc) {
-  if (a->batch <= 0 || a->heads <= 0 || a->seq <= 0 || a->head_dim <= 0) return false;
-  if (a->head_dim > ATT_MAX_HD || a->ld < a->heads * a->head_dim ||
+  if (a->batch <= 0 || a->heads <= 0 || a->q_len <= 0 || a->kv_len <= 0 || a->head_dim <= 0)
+    return false;
+  int64_t H = (int64_t)a->heads * a->head_dim;
+  if (a->head_dim > ATT_MAX_HD || a->ld_q < H || a->ld_kv < H ||
       !(a->dropout >= 0.0f && a->dropout < 1.0f) || !dtype_float(a->compute) ||
-      !count_ok(d, what, (int64_t)a->batch * a->seq * a->ld) ||
-      !count_ok(d, what, (int64_t)a->heads * a->seq * a->seq)) {
+      !count_ok(d, what, (int64_t)a->batch * a->q_len * a->ld_q) ||
+      !count_ok(d, what, (int64_t)a->batch * a->kv_len * a->ld_kv) ||
+      !count_ok(d, what, (int64_t)a->heads * a->q_len * a->kv_len)) {
     vk_set_error(d, TP_ERROR_INVALID_ARGUMENT,
-                 "vulkan %s: unsupported arguments (head_dim %d, at most %d; ld %d >= heads %d * "
-                 "head_dim; dropout %g in [0, 1); compute type %d)",
-                 what, a->head_dim, ATT_MAX_HD, a->ld, a->heads, (double)a->dropout,
+                 "vulkan %s: unsupported arguments (head_dim %d, at most %d; ld_q %d and ld_kv %d "
+                 ">= heads %d * head_dim; dropout %g in [0, 1); compute type %d)",
+                 what, a->head_dim, ATT_MAX_HD, a->ld_q, a->ld_kv, a->heads, (double)a->dropout,
                  (int)a->compute);
     return false;
   }
+  bool al = a->head_dim % 4 == 0 && a->ld_q % 4 == 0 && a->ld_kv % 4 == 0 &&
+            vec4_aligned(d, a->q) && vec4_aligned(d, a->k) && vec4_aligned(d, a->v) &&
+            (!dout.buf || vec4_aligned(d, dout));
   *pc = (att_pc){
-      .B = (uint32_t)a->batch, .nh = (uint32_t)a->heads, .T = (uint32_t)a->seq,
-      .hd = (uint32_t)a->head_dim, .ld = (uint32_t)a->ld, .scale = a->scale, .p = a->dropout,
+      .B = (uint32_t)a->batch, .nh = (uint32_t)a->heads, .Tq = (uint32_t)a->q_len,
+      .Tk = (uint32_t)a->kv_len, .hd = (uint32_t)a->head_dim, .ldq = (uint32_t)a->ld_q,
+      .ldkv = (uint32_t)a->ld_kv, .scale = a->scale, .p = a->dropout,
       .dscale = 1.0f / (1.0f - a->dropout),
       .seed_lo = (uint32_t)a->seed, .seed_hi = (uint32_t)(a->seed >> 32),
       .off_lo = (uint32_t)a->offset, .off_hi = (uint32_t)(a->offset >> 32),
       .has_mask = a->mask.buf != NULL, .has_bias = a->bias.buf != NULL,
-      .cdt = (uint32_t)a->compute,
+      .cdt = (uint32_t)a->compute, .al = al,
   };
   return true;
 }
 
 void vk_attention_fwd(tp_backend_dev *d, const tp_attention_args *a) {
   att_pc pc;
-  if (!att_setup(d, "attention_fwd", a, &pc)) return;
+  if (!att_setup(d, "attention_fwd", a, (tp_mem){NULL, 0}, &pc)) return;
   vk_arg args[7] = {F(a->q), F(a->k), F(a->v), F(a->out), F(a->lse), I32(a->mask), F(a->bias)};
-  uint32_t rows = pc.B * pc.nh * pc.T;
+  uint32_t rows = pc.B * pc.nh * pc.Tq;
   vk_dispatch(d, VK_SH_attn_fwd, args, 7, &pc, sizeof pc, MIN(rows, 65535u), 1, 1);
 }
 
 void vk_attention_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout, tp_mem dq,
                       tp_mem dk, tp_mem dv, tp_mem dbias) {
   att_pc pc;
-  if (!att_setup(d, "attention_bwd", a, &pc)) return;
-  uint32_t rows = pc.B * pc.nh * pc.T;
+  if (!att_setup(d, "attention_bwd", a, dout, &pc)) return;
+  uint32_t rows = pc.B * pc.nh * pc.Tq, keys = pc.B * pc.nh * pc.Tk;
   tp_mem dsum = vk_scratch(d, ((size_t)rows + pc.B) * 4);
   if (!dsum.buf) return;
   vk_arg args[13] = {F(a->q), F(a->k),  F(a->v),  F(a->out), F(a->lse), I32(a->mask), F(a->bias),
                      F(dout), F(dq),    F(dk),    F(dv),     F(dbias),  F(dsum)};
   vk_dispatch(d, VK_SH_attn_bwd_q, args, 13, &pc, sizeof pc, MIN(rows, 65535u), 1, 1);
-  vk_dispatch(d, VK_SH_attn_bwd_kv, args, 13, &pc, sizeof pc, MIN(rows, 65535u), 1, 1);
+  vk_dispatch(d, VK_SH_attn_bwd_kv, args, 13, &pc, sizeof pc, MIN(keys, 65535u), 1, 1);
   if (dbias.buf)
     vk_dispatch(d, VK_SH_attn_bwd_bias, args, 13, &pc, sizeof pc,
-                groups_for((uint64_t)pc.nh * pc.T * pc.T, 64), 1, 1);
+                groups_for((uint64_t)pc.nh * pc.Tq * pc.Tk, 64), 1, 1);
 }
 
 /* ------------------------------------------------------------------ table */

@@ -1,7 +1,8 @@
 #version 450
 // Fused multi-head attention (tp_attention_args), flash-attention style: no
-// [T, T] matrix is stored. q, k, v rows are [B, T, ld] (head h of position t
-// at (b*T + t)*ld + h*hd), out and dout are [B, T, nh*hd], lse [B, nh, T].
+// [Tq, Tk] matrix is stored. q rows are [B, Tq, ld_q], k and v rows
+// [B, Tk, ld_kv] (head h of position t at (b*T + t)*ld + h*hd), out and dout
+// [B, Tq, nh*hd], lse [B, nh, Tq].
 //   forward (default): a workgroup per query row (b, h, i) walks the keys in
 //     tiles of WG with an online softmax; writes out and lse.
 //   BWD_Q: per query row: D_i = dout_i . out_i (saved for the others), and
@@ -10,18 +11,22 @@
 //     dk_j += scale * sum_i dS_ij q_i.
 //   BWD_BIAS: per (h, i, j): dbias += sum_b dS_bhij, batch in order.
 // dS = P * (Z * dP' - D) with Z the dropout factor (keep / (1 - p)) and
-// dP' = dout_i . v_j. A batch entry whose keys are all masked has P = 1/T
-// (as if every score were 0) and lse = log T.
+// dP' = dout_i . v_j. A batch entry whose keys are all masked has P = 1/Tk
+// (as if every score were 0) and lse = log Tk.
+// Head vectors are read four elements at a time (vec4 when the host found
+// them 16-byte aligned: pc.al), which matters where loads are expensive
+// (lavapipe).
 #define WG 64u
 #define MAX_HD 512u
-#define RPT 8u // MAX_HD / WG head elements per invocation
+#define MAX_HD4 (MAX_HD / 4u)
+#define RPT (MAX_HD4 / WG) // head groups of four per invocation
 layout(local_size_x = 64) in;
 layout(push_constant) uniform PC {
   uvec4 offs;
-  uint B, nh, T, hd, ld;
+  uint B, nh, Tq, Tk, hd, ldq, ldkv;
   float scale, p, dscale;
   uint seed_lo, seed_hi, off_lo, off_hi;
-  uint has_mask, has_bias, cdt;
+  uint has_mask, has_bias, cdt, al;
 } pc;
 #include "common.glsl"
 #include "reduce.glsl"
@@ -38,25 +43,60 @@ layout(std430, binding = 9) buffer DQ { float dq[]; };
 layout(std430, binding = 10) buffer DK { float dk[]; };
 layout(std430, binding = 11) buffer DV { float dv[]; };
 layout(std430, binding = 12) buffer DB { float dbias[]; };
-layout(std430, binding = 13) buffer DD { float dsum[]; }; // D [B*nh*T], then all-masked flags [B]
+layout(std430, binding = 13) buffer DD { float dsum[]; }; // D [B*nh*Tq], then all-masked flags [B]
+layout(std430, binding = 1) readonly buffer Q4 { vec4 q4[]; };
+layout(std430, binding = 2) readonly buffer K4 { vec4 k4[]; };
+layout(std430, binding = 3) readonly buffer V4 { vec4 v4[]; };
+layout(std430, binding = 8) readonly buffer DO4 { vec4 dout4[]; };
 
-shared float sa[MAX_HD];
-shared float sb[MAX_HD];
-shared float t1[WG];
-shared float t2[WG];
+shared vec4 sa[MAX_HD4];
+shared vec4 sb[MAX_HD4];
+shared vec4 t1[WG / 4u];
+shared vec4 t2[WG / 4u];
 
-float rq(float x) { return pc.cdt != 0u ? round_to(x, pc.cdt) : x; }
+vec4 rq4(vec4 x) {
+  if (pc.cdt == 0u) return x;
+  return vec4(round_to(x.x, pc.cdt), round_to(x.y, pc.cdt), round_to(x.z, pc.cdt),
+              round_to(x.w, pc.cdt));
+}
 
-uint qkv_at(uint b, uint t, uint h) { return (b * pc.T + t) * pc.ld + h * pc.hd; }
-uint out_at(uint b, uint t, uint h) { return (b * pc.T + t) * (pc.nh * pc.hd) + h * pc.hd; }
+// Four head elements from index i (fewer at the end of an odd head size: 0s).
+#define LOAD4(NAME, ARR, ARR4)                                                                  \
+  vec4 NAME(uint i, uint d0) {                                                                  \
+    if (pc.al != 0u) return ARR4[i >> 2];                                                       \
+    vec4 r = vec4(0.0);                                                                         \
+    uint cnt = min(4u, pc.hd - d0);                                                             \
+    for (uint c = 0u; c < cnt; c++) r[c] = ARR[i + c];                                          \
+    return r;                                                                                   \
+  }
+LOAD4(ldq4, q, q4)
+LOAD4(ldk4, k, k4)
+LOAD4(ldv4, v, v4)
+LOAD4(ldo4, dout, dout4)
 
-bool key_on(uint b, uint j) { return pc.has_mask == 0u || mask[BOFF(6) + b * pc.T + j] != 0; }
+// Adds four results into a row of dst (dq/dk/dv/out) at index i.
+#define ADD4(NAME, ARR)                                                                         \
+  void NAME(uint i, uint d0, vec4 x, bool set) {                                                \
+    uint cnt = min(4u, pc.hd - d0);                                                             \
+    for (uint c = 0u; c < cnt; c++) ARR[i + c] = set ? x[c] : ARR[i + c] + x[c];               \
+  }
+ADD4(put_o, o)
+ADD4(add_dq, dq)
+ADD4(add_dk, dk)
+ADD4(add_dv, dv)
+
+uint q_at(uint b, uint i, uint h) { return BOFF(1) + (b * pc.Tq + i) * pc.ldq + h * pc.hd; }
+uint k_at(uint b, uint j, uint h) { return BOFF(2) + (b * pc.Tk + j) * pc.ldkv + h * pc.hd; }
+uint v_at(uint b, uint j, uint h) { return BOFF(3) + (b * pc.Tk + j) * pc.ldkv + h * pc.hd; }
+uint o_at(uint b, uint i, uint h) { return (b * pc.Tq + i) * (pc.nh * pc.hd) + h * pc.hd; }
+
+bool key_on(uint b, uint j) { return pc.has_mask == 0u || mask[BOFF(6) + b * pc.Tk + j] != 0; }
 
 // Whether every key of batch entry b is masked (workgroup-uniform).
 bool all_masked(uint b) {
   if (pc.has_mask == 0u) return false;
   float live = 0.0;
-  for (uint j = gl_LocalInvocationID.x; j < pc.T; j += WG) live += key_on(b, j) ? 1.0 : 0.0;
+  for (uint j = gl_LocalInvocationID.x; j < pc.Tk; j += WG) live += key_on(b, j) ? 1.0 : 0.0;
   return wg_sum(live) == 0.0;
 }
 
@@ -64,52 +104,53 @@ bool all_masked(uint b) {
 float drop_factor(uint b, uint h, uint i, uint j) {
   if (pc.p == 0.0) return 1.0;
   uint hi, lo;
-  umulExtended((b * pc.nh + h) * pc.T + i, pc.T, hi, lo);
+  umulExtended((b * pc.nh + h) * pc.Tq + i, pc.Tk, hi, lo);
   uvec2 ctr = add64v(uvec2(pc.off_lo, pc.off_hi), add64(uvec2(lo, hi), j));
   return philox_uniform(uvec2(pc.seed_lo, pc.seed_hi), ctr) >= pc.p ? pc.dscale : 0.0;
 }
 
 float bias_at(uint h, uint i, uint j) {
-  return pc.has_bias != 0u ? bias[BOFF(7) + (h * pc.T + i) * pc.T + j] : 0.0;
+  return pc.has_bias != 0u ? bias[BOFF(7) + (h * pc.Tq + i) * pc.Tk + j] : 0.0;
+}
+
+// sa . the row of K at index base
+float dot_shared_k(uint base) {
+  float s = 0.0;
+  for (uint d0 = 0u; d0 < pc.hd; d0 += 4u) s += dot(sa[d0 >> 2], rq4(ldk4(base + d0, d0)));
+  return s;
 }
 
 #if !defined(BWD_Q) && !defined(BWD_KV) && !defined(BWD_BIAS)
 void main() {
-  uint t = gl_LocalInvocationID.x, rows = pc.B * pc.nh * pc.T;
-  uint oq = BOFF(1), ok = BOFF(2), ov = BOFF(3), oo = BOFF(4), ol = BOFF(5);
+  uint t = gl_LocalInvocationID.x, rows = pc.B * pc.nh * pc.Tq, G = (pc.hd + 3u) / 4u;
   for (uint g = gl_WorkGroupID.x; g < rows; g += gl_NumWorkGroups.x) {
-    uint i = g % pc.T, bh = g / pc.T, h = bh % pc.nh, b = bh / pc.nh;
-    for (uint d = t; d < pc.hd; d += WG) sa[d] = rq(q[oq + qkv_at(b, i, h) + d]);
+    uint i = g % pc.Tq, bh = g / pc.Tq, h = bh % pc.nh, b = bh / pc.nh;
+    for (uint d4 = t; d4 < G; d4 += WG) sa[d4] = rq4(ldq4(q_at(b, i, h) + 4u * d4, 4u * d4));
     bool fully = all_masked(b); // its reduction's barriers also publish sa
     barrier();
     float M = NEG_INF, Lsum = 0.0;
-    float acc[RPT];
-    for (uint r = 0u; r < RPT; r++) acc[r] = 0.0;
-    for (uint j0 = 0u; j0 < pc.T; j0 += WG) {
+    vec4 acc[RPT];
+    for (uint r = 0u; r < RPT; r++) acc[r] = vec4(0.0);
+    for (uint j0 = 0u; j0 < pc.Tk; j0 += WG) {
       uint j = j0 + t;
       float s = NEG_INF;
-      if (j < pc.T) {
-        if (fully) {
-          s = 0.0;
-        } else if (key_on(b, j)) {
-          uint kb = ok + qkv_at(b, j, h);
-          float dot = 0.0;
-          for (uint d = 0u; d < pc.hd; d++) dot += sa[d] * rq(k[kb + d]);
-          s = pc.scale * dot + bias_at(h, i, j);
-        }
+      if (j < pc.Tk) {
+        if (fully) s = 0.0;
+        else if (key_on(b, j)) s = pc.scale * dot_shared_k(k_at(b, j, h)) + bias_at(h, i, j);
       }
       float mn = max(M, wg_max(s));
       float e = s == NEG_INF ? 0.0 : exp_fast(s - mn);
       float corr = M == NEG_INF ? 0.0 : exp_fast(M - mn);
       Lsum = Lsum * corr + wg_sum(e);
-      t1[t] = e != 0.0 ? e * drop_factor(b, h, i, j) : 0.0;
+      t1[t >> 2][t & 3u] = e != 0.0 ? e * drop_factor(b, h, i, j) : 0.0;
       barrier();
-      uint cnt = min(WG, pc.T - j0);
+      uint cnt = min(WG, pc.Tk - j0);
       for (uint r = 0u; r < RPT; r++) {
-        uint d = t + r * WG;
-        if (d < pc.hd) {
-          float s2 = 0.0;
-          for (uint u = 0u; u < cnt; u++) s2 += t1[u] * rq(v[ov + qkv_at(b, j0 + u, h) + d]);
+        uint d4 = t + r * WG;
+        if (d4 < G) {
+          vec4 s2 = vec4(0.0);
+          for (uint u = 0u; u < cnt; u++)
+            s2 += t1[u >> 2][u & 3u] * rq4(ldv4(v_at(b, j0 + u, h) + 4u * d4, 4u * d4));
           acc[r] = acc[r] * corr + s2;
         }
       }
@@ -117,116 +158,116 @@ void main() {
       M = mn;
     }
     for (uint r = 0u; r < RPT; r++) {
-      uint d = t + r * WG;
-      if (d < pc.hd) o[oo + out_at(b, i, h) + d] = acc[r] / Lsum;
+      uint d4 = t + r * WG;
+      if (d4 < G) put_o(BOFF(4) + o_at(b, i, h) + 4u * d4, 4u * d4, acc[r] / Lsum, true);
     }
-    if (t == 0u) lse[ol + (b * pc.nh + h) * pc.T + i] = M + log(Lsum);
+    if (t == 0u) lse[BOFF(5) + (b * pc.nh + h) * pc.Tq + i] = M + log(Lsum);
   }
 }
 #elif defined(BWD_Q)
 void main() {
-  uint t = gl_LocalInvocationID.x, rows = pc.B * pc.nh * pc.T;
-  uint oq = BOFF(1), ok = BOFF(2), ov = BOFF(3), oo = BOFF(4), ol = BOFF(5), odo = BOFF(8),
-       odq = BOFF(9), odd = BOFF(13);
+  uint t = gl_LocalInvocationID.x, rows = pc.B * pc.nh * pc.Tq, G = (pc.hd + 3u) / 4u;
   for (uint g = gl_WorkGroupID.x; g < rows; g += gl_NumWorkGroups.x) {
-    uint i = g % pc.T, bh = g / pc.T, h = bh % pc.nh, b = bh / pc.nh;
+    uint i = g % pc.Tq, bh = g / pc.Tq, h = bh % pc.nh, b = bh / pc.nh;
     float dd = 0.0;
-    for (uint d = t; d < pc.hd; d += WG) {
-      sa[d] = rq(q[oq + qkv_at(b, i, h) + d]);
-      float g2 = dout[odo + out_at(b, i, h) + d];
-      sb[d] = g2;
-      dd += g2 * o[oo + out_at(b, i, h) + d];
+    for (uint d4 = t; d4 < G; d4 += WG) {
+      sa[d4] = rq4(ldq4(q_at(b, i, h) + 4u * d4, 4u * d4));
+      vec4 g2 = ldo4(BOFF(8) + o_at(b, i, h) + 4u * d4, 4u * d4);
+      sb[d4] = g2;
+      uint ob = BOFF(4) + o_at(b, i, h) + 4u * d4, cnt = min(4u, pc.hd - 4u * d4);
+      for (uint c = 0u; c < cnt; c++) dd += g2[c] * o[ob + c];
     }
     float D = wg_sum(dd);
     bool fully = all_masked(b);
     barrier();
-    uint row = (b * pc.nh + h) * pc.T + i;
+    uint row = (b * pc.nh + h) * pc.Tq + i;
     if (t == 0u) {
-      dsum[odd + row] = D;
-      if (h == 0u && i == 0u) dsum[odd + rows + b] = fully ? 1.0 : 0.0;
+      dsum[BOFF(13) + row] = D;
+      if (h == 0u && i == 0u) dsum[BOFF(13) + rows + b] = fully ? 1.0 : 0.0;
     }
-    float l = lse[ol + row];
-    float acc[RPT];
-    for (uint r = 0u; r < RPT; r++) acc[r] = 0.0;
-    for (uint j0 = 0u; j0 < pc.T; j0 += WG) {
+    float l = lse[BOFF(5) + row];
+    vec4 acc[RPT];
+    for (uint r = 0u; r < RPT; r++) acc[r] = vec4(0.0);
+    for (uint j0 = 0u; j0 < pc.Tk; j0 += WG) {
       uint j = j0 + t;
       float ds = 0.0;
-      if (j < pc.T && (fully || key_on(b, j))) {
-        uint kb = ok + qkv_at(b, j, h), vb = ov + qkv_at(b, j, h);
-        float dot = 0.0, dp = 0.0;
-        for (uint d = 0u; d < pc.hd; d++) {
-          dot += sa[d] * rq(k[kb + d]);
-          dp += sb[d] * rq(v[vb + d]);
+      if (j < pc.Tk && (fully || key_on(b, j))) {
+        uint kb = k_at(b, j, h), vb = v_at(b, j, h);
+        float sdot = 0.0, dp = 0.0;
+        for (uint d0 = 0u; d0 < pc.hd; d0 += 4u) {
+          sdot += dot(sa[d0 >> 2], rq4(ldk4(kb + d0, d0)));
+          dp += dot(sb[d0 >> 2], rq4(ldv4(vb + d0, d0)));
         }
-        float P = fully ? 1.0 / float(pc.T) : exp_fast(pc.scale * dot + bias_at(h, i, j) - l);
+        float P = fully ? 1.0 / float(pc.Tk) : exp_fast(pc.scale * sdot + bias_at(h, i, j) - l);
         ds = P * (drop_factor(b, h, i, j) * dp - D);
       }
-      t1[t] = ds;
+      t1[t >> 2][t & 3u] = ds;
       barrier();
-      uint cnt = min(WG, pc.T - j0);
+      uint cnt = min(WG, pc.Tk - j0);
       for (uint r = 0u; r < RPT; r++) {
-        uint d = t + r * WG;
-        if (d < pc.hd) {
-          float s2 = 0.0;
-          for (uint u = 0u; u < cnt; u++) s2 += t1[u] * rq(k[ok + qkv_at(b, j0 + u, h) + d]);
+        uint d4 = t + r * WG;
+        if (d4 < G) {
+          vec4 s2 = vec4(0.0);
+          for (uint u = 0u; u < cnt; u++)
+            s2 += t1[u >> 2][u & 3u] * rq4(ldk4(k_at(b, j0 + u, h) + 4u * d4, 4u * d4));
           acc[r] += s2;
         }
       }
       barrier();
     }
     for (uint r = 0u; r < RPT; r++) {
-      uint d = t + r * WG;
-      if (d < pc.hd) dq[odq + qkv_at(b, i, h) + d] += pc.scale * acc[r];
+      uint d4 = t + r * WG;
+      if (d4 < G) add_dq(BOFF(9) + (b * pc.Tq + i) * pc.ldq + h * pc.hd + 4u * d4, 4u * d4,
+                         pc.scale * acc[r], false);
     }
   }
 }
 #elif defined(BWD_KV)
 void main() {
-  uint t = gl_LocalInvocationID.x, rows = pc.B * pc.nh * pc.T;
-  uint oq = BOFF(1), ok = BOFF(2), ov = BOFF(3), ol = BOFF(5), odo = BOFF(8), odk = BOFF(10),
-       odv = BOFF(11), odd = BOFF(13);
-  for (uint g = gl_WorkGroupID.x; g < rows; g += gl_NumWorkGroups.x) {
-    uint j = g % pc.T, bh = g / pc.T, h = bh % pc.nh, b = bh / pc.nh;
-    bool fully = dsum[odd + rows + b] != 0.0;
+  uint t = gl_LocalInvocationID.x, rows = pc.B * pc.nh * pc.Tq, G = (pc.hd + 3u) / 4u;
+  uint keys = pc.B * pc.nh * pc.Tk;
+  for (uint g = gl_WorkGroupID.x; g < keys; g += gl_NumWorkGroups.x) {
+    uint j = g % pc.Tk, bh = g / pc.Tk, h = bh % pc.nh, b = bh / pc.nh;
+    bool fully = dsum[BOFF(13) + rows + b] != 0.0;
     if (!fully && !key_on(b, j)) continue; // P[:, j] = 0: no gradient
-    for (uint d = t; d < pc.hd; d += WG) {
-      sa[d] = rq(k[ok + qkv_at(b, j, h) + d]);
-      sb[d] = rq(v[ov + qkv_at(b, j, h) + d]);
+    for (uint d4 = t; d4 < G; d4 += WG) {
+      sa[d4] = rq4(ldk4(k_at(b, j, h) + 4u * d4, 4u * d4));
+      sb[d4] = rq4(ldv4(v_at(b, j, h) + 4u * d4, 4u * d4));
     }
     barrier();
-    float accv[RPT], acck[RPT];
+    vec4 accv[RPT], acck[RPT];
     for (uint r = 0u; r < RPT; r++) {
-      accv[r] = 0.0;
-      acck[r] = 0.0;
+      accv[r] = vec4(0.0);
+      acck[r] = vec4(0.0);
     }
-    for (uint i0 = 0u; i0 < pc.T; i0 += WG) {
+    for (uint i0 = 0u; i0 < pc.Tq; i0 += WG) {
       uint i = i0 + t;
       float pp = 0.0, ds = 0.0;
-      if (i < pc.T) {
-        uint qb = oq + qkv_at(b, i, h), gb = odo + out_at(b, i, h);
-        float dot = 0.0, dp = 0.0;
-        for (uint d = 0u; d < pc.hd; d++) {
-          dot += rq(q[qb + d]) * sa[d];
-          dp += dout[gb + d] * sb[d];
+      if (i < pc.Tq) {
+        uint qb = q_at(b, i, h), gb = BOFF(8) + o_at(b, i, h);
+        float sdot = 0.0, dp = 0.0;
+        for (uint d0 = 0u; d0 < pc.hd; d0 += 4u) {
+          sdot += dot(rq4(ldq4(qb + d0, d0)), sa[d0 >> 2]);
+          dp += dot(ldo4(gb + d0, d0), sb[d0 >> 2]);
         }
-        uint row = (b * pc.nh + h) * pc.T + i;
-        float P = fully ? 1.0 / float(pc.T)
-                        : exp_fast(pc.scale * dot + bias_at(h, i, j) - lse[ol + row]);
+        uint row = (b * pc.nh + h) * pc.Tq + i;
+        float P = fully ? 1.0 / float(pc.Tk)
+                        : exp_fast(pc.scale * sdot + bias_at(h, i, j) - lse[BOFF(5) + row]);
         float z = drop_factor(b, h, i, j);
         pp = P * z;
-        ds = P * (z * dp - dsum[odd + row]);
+        ds = P * (z * dp - dsum[BOFF(13) + row]);
       }
-      t1[t] = pp;
-      t2[t] = ds;
+      t1[t >> 2][t & 3u] = pp;
+      t2[t >> 2][t & 3u] = ds;
       barrier();
-      uint cnt = min(WG, pc.T - i0);
+      uint cnt = min(WG, pc.Tq - i0);
       for (uint r = 0u; r < RPT; r++) {
-        uint d = t + r * WG;
-        if (d < pc.hd) {
-          float sv = 0.0, sk = 0.0;
+        uint d4 = t + r * WG;
+        if (d4 < G) {
+          vec4 sv = vec4(0.0), sk = vec4(0.0);
           for (uint u = 0u; u < cnt; u++) {
-            sv += t1[u] * dout[odo + out_at(b, i0 + u, h) + d];
-            sk += t2[u] * rq(q[oq + qkv_at(b, i0 + u, h) + d]);
+            sv += t1[u >> 2][u & 3u] * ldo4(BOFF(8) + o_at(b, i0 + u, h) + 4u * d4, 4u * d4);
+            sk += t2[u >> 2][u & 3u] * rq4(ldq4(q_at(b, i0 + u, h) + 4u * d4, 4u * d4));
           }
           accv[r] += sv;
           acck[r] += sk;
@@ -235,39 +276,38 @@ void main() {
       barrier();
     }
     for (uint r = 0u; r < RPT; r++) {
-      uint d = t + r * WG;
-      if (d < pc.hd) {
-        dv[odv + qkv_at(b, j, h) + d] += accv[r];
-        dk[odk + qkv_at(b, j, h) + d] += pc.scale * acck[r];
+      uint d4 = t + r * WG;
+      if (d4 < G) {
+        uint at = (b * pc.Tk + j) * pc.ldkv + h * pc.hd + 4u * d4;
+        add_dv(BOFF(11) + at, 4u * d4, accv[r], false);
+        add_dk(BOFF(10) + at, 4u * d4, pc.scale * acck[r], false);
       }
     }
   }
 }
 #else
 void main() {
-  uint rows = pc.B * pc.nh * pc.T, total = pc.nh * pc.T * pc.T;
-  uint oq = BOFF(1), ok = BOFF(2), ov = BOFF(3), ol = BOFF(5), odo = BOFF(8), odb = BOFF(12),
-       odd = BOFF(13);
+  uint rows = pc.B * pc.nh * pc.Tq, total = pc.nh * pc.Tq * pc.Tk;
   uint stride = gl_NumWorkGroups.x * WG;
   for (uint e = gl_GlobalInvocationID.x; e < total; e += stride) {
-    uint j = e % pc.T, hi = e / pc.T, i = hi % pc.T, h = hi / pc.T;
+    uint j = e % pc.Tk, hi = e / pc.Tk, i = hi % pc.Tq, h = hi / pc.Tq;
     float sum = 0.0;
     for (uint b = 0u; b < pc.B; b++) {
-      bool fully = dsum[odd + rows + b] != 0.0;
+      bool fully = dsum[BOFF(13) + rows + b] != 0.0;
       if (!fully && !key_on(b, j)) continue;
-      uint qb = oq + qkv_at(b, i, h), kb = ok + qkv_at(b, j, h), vb = ov + qkv_at(b, j, h),
-           gb = odo + out_at(b, i, h);
-      float dot = 0.0, dp = 0.0;
-      for (uint d = 0u; d < pc.hd; d++) {
-        dot += rq(q[qb + d]) * rq(k[kb + d]);
-        dp += dout[gb + d] * rq(v[vb + d]);
+      uint qb = q_at(b, i, h), kb = k_at(b, j, h), vb = v_at(b, j, h),
+           gb = BOFF(8) + o_at(b, i, h);
+      float sdot = 0.0, dp = 0.0;
+      for (uint d0 = 0u; d0 < pc.hd; d0 += 4u) {
+        sdot += dot(rq4(ldq4(qb + d0, d0)), rq4(ldk4(kb + d0, d0)));
+        dp += dot(ldo4(gb + d0, d0), rq4(ldv4(vb + d0, d0)));
       }
-      uint row = (b * pc.nh + h) * pc.T + i;
-      float P = fully ? 1.0 / float(pc.T)
-                      : exp_fast(pc.scale * dot + bias_at(h, i, j) - lse[ol + row]);
-      sum += P * (drop_factor(b, h, i, j) * dp - dsum[odd + row]);
+      uint row = (b * pc.nh + h) * pc.Tq + i;
+      float P = fully ? 1.0 / float(pc.Tk)
+                      : exp_fast(pc.scale * sdot + bias_at(h, i, j) - lse[BOFF(5) + row]);
+      sum += P * (drop_factor(b, h, i, j) * dp - dsum[BOFF(13) + row]);
     }
-    dbias[odb + e] += sum;
+    dbias[BOFF(12) + e] += sum;
   }
 }
 #endif

@@ -13,6 +13,7 @@ layout(push_constant) uniform PC {
 } pc;
 #include "common.glsl"
 #include "reduce.glsl"
+#include "rows.glsl"
 
 layout(std430, binding = 1) buffer O { float o[]; };            // loss / dlogits / count
 layout(std430, binding = 2) readonly buffer Z { float z[]; };   // logits
@@ -63,31 +64,30 @@ void main() {
   if (t == 0u) o[oo] = total / float(pc.batch);
 }
 #elif defined(BACKWARD)
-// softmax - onehot; at the label 1 - p is the others' share, summed
-// directly (no cancellation).
+// softmax - onehot, a subgroup per row; at the label 1 - p is the others'
+// share, summed directly (no cancellation).
 void main() {
   uint oo = BOFF(1), oz = BOFF(2), ol = BOFF(3), od = BOFF(4);
-  uint t = gl_LocalInvocationID.x, W = gl_WorkGroupSize.x;
   float g = dloss[od] / float(pc.batch);
-  for (uint b = gl_WorkGroupID.x; b < pc.batch; b += gl_NumWorkGroups.x) {
+  for (uint b = row_first(); b < pc.batch; b += row_step()) {
     int lab = labels[ol + b];
     if (lab < 0 || lab >= int(pc.classes)) {
-      if (t == 0u) report(ERR_CE_BWD_LABEL, lab, b, int(pc.classes));
+      if (subgroupElect()) report(ERR_CE_BWD_LABEL, lab, b, int(pc.classes));
       continue;
     }
     uint base = b * pc.classes;
     float mx = NEG_INF;
-    for (uint c = t; c < pc.classes; c += W) mx = max(mx, z[oz + base + c]);
-    mx = wg_max(mx);
+    for (uint c = LANE; c < pc.classes; c += LANES) mx = max(mx, z[oz + base + c]);
+    mx = subgroupMax(mx);
     float e = 0.0, other = 0.0;
-    for (uint c = t; c < pc.classes; c += W) {
+    for (uint c = LANE; c < pc.classes; c += LANES) {
       float x = exp_fast(z[oz + base + c] - mx);
       e += x;
       other += int(c) == lab ? 0.0 : x;
     }
-    float inv = 1.0 / wg_sum(e);
-    other = wg_sum(other);
-    for (uint c = t; c < pc.classes; c += W) {
+    float inv = 1.0 / subgroupAdd(e);
+    other = subgroupAdd(other);
+    for (uint c = LANE; c < pc.classes; c += LANES) {
       float d = int(c) == lab ? -other * inv : exp_fast(z[oz + base + c] - mx) * inv;
       o[oo + base + c] += g * d;
     }

@@ -1,5 +1,5 @@
 #version 450
-// LayerNorm over rows of cols, one workgroup per row (grid-stride).
+// LayerNorm over rows of cols, one subgroup per row (rows.glsl).
 // Forward: y = (x - mean) * rstd * gamma + beta, mean and rstd stored.
 // BACKWARD: dx += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
 //   dxhat = dy * gamma.
@@ -7,14 +7,14 @@
 //   pb[ch, c] = sum dy (summed across chunks by colsum): one invocation per
 //   column, rows in order, so the result does not depend on the device.
 #define CHUNK 64u
-layout(local_size_x = 256) in;
+layout(local_size_x = 64) in;
 layout(push_constant) uniform PC {
   uvec4 offs;
   uint rows, cols;
   float eps;
 } pc;
 #include "common.glsl"
-#include "reduce.glsl"
+#include "rows.glsl"
 
 #if !defined(BACKWARD) && !defined(PARTIALS)
 layout(std430, binding = 1) writeonly buffer Y { float y[]; };
@@ -26,22 +26,21 @@ layout(std430, binding = 6) readonly buffer B { float beta[]; };
 
 void main() {
   uint oy = BOFF(1), om = BOFF(2), orr = BOFF(3), ox = BOFF(4), og = BOFF(5), ob = BOFF(6);
-  uint t = gl_LocalInvocationID.x, W = gl_WorkGroupSize.x;
-  for (uint r = gl_WorkGroupID.x; r < pc.rows; r += gl_NumWorkGroups.x) {
+  for (uint r = row_first(); r < pc.rows; r += row_step()) {
     uint base = r * pc.cols;
     float s = 0.0;
-    for (uint c = t; c < pc.cols; c += W) s += x[ox + base + c];
-    float mu = wg_sum(s) / float(pc.cols);
+    for (uint c = LANE; c < pc.cols; c += LANES) s += x[ox + base + c];
+    float mu = subgroupAdd(s) / float(pc.cols);
     float v = 0.0;
-    for (uint c = t; c < pc.cols; c += W) {
+    for (uint c = LANE; c < pc.cols; c += LANES) {
       float d = x[ox + base + c] - mu;
       v += d * d;
     }
-    float var = wg_sum(v) / float(pc.cols);
+    float var = subgroupAdd(v) / float(pc.cols);
     float rs = 1.0 / sqrt(var + pc.eps);
-    for (uint c = t; c < pc.cols; c += W)
+    for (uint c = LANE; c < pc.cols; c += LANES)
       y[oy + base + c] = (x[ox + base + c] - mu) * rs * gamma[og + c] + beta[ob + c];
-    if (t == 0u) {
+    if (subgroupElect()) {
       mean[om + r] = mu;
       rstd[orr + r] = rs;
     }
@@ -57,19 +56,18 @@ layout(std430, binding = 6) readonly buffer G { float gamma[]; };
 
 void main() {
   uint odx = BOFF(1), ody = BOFF(2), ox = BOFF(3), om = BOFF(4), orr = BOFF(5), og = BOFF(6);
-  uint t = gl_LocalInvocationID.x, W = gl_WorkGroupSize.x;
-  for (uint r = gl_WorkGroupID.x; r < pc.rows; r += gl_NumWorkGroups.x) {
+  for (uint r = row_first(); r < pc.rows; r += row_step()) {
     uint base = r * pc.cols;
     float mu = mean[om + r], rs = rstd[orr + r];
     float s1 = 0.0, s2 = 0.0;
-    for (uint c = t; c < pc.cols; c += W) {
+    for (uint c = LANE; c < pc.cols; c += LANES) {
       float xh = (x[ox + base + c] - mu) * rs, dxh = dy[ody + base + c] * gamma[og + c];
       s1 += dxh;
       s2 += dxh * xh;
     }
-    float m1 = wg_sum(s1) / float(pc.cols);
-    float m2 = wg_sum(s2) / float(pc.cols);
-    for (uint c = t; c < pc.cols; c += W) {
+    float m1 = subgroupAdd(s1) / float(pc.cols);
+    float m2 = subgroupAdd(s2) / float(pc.cols);
+    for (uint c = LANE; c < pc.cols; c += LANES) {
       float xh = (x[ox + base + c] - mu) * rs, dxh = dy[ody + base + c] * gamma[og + c];
       dx[odx + base + c] += rs * (dxh - m1 - xh * m2);
     }
