@@ -178,7 +178,7 @@ typedef struct vk_caps {
   VkPhysicalDeviceMemoryProperties mem;
   char driver[160];
   uint64_t max_alloc;
-  uint32_t subgroup_size;
+  uint32_t subgroup_size, subgroup_min;
   bool push_descriptor, storage16, coopmat_nv, float16, driver_props;
   uint32_t sm_count;
 } vk_caps;
@@ -224,6 +224,8 @@ static void caps_query(VkInstance inst, VkPhysicalDevice p, vk_caps *c) {
   bool sm = has_extension(ext, n, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
   bool f16ext = c->props.apiVersion >= VK_API_VERSION_1_2 ||
                 has_extension(ext, n, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
+  bool sg_control = c->props.apiVersion >= VK_API_VERSION_1_3 ||
+                    has_extension(ext, n, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
   g_free(ext);
 
   VkPhysicalDeviceMaintenance3Properties m3 = {
@@ -243,11 +245,20 @@ static void caps_query(VkInstance inst, VkPhysicalDevice p, vk_caps *c) {
     smp.pNext = sg.pNext;
     sg.pNext = &smp;
   }
+  VkPhysicalDeviceSubgroupSizeControlPropertiesEXT sgc = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES_EXT};
+  if (sg_control) {
+    sgc.pNext = sg.pNext;
+    sg.pNext = &sgc;
+  }
   VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                     .pNext = &sg};
   vkGetPhysicalDeviceProperties2(p, &p2);
   c->max_alloc = m3.maxMemoryAllocationSize;
   c->subgroup_size = sg.subgroupSize;
+  /* without the bound, assume the smallest subgroup Vulkan allows in practice */
+  c->subgroup_min = sg_control && sgc.minSubgroupSize ? MIN(sgc.minSubgroupSize, sg.subgroupSize)
+                                                      : MIN(4u, sg.subgroupSize);
   c->sm_count = sm ? smp.shaderSMCount : 0;
   if (c->driver_props)
     g_snprintf(c->driver, sizeof c->driver, "%s (%s)", drv.driverName, drv.driverInfo);
@@ -739,6 +750,7 @@ static tp_backend_dev *vk_open(int index, int threads, GError **err) {
   d->max_range = c.props.limits.maxStorageBufferRange & ~(uint32_t)15;
   for (int i = 0; i < 3; i++) d->max_groups[i] = c.props.limits.maxComputeWorkGroupCount[i];
   d->subgroup_size = c.subgroup_size;
+  d->subgroup_min = MAX(c.subgroup_min, 1u);
   d->storage16 = c.storage16;
   d->push_descriptors = c.push_descriptor && !env_flag("TENSORPLUG_VULKAN_NO_PUSH_DESCRIPTOR");
   d->coopmat = c.coopmat_nv && !env_flag("TENSORPLUG_VULKAN_NO_COOPMAT");
@@ -972,12 +984,20 @@ static VkPipeline pipeline_get(tp_backend_dev *d, vk_shader_id sh) {
   VkShaderModule mod;
   VkResult r = vkCreateShaderModule(d->dev, &mi, NULL, &mod);
   if (r == VK_SUCCESS) {
+    /* constant 0: the smallest subgroup (shaders that size register
+     * arrays by it); shaders without it ignore the entry */
+    VkSpecializationMapEntry me = {.constantID = 0, .offset = 0, .size = sizeof(uint32_t)};
+    VkSpecializationInfo spec = {.mapEntryCount = 1,
+                                 .pMapEntries = &me,
+                                 .dataSize = sizeof d->subgroup_min,
+                                 .pData = &d->subgroup_min};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = mod,
-                  .pName = "main"},
+                  .pName = "main",
+                  .pSpecializationInfo = &spec},
         .layout = d->pipe_layout[0],
     };
     r = vkCreateComputePipelines(d->dev, VK_NULL_HANDLE, 1, &ci, NULL, &d->pipes[sh]);

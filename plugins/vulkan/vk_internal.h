@@ -89,6 +89,7 @@ struct tp_backend_dev {
   uint32_t align;          /* offset alignment of bindings (power of 2) */
   uint32_t max_groups[3];  /* maxComputeWorkGroupCount */
   uint32_t subgroup_size;
+  uint32_t subgroup_min;   /* the smallest subgroup a shader may get (spec constant 0) */
   bool storage16;          /* storageBuffer16BitAccess enabled */
   bool coopmat;            /* the f16 cooperative-matrix GEMM is usable */
   bool gemm_reg;           /* f32 GEMM without shared memory (CPU implementations) */

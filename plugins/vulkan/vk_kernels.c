@@ -556,7 +556,7 @@ static void vk_cast(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dtyp
 
 /* ------------------------------------------------------------- attention */
 
-#define ATT_MAX_HD 512
+#define ATT_MAX_HD 256
 
 typedef struct {
   uint32_t B, nh, Tq, Tk, hd, ldq, ldkv;
@@ -603,7 +603,7 @@ void vk_attention_fwd(tp_backend_dev *d, const tp_attention_args *a) {
   if (!att_setup(d, "attention_fwd", a, (tp_mem){NULL, 0}, &pc)) return;
   vk_arg args[7] = {F(a->q), F(a->k), F(a->v), F(a->out), F(a->lse), I32(a->mask), F(a->bias)};
   uint32_t rows = pc.B * pc.nh * pc.Tq;
-  vk_dispatch(d, VK_SH_attn_fwd, args, 7, &pc, sizeof pc, MIN(rows, 65535u), 1, 1);
+  vk_dispatch(d, VK_SH_attn_fwd, args, 7, &pc, sizeof pc, row_groups(d, rows, 64), 1, 1);
 }
 
 void vk_attention_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout, tp_mem dq,
@@ -615,8 +615,8 @@ void vk_attention_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout
   if (!dsum.buf) return;
   vk_arg args[13] = {F(a->q), F(a->k),  F(a->v),  F(a->out), F(a->lse), I32(a->mask), F(a->bias),
                      F(dout), F(dq),    F(dk),    F(dv),     F(dbias),  F(dsum)};
-  vk_dispatch(d, VK_SH_attn_bwd_q, args, 13, &pc, sizeof pc, MIN(rows, 65535u), 1, 1);
-  vk_dispatch(d, VK_SH_attn_bwd_kv, args, 13, &pc, sizeof pc, MIN(keys, 65535u), 1, 1);
+  vk_dispatch(d, VK_SH_attn_bwd_q, args, 13, &pc, sizeof pc, row_groups(d, rows, 64), 1, 1);
+  vk_dispatch(d, VK_SH_attn_bwd_kv, args, 13, &pc, sizeof pc, row_groups(d, keys, 64), 1, 1);
   if (dbias.buf)
     vk_dispatch(d, VK_SH_attn_bwd_bias, args, 13, &pc, sizeof pc,
                 groups_for((uint64_t)pc.nh * pc.Tq * pc.Tk, 64), 1, 1);
