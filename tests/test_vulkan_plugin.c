@@ -453,6 +453,9 @@ TP_TEST(VulkanGemm, F32AllTransposesOddShapesBothKernels) {
                             true});
     run_gemm(r, (gemm_case){false, true, 19, 21, 35, 2, 1, 1.0f, 0.0f, false, TP_F32, TP_F32,
                             TP_BF16, true});
+    /* a long inner dimension */
+    run_gemm(r, (gemm_case){true, false, 130, 65, 2100, 1, 0, 1.0f, 1.0f, false, TP_F32, TP_F32,
+                            TP_F32, false});
     D = saved;
   }
   g_rand_free(r);

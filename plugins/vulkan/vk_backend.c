@@ -759,6 +759,7 @@ static tp_backend_dev *vk_open(int index, int threads, GError **err) {
    * implementations; $TENSORPLUG_VULKAN_GEMM=tiled|reg overrides (tests) */
   const char *gk = g_getenv("TENSORPLUG_VULKAN_GEMM");
   d->gemm_reg = gk && *gk ? strcmp(gk, "reg") == 0 : d->info.is_software;
+  d->loop_limited = d->info.is_software;
   compute_queue_family(d->phys, &d->queue_family);
   if (c.props.limits.maxPerStageDescriptorStorageBuffers < VK_MAX_BINDINGS) {
     g_set_error(err, VK_ERROR, TP_ERROR_UNAVAILABLE,

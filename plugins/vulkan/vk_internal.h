@@ -93,6 +93,7 @@ struct tp_backend_dev {
   bool storage16;          /* storageBuffer16BitAccess enabled */
   bool coopmat;            /* the f16 cooperative-matrix GEMM is usable */
   bool gemm_reg;           /* f32 GEMM without shared memory (CPU implementations) */
+  bool loop_limited;       /* loops end after 65535 iterations per invocation (lavapipe) */
 
   bool push_descriptors;
   PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;

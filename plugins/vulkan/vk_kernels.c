@@ -87,6 +87,8 @@ typedef struct {
 static bool dtype_16(tp_dtype t) { return t == TP_BF16 || t == TP_F16; }
 static bool dtype_float(tp_dtype t) { return t == TP_F32 || dtype_16(t); }
 
+static void gemm_limited(tp_backend_dev *d, const tp_gemm_args *g);
+
 static void vk_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
   if (g->m < 0 || g->n < 0 || g->k < 0 || g->batch < 0) {
     vk_set_error(d, TP_ERROR_INVALID_ARGUMENT, "vulkan gemm: negative size m=%d n=%d k=%d batch=%d",
@@ -113,6 +115,11 @@ static void vk_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
                  (long long)g->sc);
     return;
   }
+  gemm_limited(d, g);
+}
+
+/* One GEMM dispatch (arguments checked). */
+static void gemm_dispatch(tp_backend_dev *d, const tp_gemm_args *g) {
   gemm_pc pc = {
       .m = (uint32_t)g->m, .n = (uint32_t)g->n, .k = (uint32_t)g->k,
       .batch = (uint32_t)g->batch, .lda = (uint32_t)g->lda, .ldb = (uint32_t)g->ldb,
@@ -144,11 +151,47 @@ static void vk_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
   vk_dispatch(d, sh, args, 3, &pc, sizeof pc, gx, gy, gz);
 }
 
+/* Lavapipe ends a shader invocation's loops after 65535 iterations in all
+ * (shaders/common.glsl): there a product is cut so that one invocation
+ * walks at most LOOP_K inner steps (the batches of sc == 0 add up): by the
+ * inner dimension, then by batch, each piece after the first adding into C
+ * with beta 1 in the same order. */
+#define LOOP_K 32768
+
+static void gemm_limited(tp_backend_dev *d, const tp_gemm_args *g) {
+  uint64_t per = (uint64_t)(g->sc == 0 ? g->batch : 1) * (uint64_t)MAX(g->k, 1);
+  if (!d->loop_limited || per <= LOOP_K) {
+    gemm_dispatch(d, g);
+    return;
+  }
+  size_t es = dtype_16(g->ab_dtype) ? 2 : 4;
+  tp_gemm_args p = *g;
+  if (g->k > LOOP_K) {
+    for (int k0 = 0; k0 < g->k; k0 += LOOP_K) {
+      p.k = MIN(LOOP_K, g->k - k0);
+      p.a.off = g->a.off + (size_t)(g->ta ? (int64_t)k0 * g->lda : k0) * es;
+      p.b.off = g->b.off + (size_t)(g->tb ? k0 : (int64_t)k0 * g->ldb) * es;
+      p.beta = k0 == 0 ? g->beta : 1.0f;
+      gemm_limited(d, &p);
+    }
+    return;
+  }
+  int step = MAX(1, LOOP_K / MAX(g->k, 1)); /* sc == 0: batches per piece */
+  for (int b0 = 0; b0 < g->batch; b0 += step) {
+    p.batch = MIN(step, g->batch - b0);
+    p.a.off = g->a.off + (size_t)((int64_t)b0 * g->sa) * es;
+    p.b.off = g->b.off + (size_t)((int64_t)b0 * g->sb) * es;
+    p.beta = b0 == 0 ? g->beta : 1.0f;
+    gemm_dispatch(d, &p);
+  }
+}
+
 /* -------------------------------------------------------------- embedding */
 
 typedef struct {
   uint32_t n, h;
   int32_t row0, rows, vocab;
+  uint32_t base;
 } embed_pc;
 
 static bool embed_args_ok(tp_backend_dev *d, const char *what, int n, int h, int row0, int rows,
@@ -165,7 +208,7 @@ static bool embed_args_ok(tp_backend_dev *d, const char *what, int n, int h, int
 static void vk_embedding_fwd(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem ids, int n, int h,
                              int row0, int rows, int vocab) {
   if (!embed_args_ok(d, "embedding_fwd", n, h, row0, rows, vocab) || n == 0 || h == 0) return;
-  embed_pc pc = {(uint32_t)n, (uint32_t)h, row0, rows, vocab};
+  embed_pc pc = {(uint32_t)n, (uint32_t)h, row0, rows, vocab, 0};
   vk_arg a[3] = {F(out), F(rows > 0 ? table : out), I32(ids)};
   vk_dispatch(d, VK_SH_embed_fwd, a, 3, &pc, sizeof pc, groups_for((uint64_t)n * h, WG), 1, 1);
 }
@@ -173,9 +216,14 @@ static void vk_embedding_fwd(tp_backend_dev *d, tp_mem out, tp_mem table, tp_mem
 static void vk_embedding_bwd(tp_backend_dev *d, tp_mem dtable, tp_mem dout, tp_mem ids, int n,
                              int h, int row0, int rows, int vocab) {
   if (!embed_args_ok(d, "embedding_bwd", n, h, row0, rows, vocab) || n == 0 || h == 0) return;
-  embed_pc pc = {(uint32_t)n, (uint32_t)h, row0, rows, vocab};
-  vk_arg a[3] = {F(rows > 0 ? dtable : dout), F(dout), I32(ids)};
-  vk_dispatch(d, VK_SH_embed_bwd, a, 3, &pc, sizeof pc, groups_for((uint64_t)h, WG), 1, 1);
+  /* one invocation per column walks the ids in order: pieces of at most
+   * LOOP_K ids (lavapipe's loop limit), in order */
+  for (int i0 = 0; i0 < n; i0 += LOOP_K) {
+    embed_pc pc = {(uint32_t)MIN(LOOP_K, n - i0), (uint32_t)h, row0, rows, vocab, (uint32_t)i0};
+    tp_mem dpart = {dout.buf, dout.off + (size_t)i0 * h * 4}, ipart = {ids.buf, ids.off + (size_t)i0 * 4};
+    vk_arg a[3] = {F(rows > 0 ? dtable : dpart), F(dpart), I32(ipart)};
+    vk_dispatch(d, VK_SH_embed_bwd, a, 3, &pc, sizeof pc, groups_for((uint64_t)h, WG), 1, 1);
+  }
 }
 
 /* ------------------------------------------------------- column sums */
@@ -409,6 +457,22 @@ static void vk_first_token_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dy, int batc
   first_token(d, dy, dx, batch, seq, h, 1);
 }
 
+/* ---------------------------------------------------------------- sums */
+
+typedef struct {
+  uint32_t n, stage;
+  float scale;
+  uint32_t acc;
+} sum_pc;
+
+/* out[0] = (acc ? out[0] : 0) + scale * sum of x[0..n), in a fixed order
+ * (shaders/sumsq.comp, stage 1). */
+static void sum_into(tp_backend_dev *d, tp_mem out, tp_mem x, uint32_t n, float scale, bool acc) {
+  sum_pc pc = {n, 1, scale, acc};
+  vk_arg a[2] = {F(out), F(x)};
+  vk_dispatch(d, VK_SH_sumsq, a, 2, &pc, sizeof pc, 1, 1, 1);
+}
+
 /* ---------------------------------------------------------- cross-entropy */
 
 typedef struct {
@@ -420,9 +484,12 @@ static void vk_cross_entropy_fwd(tp_backend_dev *d, tp_mem loss, tp_mem logits, 
   if (batch <= 0 || classes <= 0 ||
       !count_ok(d, "cross_entropy_fwd", (int64_t)batch * classes))
     return;
+  tp_mem rows = vk_scratch(d, (size_t)batch * 4); /* per-row losses, then their mean */
+  if (!rows.buf) return;
   ce_pc pc = {(uint32_t)batch, (uint32_t)classes};
-  vk_arg a[4] = {F(loss), F(logits), I32(labels), F(loss)};
-  vk_dispatch(d, VK_SH_ce_fwd, a, 4, &pc, sizeof pc, 1, 1, 1);
+  vk_arg a[4] = {F(rows), F(logits), I32(labels), F(rows)};
+  vk_dispatch(d, VK_SH_ce_fwd, a, 4, &pc, sizeof pc, row_groups(d, (uint64_t)batch, 64), 1, 1);
+  sum_into(d, loss, rows, (uint32_t)batch, 1.0f / (float)batch, false);
 }
 
 static void vk_cross_entropy_bwd(tp_backend_dev *d, tp_mem dlogits, tp_mem dloss, tp_mem logits,
@@ -432,16 +499,24 @@ static void vk_cross_entropy_bwd(tp_backend_dev *d, tp_mem dlogits, tp_mem dloss
     return;
   ce_pc pc = {(uint32_t)batch, (uint32_t)classes};
   vk_arg a[4] = {F(dlogits), F(logits), I32(labels), F(dloss)};
-  vk_dispatch(d, VK_SH_ce_bwd, a, 4, &pc, sizeof pc, row_groups(d, (uint64_t)batch, 128), 1, 1);
+  vk_dispatch(d, VK_SH_ce_bwd, a, 4, &pc, sizeof pc, row_groups(d, (uint64_t)batch, 64), 1, 1);
 }
 
 static void vk_count_correct(tp_backend_dev *d, tp_mem out, tp_mem logits, tp_mem labels,
                              int batch, int classes) {
   if (batch < 0 || classes <= 0 || !count_ok(d, "count_correct", (int64_t)batch * classes))
     return;
+  if (batch == 0) {
+    vk_fill_words(d, out, 0, 4);
+    return;
+  }
+  tp_mem rows = vk_scratch(d, (size_t)batch * 4); /* per-row 1/0, then their sum */
+  if (!rows.buf) return;
   ce_pc pc = {(uint32_t)batch, (uint32_t)classes};
-  vk_arg a[4] = {F(out), F(logits), I32(labels), F(out)};
-  vk_dispatch(d, VK_SH_count_correct, a, 4, &pc, sizeof pc, 1, 1, 1);
+  vk_arg a[4] = {F(rows), F(logits), I32(labels), F(rows)};
+  vk_dispatch(d, VK_SH_count_correct, a, 4, &pc, sizeof pc, row_groups(d, (uint64_t)batch, 64), 1,
+              1);
+  sum_into(d, out, rows, (uint32_t)batch, 1.0f, false);
 }
 
 /* ------------------------------------------------------------- optimizer */
@@ -496,15 +571,10 @@ static void vk_sumsq(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n) {
   uint32_t chunks = (uint32_t)((n + SUM_CHUNK - 1) / SUM_CHUNK);
   tp_mem part = vk_scratch(d, (size_t)chunks * 4);
   if (!part.buf) return;
-  struct {
-    uint32_t n, stage;
-  } pc = {(uint32_t)n, 0};
+  sum_pc pc = {(uint32_t)n, 0, 1.0f, 0};
   vk_arg a1[2] = {F(part), F(x)};
   vk_dispatch(d, VK_SH_sumsq, a1, 2, &pc, sizeof pc, MIN(chunks, 65535u), 1, 1);
-  pc.n = chunks;
-  pc.stage = 1;
-  vk_arg a2[2] = {F(out), F(part)};
-  vk_dispatch(d, VK_SH_sumsq, a2, 2, &pc, sizeof pc, 1, 1, 1);
+  sum_into(d, out, part, chunks, 1.0f, true);
 }
 
 static void vk_nonfinite(tp_backend_dev *d, tp_mem out, tp_mem x, int64_t n) {

@@ -61,7 +61,7 @@ vec4 rq4(vec4 x) {
     if (pc.al != 0u) return ARR4[i >> 2];                                                       \
     vec4 r = vec4(0.0);                                                                         \
     uint cnt = min(4u, pc.hd - d0);                                                             \
-    for (uint c = 0u; c < cnt; c++) r[c] = ARR[i + c];                                          \
+    [[unroll]] for (uint c = 0u; c < 4u; c++) if (c < cnt) r[c] = ARR[i + c];                  \
     return r;                                                                                   \
   }
 LOAD4(ldq4, q, q4)
@@ -73,7 +73,8 @@ LOAD4(ldo4, dout, dout4)
 #define ADD4(NAME, ARR)                                                                         \
   void NAME(uint i, uint d0, vec4 x, bool set) {                                                \
     uint cnt = min(4u, pc.hd - d0);                                                             \
-    for (uint c = 0u; c < cnt; c++) ARR[i + c] = set ? x[c] : ARR[i + c] + x[c];               \
+    [[unroll]] for (uint c = 0u; c < 4u; c++)                                                   \
+      if (c < cnt) ARR[i + c] = set ? x[c] : ARR[i + c] + x[c];                                 \
   }
 ADD4(put_o, o)
 ADD4(add_dq, dq)
@@ -175,7 +176,7 @@ void main() {
         qv[r] = rq4(ldq4(q_at(b, i, h) + d0, d0));
         gv[r] = ldo4(BOFF(8) + o_at(b, i, h) + d0, d0);
         uint ob = BOFF(4) + o_at(b, i, h) + d0, cnt = min(4u, pc.hd - d0);
-        for (uint c = 0u; c < cnt; c++) dd += gv[r][c] * o[ob + c];
+        [[unroll]] for (uint c = 0u; c < 4u; c++) if (c < cnt) dd += gv[r][c] * o[ob + c];
       }
     }
     float D = subgroupAdd(dd);

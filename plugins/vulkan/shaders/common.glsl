@@ -8,6 +8,12 @@
 // its own `pc` block before including this file.
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
+// Loops with a constant trip count are [[unroll]]ed: besides speed, Mesa's
+// CPU implementation (lavapipe) ends a shader invocation's loops after
+// 65535 iterations in all (LP_MAX_TGSI_LOOP_ITERATIONS), so every loop that
+// can run long must be the only one that does (the host splits work that
+// would exceed it).
 
 #define BOFF(b) ((pc.offs[(b) >> 2] >> (((b) & 3) * 8)) & 0xffu)
 
@@ -86,7 +92,7 @@ void gelu_cdf_pdf(float x, out float cdf, out float pdf) {
 // (lo, hi, 0, 0) and key seed.
 uint philox_word(uvec2 seed, uvec2 ctr) {
   uint c0 = ctr.x, c1 = ctr.y, c2 = 0u, c3 = 0u, k0 = seed.x, k1 = seed.y;
-  for (int r = 0; r < 10; r++) {
+  [[unroll]] for (int r = 0; r < 10; r++) {
     uint hi0, lo0, hi1, lo1;
     umulExtended(0xD2511F53u, c0, hi0, lo0);
     umulExtended(0xCD9E8D57u, c2, hi1, lo1);

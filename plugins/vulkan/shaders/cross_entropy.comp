@@ -1,33 +1,23 @@
 #version 450
-// Cross-entropy over logits [batch, classes] with i32 labels.
-// Forward: loss[0] = mean_b (logsumexp(z_b) - z_b[label_b]); one workgroup,
-//   rows split over invocations, summed in a fixed order.
-// BACKWARD: dz += dloss[0] / batch * (softmax(z) - onehot), a workgroup per row.
-// COUNT: out[0] = #(argmax_c z_b == label_b), the first maximum wins, a
-//   row with a NaN counts as wrong.
+// Cross-entropy over logits [batch, classes] with i32 labels, one subgroup
+// per row (rows.glsl).
+// Forward: per-row losses logsumexp(z_b) - z_b[label_b] (averaged by sumsq.comp).
+// BACKWARD: dz += dloss[0] / batch * (softmax(z) - onehot).
+// COUNT: per-row 1 when argmax_c z_b == label_b (the first maximum wins, a
+//   row with a NaN counts as wrong), else 0 (summed by sumsq.comp).
 // Labels outside [0, classes) are reported.
-layout(local_size_x = 128) in;
+layout(local_size_x = 64) in;
 layout(push_constant) uniform PC {
   uvec4 offs;
   uint batch, classes;
 } pc;
 #include "common.glsl"
-#include "reduce.glsl"
 #include "rows.glsl"
 
-layout(std430, binding = 1) buffer O { float o[]; };            // loss / dlogits / count
+layout(std430, binding = 1) buffer O { float o[]; };            // row losses / dlogits / row flags
 layout(std430, binding = 2) readonly buffer Z { float z[]; };   // logits
 layout(std430, binding = 3) readonly buffer L { int labels[]; };
 layout(std430, binding = 4) readonly buffer D { float dloss[]; };
-
-bool label_ok(uint b, uint kind) {
-  int lab = labels[BOFF(3) + b];
-  if (lab < 0 || lab >= int(pc.classes)) {
-    report(kind, lab, b, int(pc.classes));
-    return false;
-  }
-  return true;
-}
 
 #if !defined(BACKWARD) && !defined(COUNT)
 // log(1 + x) without the cancellation of log near 1 (GLSL's log has only
@@ -39,29 +29,34 @@ float log1p_acc(float x) {
          (1.0 + s2 * (1.0 / 3.0 + s2 * (0.2 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 / 11.0)))));
 }
 
-// Per row: (max - z[label]) + log1p(sum over the non-maximal classes of
-// exp(z - max)): a confident, correct row's tiny loss keeps its digits.
+// A subgroup per row: loss[b] = (max - z[label]) + log1p(sum over the
+// classes but the first maximal one of exp(z - max)), so a confident,
+// correct row's tiny loss keeps its digits. The host sums loss[] in order.
 void main() {
   uint oo = BOFF(1), oz = BOFF(2), ol = BOFF(3);
-  uint t = gl_LocalInvocationID.x, W = gl_WorkGroupSize.x;
-  float s = 0.0;
-  for (uint b = t; b < pc.batch; b += W) {
-    if (!label_ok(b, ERR_CE_FWD_LABEL)) continue;
-    uint base = oz + b * pc.classes;
-    float mx = z[base];
-    uint arg = 0u;
-    for (uint c = 1u; c < pc.classes; c++)
-      if (z[base + c] > mx) {
-        mx = z[base + c];
-        arg = c;
+  for (uint b = row_first(); b < pc.batch; b += row_step()) {
+    int lab = labels[ol + b];
+    if (lab < 0 || lab >= int(pc.classes)) {
+      if (subgroupElect()) {
+        report(ERR_CE_FWD_LABEL, lab, b, int(pc.classes));
+        o[oo + b] = 0.0;
       }
+      continue;
+    }
+    uint base = oz + b * pc.classes;
+    float mx = NEG_INF;
+    for (uint c = LANE; c < pc.classes; c += LANES) mx = max(mx, z[base + c]);
+    mx = subgroupMax(mx);
+    uint first = 0xffffffffu;
+    for (uint c = LANE; c < pc.classes; c += LANES)
+      if (z[base + c] == mx) first = min(first, c);
+    uint arg = subgroupMin(first);
     float rest = 0.0;
-    for (uint c = 0u; c < pc.classes; c++)
+    for (uint c = LANE; c < pc.classes; c += LANES)
       if (c != arg) rest += exp_fast(z[base + c] - mx);
-    s += (mx - z[base + uint(labels[ol + b])]) + log1p_acc(rest);
+    rest = subgroupAdd(rest);
+    if (subgroupElect()) o[oo + b] = (mx - z[base + uint(lab)]) + log1p_acc(rest);
   }
-  float total = wg_sum(s);
-  if (t == 0u) o[oo] = total / float(pc.batch);
 }
 #elif defined(BACKWARD)
 // softmax - onehot, a subgroup per row; at the label 1 - p is the others'
@@ -94,27 +89,33 @@ void main() {
   }
 }
 #else
+// A subgroup per row: ok[b] = 1 when the first maximum is the label and the
+// row has no NaN, else 0. The host sums ok[] in order.
 void main() {
   uint oo = BOFF(1), oz = BOFF(2), ol = BOFF(3);
-  uint t = gl_LocalInvocationID.x, W = gl_WorkGroupSize.x;
-  float n = 0.0;
-  for (uint b = t; b < pc.batch; b += W) {
-    if (!label_ok(b, ERR_COUNT_LABEL)) continue;
-    uint base = oz + b * pc.classes;
-    float best = z[base];
-    uint arg = 0u;
-    bool nan = isnan(best);
-    for (uint c = 1u; c < pc.classes; c++) {
-      float v = z[base + c];
-      nan = nan || isnan(v);
-      if (v > best) {
-        best = v;
-        arg = c;
+  for (uint b = row_first(); b < pc.batch; b += row_step()) {
+    int lab = labels[ol + b];
+    if (lab < 0 || lab >= int(pc.classes)) {
+      if (subgroupElect()) {
+        report(ERR_COUNT_LABEL, lab, b, int(pc.classes));
+        o[oo + b] = 0.0;
       }
+      continue;
     }
-    if (!nan && int(arg) == labels[ol + b]) n += 1.0;
+    uint base = oz + b * pc.classes;
+    float mx = NEG_INF, nan = 0.0;
+    for (uint c = LANE; c < pc.classes; c += LANES) {
+      float v = z[base + c];
+      if (isnan(v)) nan = 1.0;
+      else mx = max(mx, v);
+    }
+    mx = subgroupMax(mx);
+    nan = subgroupMax(nan);
+    uint first = 0xffffffffu;
+    for (uint c = LANE; c < pc.classes; c += LANES)
+      if (z[base + c] == mx) first = min(first, c);
+    uint arg = subgroupMin(first);
+    if (subgroupElect()) o[oo + b] = nan == 0.0 && int(arg) == lab ? 1.0 : 0.0;
   }
-  float total = wg_sum(n);
-  if (t == 0u) o[oo] = total;
 }
 #endif

@@ -10,6 +10,7 @@ layout(push_constant) uniform PC {
   uvec4 offs;
   uint n, h;
   int row0, rows, vocab;
+  uint base; // position of the first id (the host splits long id lists)
 } pc;
 #include "common.glsl"
 
@@ -26,7 +27,7 @@ void main() {
     uint i = e / pc.h, c = e - i * pc.h;
     int id = ids[oi + i];
     if (id < 0 || id >= pc.vocab) {
-      if (c == 0u) report(ERR_EMBED_FWD_ID, id, i, pc.vocab);
+      if (c == 0u) report(ERR_EMBED_FWD_ID, id, pc.base + i, pc.vocab);
       continue;
     }
     int r = id - pc.row0;
@@ -37,7 +38,7 @@ void main() {
     for (uint i = 0u; i < pc.n; i++) {
       int id = ids[oi + i];
       if (id < 0 || id >= pc.vocab) {
-        if (c == 0u) report(ERR_EMBED_BWD_ID, id, i, pc.vocab);
+        if (c == 0u) report(ERR_EMBED_BWD_ID, id, pc.base + i, pc.vocab);
         continue;
       }
       int r = id - pc.row0;

@@ -100,7 +100,7 @@ void main() {
       vec4 av = a4[(oa + A_AT(i0)) >> 2];
       vec4 bv = READS_B != 0 ? b4[(ob + i0) >> 2] : vec4(0.0);
       vec4 r;
-      for (uint c = 0u; c < 4u; c++) r[c] = apply(i0 + c, yv[c], av[c], bv[c]);
+      [[unroll]] for (uint c = 0u; c < 4u; c++) r[c] = apply(i0 + c, yv[c], av[c], bv[c]);
       y4[(oy + i0) >> 2] = r;
     } else {
       for (uint i = i0; i < min(i0 + 4u, pc.n); i++)

@@ -90,8 +90,8 @@ void main() {
         uint row0 = tm * BM, col0 = tn * BN;
         uint cbase = BOFF(3) + z * pc.sc;
         float cv[4][4];
-        for (uint i = 0u; i < 4u; i++)
-          for (uint j = 0u; j < 4u; j++) {
+        [[unroll]] for (uint i = 0u; i < 4u; i++)
+          [[unroll]] for (uint j = 0u; j < 4u; j++) {
             uint r = row0 + ty + 16u * i, cc = col0 + tx + 16u * j;
             cv[i][j] = pc.beta != 0.0 && r < pc.m && cc < pc.n
                            ? pc.beta * load_c(cbase + r * pc.ldc + cc, ct)
@@ -100,11 +100,11 @@ void main() {
         uint b0 = pc.sc == 0u ? 0u : z, b1 = pc.sc == 0u ? pc.batch : z + 1u;
         for (uint bb = b0; bb < b1; bb++) {
           float acc[4][4];
-          for (uint i = 0u; i < 4u; i++)
-            for (uint j = 0u; j < 4u; j++) acc[i][j] = 0.0;
+          [[unroll]] for (uint i = 0u; i < 4u; i++)
+            [[unroll]] for (uint j = 0u; j < 4u; j++) acc[i][j] = 0.0;
           uint abase = BOFF(1) + bb * pc.sa, bbase = BOFF(2) + bb * pc.sb;
           for (uint k0 = 0u; k0 < pc.k; k0 += BK) {
-            for (uint q = 0u; q < 4u; q++) {
+            [[unroll]] for (uint q = 0u; q < 4u; q++) {
               uint e = tid + 256u * q, r, kk;
               if (!ta) {
                 r = e / BK;
@@ -119,7 +119,7 @@ void main() {
                 v = load_a(abase + (ta ? gk * pc.lda + gr : gr * pc.lda + gk), abt, cdt);
               As[kk][r] = v;
             }
-            for (uint q = 0u; q < 4u; q++) {
+            [[unroll]] for (uint q = 0u; q < 4u; q++) {
               uint e = tid + 256u * q, cc, kk;
               if (!tb) {
                 kk = e / BN;
@@ -137,18 +137,18 @@ void main() {
             barrier();
             for (uint kk = 0u; kk < BK; kk++) {
               float av[4], bv[4];
-              for (uint i = 0u; i < 4u; i++) av[i] = As[kk][ty + 16u * i];
-              for (uint j = 0u; j < 4u; j++) bv[j] = Bs[kk][tx + 16u * j];
-              for (uint i = 0u; i < 4u; i++)
-                for (uint j = 0u; j < 4u; j++) acc[i][j] += av[i] * bv[j];
+              [[unroll]] for (uint i = 0u; i < 4u; i++) av[i] = As[kk][ty + 16u * i];
+              [[unroll]] for (uint j = 0u; j < 4u; j++) bv[j] = Bs[kk][tx + 16u * j];
+              [[unroll]] for (uint i = 0u; i < 4u; i++)
+                [[unroll]] for (uint j = 0u; j < 4u; j++) acc[i][j] += av[i] * bv[j];
             }
             barrier();
           }
-          for (uint i = 0u; i < 4u; i++)
-            for (uint j = 0u; j < 4u; j++) cv[i][j] = pc.alpha * acc[i][j] + cv[i][j];
+          [[unroll]] for (uint i = 0u; i < 4u; i++)
+            [[unroll]] for (uint j = 0u; j < 4u; j++) cv[i][j] = pc.alpha * acc[i][j] + cv[i][j];
         }
-        for (uint i = 0u; i < 4u; i++)
-          for (uint j = 0u; j < 4u; j++) {
+        [[unroll]] for (uint i = 0u; i < 4u; i++)
+          [[unroll]] for (uint j = 0u; j < 4u; j++) {
             uint r = row0 + ty + 16u * i, cc = col0 + tx + 16u * j;
             if (r < pc.m && cc < pc.n) store_c(cbase + r * pc.ldc + cc, cv[i][j], ct);
           }

@@ -47,7 +47,7 @@ void main() {
       for (uint tn = gl_WorkGroupID.x; tn < tiles_n; tn += gl_NumWorkGroups.x) {
         uint row0 = tm * BM, col0 = tn * BN, cbase = BOFF(3) + z * pc.sc;
         float cv[32]; // this invocation's elements e = tid + 128 * q of the tile
-        for (uint q = 0u; q < 32u; q++) {
+        [[unroll]] for (uint q = 0u; q < 32u; q++) {
           uint e = tid + 128u * q, r = row0 + e / BN, cc = col0 + e % BN;
           cv[q] = pc.beta != 0.0 && r < pc.m && cc < pc.n ? pc.beta * c[cbase + r * pc.ldc + cc]
                                                           : 0.0;
@@ -55,11 +55,11 @@ void main() {
         uint b0 = pc.sc == 0u ? 0u : z, b1 = pc.sc == 0u ? pc.batch : z + 1u;
         for (uint bb = b0; bb < b1; bb++) {
           fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[2][2];
-          for (uint i = 0u; i < 2u; i++)
-            for (uint j = 0u; j < 2u; j++) acc[i][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
+          [[unroll]] for (uint i = 0u; i < 2u; i++)
+            [[unroll]] for (uint j = 0u; j < 2u; j++) acc[i][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
           uint abase = BOFF(1) + bb * pc.sa, bbase = BOFF(2) + bb * pc.sb;
           for (uint k0 = 0u; k0 < pc.k; k0 += BK) {
-            for (uint q = 0u; q < 8u; q++) { // 64x16 of A
+            [[unroll]] for (uint q = 0u; q < 8u; q++) { // 64x16 of A
               uint e = tid + 128u * q, r, kk;
               if (!ta) {
                 r = e / BK;
@@ -74,7 +74,7 @@ void main() {
                             : 0.0;
               As[r * LDA + kk] = to_f16(v);
             }
-            for (uint q = 0u; q < 8u; q++) { // 16x64 of B
+            [[unroll]] for (uint q = 0u; q < 8u; q++) { // 16x64 of B
               uint e = tid + 128u * q, cc, kk;
               if (!tb) {
                 kk = e / BN;
@@ -91,20 +91,20 @@ void main() {
             }
             barrier();
             fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> fa[2], fb[2];
-            for (uint i = 0u; i < 2u; i++) coopMatLoadNV(fa[i], As, (wr + 16u * i) * LDA, LDA, false);
-            for (uint j = 0u; j < 2u; j++) coopMatLoadNV(fb[j], Bs, wc + 16u * j, LDB, false);
-            for (uint i = 0u; i < 2u; i++)
-              for (uint j = 0u; j < 2u; j++) acc[i][j] = coopMatMulAddNV(fa[i], fb[j], acc[i][j]);
+            [[unroll]] for (uint i = 0u; i < 2u; i++) coopMatLoadNV(fa[i], As, (wr + 16u * i) * LDA, LDA, false);
+            [[unroll]] for (uint j = 0u; j < 2u; j++) coopMatLoadNV(fb[j], Bs, wc + 16u * j, LDB, false);
+            [[unroll]] for (uint i = 0u; i < 2u; i++)
+              [[unroll]] for (uint j = 0u; j < 2u; j++) acc[i][j] = coopMatMulAddNV(fa[i], fb[j], acc[i][j]);
             barrier();
           }
-          for (uint i = 0u; i < 2u; i++)
-            for (uint j = 0u; j < 2u; j++)
+          [[unroll]] for (uint i = 0u; i < 2u; i++)
+            [[unroll]] for (uint j = 0u; j < 2u; j++)
               coopMatStoreNV(acc[i][j], Cs, (wr + 16u * i) * BN + wc + 16u * j, BN, false);
           barrier();
-          for (uint q = 0u; q < 32u; q++) cv[q] = pc.alpha * Cs[tid + 128u * q] + cv[q];
+          [[unroll]] for (uint q = 0u; q < 32u; q++) cv[q] = pc.alpha * Cs[tid + 128u * q] + cv[q];
           barrier();
         }
-        for (uint q = 0u; q < 32u; q++) {
+        [[unroll]] for (uint q = 0u; q < 32u; q++) {
           uint e = tid + 128u * q, r = row0 + e / BN, cc = col0 + e % BN;
           if (r < pc.m && cc < pc.n) c[cbase + r * pc.ldc + cc] = cv[q];
         }

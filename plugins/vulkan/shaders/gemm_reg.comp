@@ -50,8 +50,8 @@ void main() {
       uint cbase = BOFF(3) + z * pc.sc;
       bool full = r0 + TM <= pc.m && c0 + TN <= pc.n;
       float cv[TM][TN];
-      for (uint i = 0u; i < TM; i++)
-        for (uint j = 0u; j < TN; j++) {
+      [[unroll]] for (uint i = 0u; i < TM; i++)
+        [[unroll]] for (uint j = 0u; j < TN; j++) {
           uint r = r0 + i, cc = c0 + j;
           cv[i][j] = pc.beta != 0.0 && r < pc.m && cc < pc.n
                          ? pc.beta * c[cbase + r * pc.ldc + cc] : 0.0;
@@ -60,61 +60,64 @@ void main() {
       for (uint bb = b0; bb < b1; bb++) {
         uint abase = BOFF(1) + bb * pc.sa, bbase = BOFF(2) + bb * pc.sb;
         vec4 acc[TM][TN4];
-        for (uint i = 0u; i < TM; i++)
-          for (uint j = 0u; j < TN4; j++) acc[i][j] = vec4(0.0);
+        [[unroll]] for (uint i = 0u; i < TM; i++)
+          [[unroll]] for (uint j = 0u; j < TN4; j++) acc[i][j] = vec4(0.0);
         uint k0 = 0u;
         if (full && cdt == 0u) {
           for (; k0 + 4u <= pc.k; k0 += 4u) {
             vec4 av[TM];       // av[i] = A[r0 + i, k0 .. k0+3]
             vec4 bv[4][TN4];   // bv[kk][j] = B[k0 + kk, c0 + 4j .. c0 + 4j + 3]
             if (!ta) {
-              for (uint i = 0u; i < TM; i++) av[i] = ld4a(abase + (r0 + i) * pc.lda + k0);
+              [[unroll]] for (uint i = 0u; i < TM; i++) av[i] = ld4a(abase + (r0 + i) * pc.lda + k0);
             } else {
-              for (uint i4 = 0u; i4 < TM4; i4++) {
+              [[unroll]] for (uint i4 = 0u; i4 < TM4; i4++) {
                 vec4 t[4]; // t[kk] = A[r0 + 4 i4 .. +3, k0 + kk]
-                for (uint kk = 0u; kk < 4u; kk++)
+                [[unroll]] for (uint kk = 0u; kk < 4u; kk++)
                   t[kk] = ld4a(abase + (k0 + kk) * pc.lda + r0 + 4u * i4);
-                for (uint i = 0u; i < 4u; i++)
+                [[unroll]] for (uint i = 0u; i < 4u; i++)
                   av[4u * i4 + i] = vec4(t[0][i], t[1][i], t[2][i], t[3][i]);
               }
             }
             if (!tb) {
-              for (uint kk = 0u; kk < 4u; kk++)
-                for (uint j = 0u; j < TN4; j++)
+              [[unroll]] for (uint kk = 0u; kk < 4u; kk++)
+                [[unroll]] for (uint j = 0u; j < TN4; j++)
                   bv[kk][j] = ld4b(bbase + (k0 + kk) * pc.ldb + c0 + 4u * j);
             } else {
-              for (uint j = 0u; j < TN4; j++) {
+              [[unroll]] for (uint j = 0u; j < TN4; j++) {
                 vec4 t[4]; // t[jj] = B[k0 .. k0+3, c0 + 4j + jj]
-                for (uint jj = 0u; jj < 4u; jj++)
+                [[unroll]] for (uint jj = 0u; jj < 4u; jj++)
                   t[jj] = ld4b(bbase + (c0 + 4u * j + jj) * pc.ldb + k0);
-                for (uint kk = 0u; kk < 4u; kk++)
+                [[unroll]] for (uint kk = 0u; kk < 4u; kk++)
                   bv[kk][j] = vec4(t[0][kk], t[1][kk], t[2][kk], t[3][kk]);
               }
             }
-            for (uint i = 0u; i < TM; i++)
-              for (uint j = 0u; j < TN4; j++)
+            [[unroll]] for (uint i = 0u; i < TM; i++)
+              [[unroll]] for (uint j = 0u; j < TN4; j++)
                 acc[i][j] += av[i].x * bv[0][j] + av[i].y * bv[1][j] + av[i].z * bv[2][j] +
                              av[i].w * bv[3][j];
           }
         }
-        // the rest (edges, the k tail, rounded compute types): one element at a time
-        for (; k0 < pc.k; k0++)
-          for (uint i = 0u; i < TM; i++) {
-            uint r = r0 + i;
-            if (r >= pc.m) continue;
-            float av = rnd(a[abase + (ta ? k0 * pc.lda + r : r * pc.lda + k0)], cdt);
-            for (uint j = 0u; j < TN; j++) {
-              uint cc = c0 + j;
-              if (cc < pc.n)
-                acc[i][j >> 2][j & 3u] +=
-                    av * rnd(b[bbase + (tb ? cc * pc.ldb + k0 : k0 * pc.ldb + cc)], cdt);
-            }
+        // the rest (edges, the k tail, rounded compute types): one k at a
+        // time, the block's loads clamped inside the matrices
+        for (; k0 < pc.k; k0++) {
+          float av[TM], bv[TN];
+          [[unroll]] for (uint i = 0u; i < TM; i++) {
+            uint r = min(r0 + i, pc.m - 1u);
+            av[i] = rnd(a[abase + (ta ? k0 * pc.lda + r : r * pc.lda + k0)], cdt);
           }
-        for (uint i = 0u; i < TM; i++)
-          for (uint j = 0u; j < TN; j++) cv[i][j] = pc.alpha * acc[i][j >> 2][j & 3u] + cv[i][j];
+          [[unroll]] for (uint j = 0u; j < TN; j++) {
+            uint cc = min(c0 + j, pc.n - 1u);
+            bv[j] = rnd(b[bbase + (tb ? cc * pc.ldb + k0 : k0 * pc.ldb + cc)], cdt);
+          }
+          [[unroll]] for (uint i = 0u; i < TM; i++)
+            [[unroll]] for (uint j = 0u; j < TN4; j++)
+              acc[i][j] += av[i] * vec4(bv[4u * j], bv[4u * j + 1u], bv[4u * j + 2u], bv[4u * j + 3u]);
+        }
+        [[unroll]] for (uint i = 0u; i < TM; i++)
+          [[unroll]] for (uint j = 0u; j < TN; j++) cv[i][j] = pc.alpha * acc[i][j >> 2][j & 3u] + cv[i][j];
       }
-      for (uint i = 0u; i < TM; i++)
-        for (uint j = 0u; j < TN; j++) {
+      [[unroll]] for (uint i = 0u; i < TM; i++)
+        [[unroll]] for (uint j = 0u; j < TN; j++) {
           uint r = r0 + i, cc = c0 + j;
           if (r < pc.m && cc < pc.n) c[cbase + r * pc.ldc + cc] = cv[i][j];
         }

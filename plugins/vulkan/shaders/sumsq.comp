@@ -1,12 +1,15 @@
 #version 450
-// Sum of squares in two deterministic stages. stage 0: part[ch] = sum of
-// x^2 over chunk ch (CHUNK elements, one workgroup); stage 1 (one
-// workgroup): out[0] += sum of the n partials, in a fixed order.
+// Sums in a fixed order. stage 0: part[ch] = sum of x^2 over chunk ch
+// (CHUNK elements, one workgroup); stage 1 (one workgroup):
+// out[0] = (acc ? out[0] : 0) + scale * sum of the n values (sumsq's
+// partials; cross-entropy's row losses; count_correct's row flags).
 #define CHUNK 4096u
 layout(local_size_x = 256) in;
 layout(push_constant) uniform PC {
   uvec4 offs;
   uint n, stage;
+  float scale;
+  uint acc;
 } pc;
 #include "common.glsl"
 
@@ -46,7 +49,7 @@ void main() {
   } else {
     float s = 0.0;
     for (uint i = t; i < pc.n; i += 256u) s += x[ox + i];
-    float r = tree_sum(s);
-    if (t == 0u) o[oo] += r;
+    float r = pc.scale * tree_sum(s);
+    if (t == 0u) o[oo] = pc.acc != 0u ? o[oo] + r : r;
   }
 }
