@@ -214,6 +214,7 @@ TP_TEST(VulkanPlugin, ProbeFillsEveryField) {
     TP_CHECK(INFO.is_software);
     TP_CHECK(!INFO.is_discrete);
     TP_CHECK(strstr(INFO.description, "CPU implementation") != NULL);
+    TP_CHECK(strstr(INFO.description, "driver llvmpipe") != NULL);
   }
   GError *err = NULL;
   TP_CHECK(B->open(99, 0, &err) == NULL);

@@ -3,6 +3,7 @@
  * the in-order queue of batched command buffers (see vk_internal.h), kernel
  * dispatch and the error reporting at synchronisation. */
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,7 +102,7 @@ static const char *device_type_name(VkPhysicalDeviceType t) {
   case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete GPU";
   case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated GPU";
   case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual GPU";
-  case VK_PHYSICAL_DEVICE_TYPE_CPU: return "CPU implementation (slow)";
+  case VK_PHYSICAL_DEVICE_TYPE_CPU: return "CPU implementation";
   default: return "other device";
   }
 }
@@ -327,14 +328,13 @@ static void info_fill(const vk_caps *c, tp_device_info *in) {
   in->gemm_compute = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16);
   in->storage_dtypes = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_I32);
   if (c->storage16) in->storage_dtypes |= TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16);
+  /* memory and limits have their own fields (`tensorplug plugins` prints them) */
   g_snprintf(in->description, sizeof in->description,
-           "%s; %s; Vulkan %u.%u.%u; %.0f MiB; max buffer %.0f MiB, binding %.0f MiB, offset "
-           "alignment %u; subgroup %u, shared memory %u KiB",
-           device_type_name(c->props.deviceType), c->driver,
-           VK_API_VERSION_MAJOR(c->props.apiVersion), VK_API_VERSION_MINOR(c->props.apiVersion),
-           VK_API_VERSION_PATCH(c->props.apiVersion), (double)in->memory_bytes / MIB,
-           (double)in->max_alloc_bytes / MIB, (double)in->max_binding_bytes / MIB,
-           in->offset_align, c->subgroup_size, l->maxComputeSharedMemorySize / 1024);
+             "%s; driver %s; Vulkan %u.%u.%u; subgroup %u, shared memory %u KiB",
+             device_type_name(c->props.deviceType), c->driver,
+             VK_API_VERSION_MAJOR(c->props.apiVersion), VK_API_VERSION_MINOR(c->props.apiVersion),
+             VK_API_VERSION_PATCH(c->props.apiVersion), c->subgroup_size,
+             l->maxComputeSharedMemorySize / 1024);
   g_snprintf(in->features, sizeof in->features, "subgroup arithmetic%s%s%s",
            c->push_descriptor ? ", VK_KHR_push_descriptor" : "",
            c->storage16 ? ", 16-bit storage" : "",
@@ -636,6 +636,7 @@ static bool layouts_create(tp_backend_dev *d, GError **err) {
 }
 
 static void vk_close(tp_backend_dev *d);
+static void coopmat_selfcheck(tp_backend_dev *d);
 
 static bool device_create(tp_backend_dev *d, const vk_caps *c, GError **err) {
   float prio = 1.0f;
@@ -792,6 +793,7 @@ static tp_backend_dev *vk_open(int index, int threads, GError **err) {
     vk_close(d);
     return NULL;
   }
+  if (d->coopmat) coopmat_selfcheck(d);
   return d;
 }
 
@@ -1150,6 +1152,71 @@ tp_mem vk_scratch(tp_backend_dev *d, size_t bytes) {
   if (d->scratch) g_ptr_array_add(batch_get(d)->garbage, d->scratch);
   d->scratch = s;
   return (tp_mem){s, 0};
+}
+
+/* ------------------------------------------------ cooperative matrices */
+
+/* The f16 cooperative-matrix GEMM against the device's other GEMM kernel on
+ * products with odd sizes, every transpose and summed batches (both round
+ * A and B to f16 and sum in f32). Any failure or difference turns the path
+ * off: it is checked where it runs, since machines without the extension
+ * cannot test it. */
+static void coopmat_selfcheck(tp_backend_dev *d) {
+  enum { M = 67, N = 45, K = 70, BATCH = 2 };
+  const size_t na = (size_t)BATCH * M * K, nb = (size_t)BATCH * K * N, nc = (size_t)BATCH * M * N;
+  float *h = g_new(float, na + nb + nc), *got = g_new(float, 2 * nc);
+  uint32_t x = 12345u;
+  for (size_t i = 0; i < na + nb + nc; i++) {
+    x = x * 1664525u + 1013904223u; /* an LCG: any spread of values will do */
+    h[i] = (float)(x >> 8) / 16777216.0f - 0.5f;
+  }
+  GError *e = NULL;
+  tp_buffer *a = vk_buffer_alloc(d, na * 4, &e), *b = a ? vk_buffer_alloc(d, nb * 4, &e) : NULL;
+  tp_buffer *c0 = b ? vk_buffer_alloc(d, nc * 4, &e) : NULL, *c1 = c0 ? vk_buffer_alloc(d, nc * 4, &e) : NULL;
+  bool ok = c1 && vk_upload(d, (tp_mem){a, 0}, h, na * 4, &e) &&
+            vk_upload(d, (tp_mem){b, 0}, h + na, nb * 4, &e);
+  double worst = 0.0;
+  for (int t = 0; t < 8 && ok; t++) {
+    bool ta = t & 1, tb = (t >> 1) & 1, summed = t >> 2;
+    tp_gemm_args g = {.ta = ta, .tb = tb, .m = M, .n = N, .k = K, .batch = BATCH,
+                      .alpha = 1.0f, .beta = 0.5f, .a = {a, 0}, .b = {b, 0},
+                      .lda = ta ? M : K, .ldb = tb ? K : N, .ldc = N,
+                      .sa = (int64_t)M * K, .sb = (int64_t)K * N, .sc = summed ? 0 : (int64_t)M * N,
+                      .ab_dtype = TP_F32, .c_dtype = TP_F32, .compute = TP_F16};
+    ok = vk_upload(d, (tp_mem){c0, 0}, h + na + nb, nc * 4, &e) &&
+         vk_upload(d, (tp_mem){c1, 0}, h + na + nb, nc * 4, &e);
+    for (int path = 0; path < 2 && ok; path++) {
+      d->coopmat = path == 0;
+      g.c = (tp_mem){path == 0 ? c0 : c1, 0};
+      vk_kernels_table.gemm(d, &g);
+    }
+    ok = ok && vk_download(d, got, (tp_mem){c0, 0}, nc * 4, &e) &&
+         vk_download(d, got + nc, (tp_mem){c1, 0}, nc * 4, &e);
+    double mx = 0.0, diff = 0.0;
+    for (size_t i = 0; ok && i < nc; i++) {
+      mx = fmax(mx, fabs(got[nc + i]));
+      diff = fmax(diff, fabs((double)got[i] - got[nc + i]));
+      if (isnan(got[i])) diff = INFINITY;
+    }
+    worst = fmax(worst, mx > 0 ? diff / mx : diff);
+  }
+  ok = ok && worst <= 1e-4;
+  d->coopmat = ok;
+  if (!ok) {
+    char *why = e ? g_strdup(e->message) : g_strdup_printf("max relative difference %.2g", worst);
+    char *note = g_strdup_printf("VK_NV_cooperative_matrix (f16) failed its self-check (%s), not used",
+                                 why);
+    g_strlcpy(d->info.features, note, sizeof d->info.features);
+    g_free(note);
+    g_free(why);
+  }
+  g_clear_error(&e);
+  vk_buffer_free(d, a);
+  vk_buffer_free(d, b);
+  vk_buffer_free(d, c0);
+  vk_buffer_free(d, c1);
+  g_free(h);
+  g_free(got);
 }
 
 /* ------------------------------------------------------------------ entry */
