@@ -102,7 +102,11 @@ static void run_backend(const bench_model_opts *o, const char *name, bench_row *
   }
   row->device = g_strdup(s.be->info.name);
   row->precision = g_strdup(tp_dtype_name(tp_ctx_precision(s.ctx)));
-  if (!*desc) *desc = tp_cli_session_describe(&s);
+  if (!*desc) { /* the model once, without the device of this row */
+    *desc = tp_cli_session_describe(&s);
+    char *cut = strstr(*desc, "; backend ");
+    if (cut) *cut = '\0';
+  }
   bool train = strcmp(o->mode, "train") == 0;
   double *ms = g_new(double, o->steps);
   bool ok = true;
@@ -165,7 +169,7 @@ static void print_table(const bench_model_opts *o, GArray *rows, const char *mod
     }
     char *tok = tp_cli_thousands((int64_t)llround(r->tokens_per_s));
     char *mem = g_format_size_full(r->peak_bytes, G_FORMAT_SIZE_IEC_UNITS);
-    printf("| %s | %s | %s | %.1f | %.1f-%.1f | %s | %.3f | %s |\n", r->backend, r->device,
+    printf("| %s | %s | %s | %.1f | %.1f-%.1f | %s | %.3g | %s |\n", r->backend, r->device,
            r->precision, r->ms_median, r->ms_min, r->ms_max, tok, r->tflops, mem);
     g_free(tok);
     g_free(mem);
