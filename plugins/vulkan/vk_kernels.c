@@ -20,7 +20,6 @@
 
 static inline vk_arg F(tp_mem m) { return (vk_arg){m, 4}; }
 static inline vk_arg I32(tp_mem m) { return (vk_arg){m, 4}; }
-static inline vk_arg H16(tp_mem m) { return (vk_arg){m, 2}; }
 
 static uint32_t groups_for(uint64_t items, uint32_t per_group) {
   uint64_t g = (items + per_group - 1) / per_group;
