@@ -180,7 +180,7 @@ typedef struct vk_caps {
   char driver[160];
   uint64_t max_alloc;
   uint32_t subgroup_size, subgroup_min;
-  bool push_descriptor, storage16, coopmat_nv, float16, driver_props;
+  bool push_descriptor, storage16, coopmat_nv, float16, memory_model, driver_props;
   uint32_t sm_count;
 } vk_caps;
 
@@ -227,6 +227,8 @@ static void caps_query(VkInstance inst, VkPhysicalDevice p, vk_caps *c) {
                 has_extension(ext, n, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
   bool sg_control = c->props.apiVersion >= VK_API_VERSION_1_3 ||
                     has_extension(ext, n, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+  bool mm_ext = c->props.apiVersion >= VK_API_VERSION_1_2 ||
+                has_extension(ext, n, VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME);
   g_free(ext);
 
   VkPhysicalDeviceMaintenance3Properties m3 = {
@@ -270,15 +272,23 @@ static void caps_query(VkInstance inst, VkPhysicalDevice p, vk_caps *c) {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
   VkPhysicalDeviceShaderFloat16Int8Features f16 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  /* the cooperative-matrix shader declares the Vulkan memory model */
+  VkPhysicalDeviceVulkanMemoryModelFeatures mm = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES};
   if (f16ext) s16.pNext = &f16;
+  if (mm_ext) {
+    mm.pNext = s16.pNext;
+    s16.pNext = &mm;
+  }
   VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                   .pNext = &s16};
   vkGetPhysicalDeviceFeatures2(p, &f2);
   c->storage16 = s16.storageBuffer16BitAccess;
   c->float16 = f16ext && f16.shaderFloat16;
+  c->memory_model = mm_ext && mm.vulkanMemoryModel;
 #ifdef TP_VK_HAVE_COOPMAT_NV
-  c->coopmat_nv = nv_cm && c->storage16 && c->float16 && c->subgroup_size == 32 &&
-                  coopmat_nv_shape(inst, p);
+  c->coopmat_nv = nv_cm && c->storage16 && c->float16 && c->memory_model &&
+                  c->subgroup_size == 32 && coopmat_nv_shape(inst, p);
 #else
   (void)nv_cm;
   (void)inst;
@@ -642,12 +652,14 @@ static bool device_create(tp_backend_dev *d, const vk_caps *c, GError **err) {
                                 .queueFamilyIndex = d->queue_family,
                                 .queueCount = 1,
                                 .pQueuePriorities = &prio};
-  const char *exts[4];
+  const char *exts[5];
   uint32_t next = 0;
   if (d->push_descriptors) exts[next++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
   if (d->coopmat) exts[next++] = "VK_NV_cooperative_matrix";
-  if (d->coopmat && c->props.apiVersion < VK_API_VERSION_1_2)
+  if (d->coopmat && c->props.apiVersion < VK_API_VERSION_1_2) {
     exts[next++] = VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME;
+    exts[next++] = VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME;
+  }
   VkPhysicalDevice16BitStorageFeatures s16 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
       .storageBuffer16BitAccess = d->storage16};
@@ -655,8 +667,12 @@ static bool device_create(tp_backend_dev *d, const vk_caps *c, GError **err) {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
       .shaderFloat16 = VK_TRUE};
 #ifdef TP_VK_HAVE_COOPMAT_NV
+  VkPhysicalDeviceVulkanMemoryModelFeatures mm = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES,
+      .vulkanMemoryModel = VK_TRUE};
   VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+      .pNext = &mm,
       .cooperativeMatrix = VK_TRUE};
   if (d->coopmat) {
     f16.pNext = &cm;
