@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // The GEMM of gemm.comp (same push constants and semantics) for skinny
 // products (few rows or few columns of C: the classifier head, the [CLS]
 // rows), where 64x64 tiles would sit idle: one subgroup per element of C,
