@@ -437,8 +437,10 @@ static tp_backend_dev *other_gemm_device(void) {
 TP_TEST(VulkanGemm, F32AllTransposesOddShapesBothKernels) {
   SETUP();
   GRand *r = g_rand_new_with_seed(1);
-  static const int dims[][3] = {{1, 1, 1}, {1, 7, 3}, {5, 1, 9}, {17, 13, 1},
-                                {65, 33, 70}, {3, 130, 17}, {64, 64, 64}};
+  /* the last three are skinny (a subgroup per element on GPUs) */
+  static const int dims[][3] = {{1, 1, 1},    {1, 7, 3},     {5, 1, 9},  {17, 13, 1},
+                                {65, 33, 70}, {3, 130, 17},  {64, 64, 64}, {2, 37, 100},
+                                {33, 3, 70},  {1, 1, 200}};
   tp_backend_dev *devs[2] = {D, other_gemm_device()};
   for (int dv = 0; dv < 2 && devs[dv]; dv++) {
     tp_backend_dev *saved = D;

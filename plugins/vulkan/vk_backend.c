@@ -180,7 +180,7 @@ typedef struct vk_caps {
   char driver[160];
   uint64_t max_alloc;
   uint32_t subgroup_size, subgroup_min;
-  bool push_descriptor, storage16, coopmat_nv, float16, driver_props;
+  bool push_descriptor, storage16, coopmat_nv, float16, memory_model, driver_props;
   uint32_t sm_count;
 } vk_caps;
 
@@ -227,6 +227,8 @@ static void caps_query(VkInstance inst, VkPhysicalDevice p, vk_caps *c) {
                 has_extension(ext, n, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
   bool sg_control = c->props.apiVersion >= VK_API_VERSION_1_3 ||
                     has_extension(ext, n, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+  bool mm_ext = c->props.apiVersion >= VK_API_VERSION_1_2 ||
+                has_extension(ext, n, VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME);
   g_free(ext);
 
   VkPhysicalDeviceMaintenance3Properties m3 = {
@@ -270,15 +272,23 @@ static void caps_query(VkInstance inst, VkPhysicalDevice p, vk_caps *c) {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
   VkPhysicalDeviceShaderFloat16Int8Features f16 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+  /* the cooperative-matrix shader declares the Vulkan memory model */
+  VkPhysicalDeviceVulkanMemoryModelFeatures mm = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES};
   if (f16ext) s16.pNext = &f16;
+  if (mm_ext) {
+    mm.pNext = s16.pNext;
+    s16.pNext = &mm;
+  }
   VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                   .pNext = &s16};
   vkGetPhysicalDeviceFeatures2(p, &f2);
   c->storage16 = s16.storageBuffer16BitAccess;
   c->float16 = f16ext && f16.shaderFloat16;
+  c->memory_model = mm_ext && mm.vulkanMemoryModel;
 #ifdef TP_VK_HAVE_COOPMAT_NV
-  c->coopmat_nv = nv_cm && c->storage16 && c->float16 && c->subgroup_size == 32 &&
-                  coopmat_nv_shape(inst, p);
+  c->coopmat_nv = nv_cm && c->storage16 && c->float16 && c->memory_model &&
+                  c->subgroup_size == 32 && coopmat_nv_shape(inst, p);
 #else
   (void)nv_cm;
   (void)inst;
@@ -372,11 +382,10 @@ static void buffer_destroy(tp_backend_dev *d, tp_buffer *b) {
 }
 
 static tp_buffer *buffer_new(tp_backend_dev *d, size_t bytes, uint32_t mem_type, bool map,
-                             bool internal, GError **err) {
+                             GError **err) {
   tp_buffer *b = g_new0(tp_buffer, 1);
   b->size = bytes;
   b->alloc = MAX(((VkDeviceSize)bytes + 15) & ~(VkDeviceSize)15, 16);
-  b->internal = internal;
   VkBufferCreateInfo bi = {
       .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
       .size = b->alloc,
@@ -426,7 +435,7 @@ static tp_buffer *vk_buffer_alloc(tp_backend_dev *d, size_t bytes, GError **err)
                 (double)d->heap_bytes / MIB);
     return NULL;
   }
-  tp_buffer *b = buffer_new(d, bytes, d->dev_mem_type, d->dev_mem_mapped, false, err);
+  tp_buffer *b = buffer_new(d, bytes, d->dev_mem_type, d->dev_mem_mapped, err);
   if (b) d->used_bytes += b->alloc;
   return b;
 }
@@ -504,7 +513,6 @@ static void batch_submit(tp_backend_dev *d) {
   } else {
     b->in_flight = true;
   }
-  b->seq = d->next_seq++;
   d->submits++;
   d->cur = (d->cur + 1) % VK_BATCHES;
 }
@@ -559,7 +567,7 @@ static bool stage_space(tp_backend_dev *d, size_t want, tp_buffer **chunk, size_
     if (d->free_chunks->len > 0) {
       c = g_ptr_array_steal_index(d->free_chunks, d->free_chunks->len - 1);
     } else {
-      c = buffer_new(d, VK_STAGE_CHUNK, d->host_mem_type, true, true, err);
+      c = buffer_new(d, VK_STAGE_CHUNK, d->host_mem_type, true, err);
       if (!c) return false;
     }
     g_ptr_array_add(b->chunks, c);
@@ -617,15 +625,15 @@ static bool layouts_create(tp_backend_dev *d, GError **err) {
       .bindingCount = VK_MAX_BINDINGS,
       .pBindings = binds,
   };
-  VkResult r = vkCreateDescriptorSetLayout(d->dev, &li, NULL, &d->set_layout[0]);
+  VkResult r = vkCreateDescriptorSetLayout(d->dev, &li, NULL, &d->set_layout);
   if (r == VK_SUCCESS) {
     VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = VK_PUSH_BYTES};
     VkPipelineLayoutCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
                                      .setLayoutCount = 1,
-                                     .pSetLayouts = &d->set_layout[0],
+                                     .pSetLayouts = &d->set_layout,
                                      .pushConstantRangeCount = 1,
                                      .pPushConstantRanges = &pr};
-    r = vkCreatePipelineLayout(d->dev, &pi, NULL, &d->pipe_layout[0]);
+    r = vkCreatePipelineLayout(d->dev, &pi, NULL, &d->pipe_layout);
   }
   if (r != VK_SUCCESS) {
     g_set_error(err, VK_ERROR, TP_ERROR_BACKEND, "vulkan: creating the pipeline layout failed (%s)",
@@ -644,12 +652,14 @@ static bool device_create(tp_backend_dev *d, const vk_caps *c, GError **err) {
                                 .queueFamilyIndex = d->queue_family,
                                 .queueCount = 1,
                                 .pQueuePriorities = &prio};
-  const char *exts[4];
+  const char *exts[5];
   uint32_t next = 0;
   if (d->push_descriptors) exts[next++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
   if (d->coopmat) exts[next++] = "VK_NV_cooperative_matrix";
-  if (d->coopmat && c->props.apiVersion < VK_API_VERSION_1_2)
+  if (d->coopmat && c->props.apiVersion < VK_API_VERSION_1_2) {
     exts[next++] = VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME;
+    exts[next++] = VK_KHR_VULKAN_MEMORY_MODEL_EXTENSION_NAME;
+  }
   VkPhysicalDevice16BitStorageFeatures s16 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
       .storageBuffer16BitAccess = d->storage16};
@@ -657,8 +667,12 @@ static bool device_create(tp_backend_dev *d, const vk_caps *c, GError **err) {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
       .shaderFloat16 = VK_TRUE};
 #ifdef TP_VK_HAVE_COOPMAT_NV
+  VkPhysicalDeviceVulkanMemoryModelFeatures mm = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES,
+      .vulkanMemoryModel = VK_TRUE};
   VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+      .pNext = &mm,
       .cooperativeMatrix = VK_TRUE};
   if (d->coopmat) {
     f16.pNext = &cm;
@@ -776,10 +790,10 @@ static tp_backend_dev *vk_open(int index, int threads, GError **err) {
     return NULL;
   }
   /* the device's own small buffers */
-  d->status = buffer_new(d, VK_STATUS_WORDS * 4, d->dev_mem_type, false, true, err);
-  d->readback = d->status ? buffer_new(d, VK_STATUS_WORDS * 4, d->host_mem_type, true, true, err)
+  d->status = buffer_new(d, VK_STATUS_WORDS * 4, d->dev_mem_type, false, err);
+  d->readback = d->status ? buffer_new(d, VK_STATUS_WORDS * 4, d->host_mem_type, true, err)
                           : NULL;
-  d->dummy = d->readback ? buffer_new(d, 256, d->dev_mem_type, false, true, err) : NULL;
+  d->dummy = d->readback ? buffer_new(d, 256, d->dev_mem_type, false, err) : NULL;
   if (!d->dummy) {
     vk_close(d);
     return NULL;
@@ -819,8 +833,8 @@ static void vk_close(tp_backend_dev *d) {
     buffer_destroy(d, d->scratch);
     for (int i = 0; i < VK_SH_COUNT; i++)
       if (d->pipes[i]) vkDestroyPipeline(d->dev, d->pipes[i], NULL);
-    if (d->pipe_layout[0]) vkDestroyPipelineLayout(d->dev, d->pipe_layout[0], NULL);
-    if (d->set_layout[0]) vkDestroyDescriptorSetLayout(d->dev, d->set_layout[0], NULL);
+    if (d->pipe_layout) vkDestroyPipelineLayout(d->dev, d->pipe_layout, NULL);
+    if (d->set_layout) vkDestroyDescriptorSetLayout(d->dev, d->set_layout, NULL);
     if (d->cmd_pool) vkDestroyCommandPool(d->dev, d->cmd_pool, NULL);
     vkDestroyDevice(d->dev, NULL);
   }
@@ -888,7 +902,7 @@ bool vk_copy_queued(tp_backend_dev *d, tp_mem dst, tp_mem src, size_t bytes, GEr
     return true;
   }
   /* Vulkan copies must not overlap: go through a temporary buffer */
-  tp_buffer *tmp = buffer_new(d, bytes, d->dev_mem_type, false, true, err);
+  tp_buffer *tmp = buffer_new(d, bytes, d->dev_mem_type, false, err);
   if (!tmp) return false;
   VkCommandBuffer cmd = command_begin(d);
   VkBufferCopy r1 = {.srcOffset = src.off, .dstOffset = 0, .size = bytes};
@@ -1001,7 +1015,7 @@ static VkPipeline pipeline_get(tp_backend_dev *d, vk_shader_id sh) {
                   .module = mod,
                   .pName = "main",
                   .pSpecializationInfo = &spec},
-        .layout = d->pipe_layout[0],
+        .layout = d->pipe_layout,
     };
     r = vkCreateComputePipelines(d->dev, VK_NULL_HANDLE, 1, &ci, NULL, &d->pipes[sh]);
     vkDestroyShaderModule(d->dev, mod, NULL);
@@ -1042,7 +1056,7 @@ static VkDescriptorSet descriptor_set_new(tp_backend_dev *d, vk_batch *b) {
   VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
                                     .descriptorPool = pool,
                                     .descriptorSetCount = 1,
-                                    .pSetLayouts = &d->set_layout[0]};
+                                    .pSetLayouts = &d->set_layout};
   VkDescriptorSet set = VK_NULL_HANDLE;
   VkResult r = vkAllocateDescriptorSets(d->dev, &ai, &set);
   if (r != VK_SUCCESS) {
@@ -1094,7 +1108,7 @@ void vk_dispatch(tp_backend_dev *d, vk_shader_id sh, const vk_arg *args, int n, 
   VkCommandBuffer cmd = command_begin(d);
   vk_batch *b = &d->batches[d->cur];
   if (d->push_descriptors) {
-    d->cmd_push_descriptor_set(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->pipe_layout[0], 0,
+    d->cmd_push_descriptor_set(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->pipe_layout, 0,
                                (uint32_t)n + 1, w);
   } else {
     VkDescriptorSet set = descriptor_set_new(d, b);
@@ -1104,11 +1118,11 @@ void vk_dispatch(tp_backend_dev *d, vk_shader_id sh, const vk_arg *args, int n, 
     }
     for (int i = 0; i <= n; i++) w[i].dstSet = set;
     vkUpdateDescriptorSets(d->dev, (uint32_t)n + 1, w, 0, NULL);
-    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->pipe_layout[0], 0, 1, &set, 0,
+    vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->pipe_layout, 0, 1, &set, 0,
                             NULL);
   }
   vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-  vkCmdPushConstants(cmd, d->pipe_layout[0], VK_SHADER_STAGE_COMPUTE_BIT, 0, VK_PUSH_BYTES, push);
+  vkCmdPushConstants(cmd, d->pipe_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, VK_PUSH_BYTES, push);
   vkCmdDispatch(cmd, MIN(gx, d->max_groups[0]), MIN(gy, d->max_groups[1]),
                 MIN(gz, d->max_groups[2]));
   d->dispatches++;
@@ -1124,7 +1138,8 @@ void vk_dispatch(tp_backend_dev *d, vk_shader_id sh, const vk_arg *args, int n, 
 static void profile_print(tp_backend_dev *d) {
   double total = 0;
   for (int i = 0; i < VK_SH_COUNT; i++) total += d->prof_seconds[i];
-  fprintf(stderr, "vulkan profile (%s): %.3f s in kernels\n", d->info.name, total);
+  fprintf(stderr, "vulkan profile (%s): %.3f s in %" PRIu64 " dispatches, %" PRIu64 " submissions\n",
+          d->info.name, total, d->dispatches, d->submits);
   for (int i = 0; i < VK_SH_COUNT; i++)
     if (d->prof_calls[i])
       fprintf(stderr, "  %-16s %8" PRIu64 " calls %10.3f s %6.1f%%\n", vk_shader_table[i].name,
@@ -1143,7 +1158,7 @@ tp_mem vk_scratch(tp_backend_dev *d, size_t bytes) {
   size_t want = MAX(bytes, d->scratch ? d->scratch->size * 2 : (size_t)1 << 20);
   want = MIN(want, MAX(bytes, (size_t)d->max_range));
   GError *e = NULL;
-  tp_buffer *s = buffer_new(d, want, d->dev_mem_type, false, true, &e);
+  tp_buffer *s = buffer_new(d, want, d->dev_mem_type, false, &e);
   if (!s) {
     vk_set_error(d, e->code, "%s (kernel scratch memory)", e->message);
     g_error_free(e);

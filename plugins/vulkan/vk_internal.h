@@ -54,7 +54,6 @@ struct tp_buffer {
   void *map;          /* persistent host mapping when the memory is host visible */
   size_t size;        /* bytes asked for */
   VkDeviceSize alloc; /* bytes of the VkBuffer (size rounded up) */
-  bool internal;      /* the plugin's own (staging, scratch): not counted as user memory */
 };
 
 typedef struct vk_batch {
@@ -62,7 +61,6 @@ typedef struct vk_batch {
   VkFence fence;
   bool recording, in_flight;
   int commands;        /* recorded so far */
-  uint64_t seq;        /* submission number, for in-order retirement */
   GPtrArray *chunks;   /* tp_buffer* staging chunks in use */
   size_t chunk_used;   /* bytes used of the last chunk */
   GPtrArray *garbage;  /* tp_buffer* freed while this batch was recorded */
@@ -97,15 +95,13 @@ struct tp_backend_dev {
 
   bool push_descriptors;
   PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;
-  VkDescriptorSetLayout set_layout[VK_MAX_BINDINGS + 1]; /* by binding count */
-  VkPipelineLayout pipe_layout[VK_MAX_BINDINGS + 1];
-  VkPipeline pipes[VK_SH_COUNT];
-  int pipe_bindings[VK_SH_COUNT];
+  VkDescriptorSetLayout set_layout; /* VK_MAX_BINDINGS storage buffers */
+  VkPipelineLayout pipe_layout;      /* that set and VK_PUSH_BYTES of push constants */
+  VkPipeline pipes[VK_SH_COUNT];     /* created on first use */
 
   VkCommandPool cmd_pool;
   vk_batch batches[VK_BATCHES];
   int cur;          /* the batch being recorded */
-  uint64_t next_seq;
   GPtrArray *free_chunks;
 
   tp_buffer *status;   /* VK_STATUS_WORDS device words shaders report errors in */
@@ -119,7 +115,7 @@ struct tp_backend_dev {
   bool profile;
   double prof_seconds[VK_SH_COUNT];
   uint64_t prof_calls[VK_SH_COUNT];
-  uint64_t dispatches, submits; /* counters, for tests and benchmarks */
+  uint64_t dispatches, submits; /* counters, printed by the profile */
 };
 
 /* The core's error domain (the same quark string as tp_error_quark()). */

@@ -20,7 +20,6 @@
 
 static inline vk_arg F(tp_mem m) { return (vk_arg){m, 4}; }
 static inline vk_arg I32(tp_mem m) { return (vk_arg){m, 4}; }
-static inline vk_arg H16(tp_mem m) { return (vk_arg){m, 2}; }
 
 static uint32_t groups_for(uint64_t items, uint32_t per_group) {
   uint64_t g = (items + per_group - 1) / per_group;
@@ -118,6 +117,9 @@ static void vk_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
   gemm_limited(d, g);
 }
 
+#define SKINNY 4     /* at most this many rows or columns of C: gemm_skinny */
+#define SKINNY_K 64  /* ... over at least this long an inner dimension */
+
 /* One GEMM dispatch (arguments checked). */
 static void gemm_dispatch(tp_backend_dev *d, const tp_gemm_args *g) {
   gemm_pc pc = {
@@ -131,6 +133,13 @@ static void gemm_dispatch(tp_backend_dev *d, const tp_gemm_args *g) {
   bool ab16 = dtype_16(g->ab_dtype), c16 = dtype_16(g->c_dtype);
   vk_arg args[3] = {{g->a, ab16 ? 2u : 4u}, {g->b, ab16 ? 2u : 4u}, {g->c, c16 ? 2u : 4u}};
   uint32_t gx = (pc.n + 63) / 64, gy = (pc.m + 63) / 64, gz = g->sc == 0 ? 1 : pc.batch;
+  /* few rows or columns of C over a long inner dimension: a subgroup per
+   * element of C (on GPUs: the tiles would sit idle) */
+  if (!ab16 && !c16 && MIN(pc.m, pc.n) <= SKINNY && pc.k >= SKINNY_K && !d->gemm_reg) {
+    uint64_t elems = (uint64_t)pc.m * pc.n * (g->sc == 0 ? 1 : pc.batch);
+    vk_dispatch(d, VK_SH_gemm_skinny, args, 3, &pc, sizeof pc, row_groups(d, elems, 64), 1, 1);
+    return;
+  }
 #ifdef TP_VK_HAVE_COOPMAT_NV
   if (d->coopmat && g->compute == TP_F16 && !ab16 && !c16) {
     vk_dispatch(d, VK_SH_gemm_coopmat_nv, args, 3, &pc, sizeof pc, gx, gy, gz);

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // One Adam step over n parameters (in place on p, m, v; g read only):
 // g' = gs * g (gs = grad_scale, times ctl[GRAD_SCALE] with a control block,
 // and nothing changes when ctl[SKIP] != 0); m = b1 m + (1-b1) g';

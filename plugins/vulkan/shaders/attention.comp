@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Fused multi-head attention (tp_attention_args), flash-attention style: no
 // [Tq, Tk] matrix is stored. q rows are [B, Tq, ld_q], k and v rows
 // [B, Tk, ld_kv] (head h of position t at (b*T + t)*ld + h*hd), out and dout

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // y[i] = convert(x[i]) between f32 (0), bf16 (1) and f16 (2), round to
 // nearest even, NaN stays NaN (integer operations only). 16-bit data is
 // addressed as 16-bit elements.

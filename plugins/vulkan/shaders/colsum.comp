@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Column sums by chunks of rows: out[ch, c] (+)= sum of in[r, c] over the
 // rows r of chunk ch (CHUNK rows each, in order). acc != 0 adds into out.
 // One invocation per column: deterministic on every device.

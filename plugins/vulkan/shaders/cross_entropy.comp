@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Cross-entropy over logits [batch, classes] with i32 labels, one subgroup
 // per row (rows.glsl).
 // Forward: per-row losses logsumexp(z_b) - z_b[label_b] (averaged by sumsq.comp).

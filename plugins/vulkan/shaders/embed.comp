@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Embedding over table rows [row0, row0 + rows) of a table of vocab rows.
 // Forward: out[i, c] = table[ids[i] - row0, c] for ids in range, one
 //   invocation per element of out.

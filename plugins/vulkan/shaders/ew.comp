@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Elementwise kernels over n f32 elements, one operation per pipeline (OP,
 // a compile-time constant: a run-time switch made lavapipe 8x slower):
 // y (binding 1), a (2), b (3). Each invocation takes a group of four

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // x [batch, seq, h]: forward y[b, :] = x[b, 0, :]; backward (bwd != 0)
 // x[b, 0, :] += y[b, :] (x is then dx, y is dy).
 layout(local_size_x = 256) in;

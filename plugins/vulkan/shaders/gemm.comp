@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] (tp_gemm_args), a tiled
 // shared-memory kernel: a workgroup of 16x16 invocations computes a 64x64
 // tile of C, each invocation 4x4 of it, over BK-deep slices of A and B held

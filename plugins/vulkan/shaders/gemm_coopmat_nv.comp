@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // The GEMM of gemm.comp (same push constants and semantics) on NVIDIA
 // tensor cores through GL_NV_cooperative_matrix, for compute type f16 with
 // f32 storage: A and B are rounded to f16 into shared memory, 16x16x16

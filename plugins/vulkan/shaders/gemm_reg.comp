@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // The GEMM of gemm.comp (same push constants and semantics) for CPU
 // implementations of Vulkan (lavapipe): no shared memory and no barriers
 // (both are slow there) and as few load instructions as possible (each one

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // LayerNorm over rows of cols, one subgroup per row (rows.glsl).
 // Forward: y = (x - mean) * rstd * gamma + beta, mean and rstd stored.
 // BACKWARD: dx += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // out[0] (i32) = 1 when any of the n floats is NaN or +-Inf.
 layout(local_size_x = 256) in;
 layout(push_constant) uniform PC {

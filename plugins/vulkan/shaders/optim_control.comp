@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // The step's control rule over the control block (tp_optim_control_host in
 // tensorplug/optim_control.h is the reference), one invocation.
 layout(local_size_x = 1) in;

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // y [d0, d2, d1, d3] = x [d0, d1, d2, d3] with axes 1 and 2 swapped, plus
 // beta * y (beta 0 never reads y). One invocation per element of y.
 layout(local_size_x = 256) in;

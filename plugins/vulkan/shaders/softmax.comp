@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Scaled masked softmax over the last axis, one subgroup per row (rows.glsl).
 // Forward: y = softmax(scale * x) over unmasked j; masked j get 0; a row
 //   with every j masked gets 1 / cols.

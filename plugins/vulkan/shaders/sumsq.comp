@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Sums in a fixed order. stage 0: part[ch] = sum of x^2 over chunk ch
 // (CHUNK elements, one workgroup); stage 1 (one workgroup):
 // out[0] = (acc ? out[0] : 0) + scale * sum of the n values (sumsq's
