@@ -420,6 +420,7 @@ bool tp_k_has_attention(tp_backend *be, const tp_attention_args *a) {
   if (!TP_IFACE_HAS(be->iface, attention_fwd) || !TP_IFACE_HAS(be->iface, attention_bwd))
     return false;
   if (!(be->info.gemm_compute & TP_DTYPE_BIT(a->compute))) return false;
+  if (be->info.max_head_dim && (uint32_t)a->head_dim > be->info.max_head_dim) return false;
   if (unlimited(be) || attention_fits(be, a)) return true;
   tp_attention_args e = attention_entry(a, 0);
   return attention_fits(be, &e);

@@ -336,6 +336,7 @@ static void info_fill(const vk_caps *c, tp_device_info *in) {
   in->max_binding_bytes = l->maxStorageBufferRange & ~(uint64_t)15;
   in->offset_align = binding_align(c);
   in->gemm_compute = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16);
+  in->max_head_dim = ATT_MAX_HD;
   in->storage_dtypes = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_I32);
   if (c->storage16) in->storage_dtypes |= TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16);
   /* memory and limits have their own fields (`tensorplug plugins` prints them) */

@@ -157,3 +157,6 @@ void vk_attention_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout
                       tp_mem dk, tp_mem dv, tp_mem dbias);
 /* Message of a device-side error word set (status words from the device). */
 char *vk_status_message(const uint32_t *st);
+
+/* The largest head_dim the attention shaders take (reported as max_head_dim). */
+#define ATT_MAX_HD 256

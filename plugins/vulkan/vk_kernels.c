@@ -635,7 +635,6 @@ static void vk_cast(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dtyp
 
 /* ------------------------------------------------------------- attention */
 
-#define ATT_MAX_HD 256
 
 typedef struct {
   uint32_t B, nh, Tq, Tk, hd, ldq, ldkv;
