@@ -100,6 +100,9 @@ char *tp_cli_thousands(int64_t v);
 char *tp_cli_hms(double seconds);
 /* Writes JSON atomically (pretty). */
 bool tp_cli_write_json(const char *path, JsonNode *root, GError **err);
+/* The string member key of o, or fallback when o is NULL or the member is
+ * absent or not a string (files we wrote may have been edited by hand). */
+const char *tp_cli_json_str(JsonObject *o, const char *key, const char *fallback);
 /* Keras-like progress display for tp_train / tp_evaluate callbacks. */
 typedef struct tp_cli_progress {
   bool tty;

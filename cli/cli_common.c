@@ -88,3 +88,10 @@ char *tp_cli_resolve_vocab(const char *vocab, const char *model, GError **err) {
               model ? "\" is a preset name, which carries no vocabulary)" : "");
   return NULL;
 }
+
+const char *tp_cli_json_str(JsonObject *o, const char *key, const char *fallback) {
+  JsonNode *n = o ? json_object_get_member(o, key) : NULL;
+  if (!n || !JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+    return fallback;
+  return json_node_get_string(n);
+}

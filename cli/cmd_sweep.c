@@ -226,7 +226,7 @@ static bool load_state(sweep *sw, GError **err) {
   }
   JsonNode *root = json_parser_get_root(p);
   JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-  const char *name = o ? json_object_get_string_member_with_default(o, "name", "") : "";
+  const char *name = tp_cli_json_str(o, "name", "");
   if (strcmp(name, sw->spec->name) != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "%s holds the sweep \"%s\", not \"%s\": "
                 "give this sweep its own --out folder", sw->opts->out, name, sw->spec->name);
@@ -246,7 +246,7 @@ static bool load_state(sweep *sw, GError **err) {
   JsonArray *runs = json_object_has_member(o, "runs") ? json_object_get_array_member(o, "runs") : NULL;
   for (guint i = 0; ok && runs && i < json_array_get_length(runs); i++) {
     JsonObject *ro = json_array_get_object_element(runs, i);
-    const char *rn = ro ? json_object_get_string_member_with_default(ro, "name", "") : "";
+    const char *rn = tp_cli_json_str(ro, "name", "");
     for (guint j = 0; ok && j < sw->runs->len; j++) {
       run_state *s = g_ptr_array_index(sw->runs, j);
       if (strcmp(s->run->name, rn) != 0) continue;
@@ -260,7 +260,7 @@ static bool load_state(sweep *sw, GError **err) {
                     rn, sw->opts->out, a, b, s->dir);
         ok = false;
       } else if (strcmp(a, b) == 0) {
-        const char *batch = json_object_get_string_member_with_default(ro, "batch", NULL);
+        const char *batch = tp_cli_json_str(ro, "batch", NULL);
         if (batch) set_str(&s->batch, batch);
         JsonArray *oom = json_object_has_member(ro, "oom") ? json_object_get_array_member(ro, "oom") : NULL;
         if (oom) {
@@ -364,8 +364,8 @@ static bool spawn_run(const sweep *sw, GPtrArray *args, const char *log_path, co
     if (g_file_test(err_path, G_FILE_TEST_EXISTS) && json_parser_load_from_file(jp, err_path, NULL) &&
         JSON_NODE_HOLDS_OBJECT(json_parser_get_root(jp))) {
       JsonObject *eo = json_node_get_object(json_parser_get_root(jp));
-      o->code = g_strdup(json_object_get_string_member_with_default(eo, "code", ""));
-      o->message = g_strdup(json_object_get_string_member_with_default(eo, "message", ""));
+      o->code = g_strdup(tp_cli_json_str(eo, "code", ""));
+      o->message = g_strdup(tp_cli_json_str(eo, "message", ""));
     }
     g_object_unref(jp);
     g_unlink(err_path);

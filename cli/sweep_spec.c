@@ -161,7 +161,7 @@ static bool check_finished_one(const char *dir, GError **err) {
     for (guint i = 0; ok && runs && i < json_array_get_length(runs); i++) {
       JsonNode *e = json_array_get_element(runs, i);
       if (!JSON_NODE_HOLDS_OBJECT(e)) continue;
-      const char *name = json_object_get_string_member_with_default(json_node_get_object(e), "name", "");
+      const char *name = tp_cli_json_str(json_node_get_object(e), "name", "");
       char *rp = g_build_filename(dir, name, "results.json", NULL);
       if (!g_file_test(rp, G_FILE_TEST_IS_REGULAR)) {
         BAD("from_best %s: its run \"%s\" has not finished (no %s): complete that sweep first",

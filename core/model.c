@@ -34,6 +34,21 @@ bool tp_config_get_int(JsonObject *o, const char *key, bool required, int *out, 
   return true;
 }
 
+bool tp_config_get_string(JsonObject *o, const char *key, const char *fallback,
+                          const char **out, GError **err) {
+  JsonNode *n = json_object_get_member(o, key);
+  if (!n || JSON_NODE_HOLDS_NULL(n)) {
+    *out = fallback;
+    return true;
+  }
+  if (json_node_get_value_type(n) != G_TYPE_STRING) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "config.json: \"%s\" must be a string", key);
+    return false;
+  }
+  *out = json_node_get_string(n);
+  return true;
+}
+
 bool tp_config_get_float(JsonObject *o, const char *key, bool required, float *out, GError **err) {
   JsonNode *n = json_object_get_member(o, key);
   if (!n || JSON_NODE_HOLDS_NULL(n)) {

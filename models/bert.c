@@ -26,14 +26,15 @@ static bool bert_preset(const char *name, tp_model_config *c) {
 
 static bool bert_config_from_json(JsonObject *o, tp_model_config *c, GError **err) {
   bert_preset("bert", c); /* HF defaults for absent optional keys */
-  const char *act = json_object_get_string_member_with_default(o, "hidden_act", "gelu");
+  const char *act = NULL;
+  if (!tp_config_get_string(o, "hidden_act", "gelu", &act, err)) return false;
   if (strcmp(act, "gelu") != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "hidden_act \"%s\" is not supported (only the "
                 "erf GELU, \"gelu\")", act);
     return false;
   }
-  const char *pos = json_object_get_string_member_with_default(o, "position_embedding_type",
-                                                               "absolute");
+  const char *pos = NULL;
+  if (!tp_config_get_string(o, "position_embedding_type", "absolute", &pos, err)) return false;
   if (strcmp(pos, "absolute") != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "position_embedding_type \"%s\" is not "
                 "supported (only \"absolute\")", pos);

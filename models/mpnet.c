@@ -54,7 +54,8 @@ static bool mpnet_config_from_json(JsonObject *o, tp_model_config *c, GError **e
   mpnet_preset("mpnet", c);
   c->layer_norm_eps = 1e-12f; /* MPNetConfig's defaults for absent optional keys */
   c->max_positions = 512;
-  const char *act = json_object_get_string_member_with_default(o, "hidden_act", "gelu");
+  const char *act = NULL;
+  if (!tp_config_get_string(o, "hidden_act", "gelu", &act, err)) return false;
   if (strcmp(act, "gelu") != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "hidden_act \"%s\" is not supported (only the "
                 "erf GELU, \"gelu\")", act);

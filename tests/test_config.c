@@ -85,6 +85,9 @@ TP_TEST(Config, EveryValueIsRangeChecked) {
   expect_config_error("intermediate_size", "1073741824", "feed-forward size 1073741824");
   expect_config_error("hidden_size", "-5", "\"hidden_size\" = -5 is out of range");
   expect_config_error("hidden_size", "\"16\"", "\"hidden_size\" must be an integer");
+  /* found by fuzz_config_json: a string option given as a number or an object */
+  expect_config_error("hidden_act", "7", "\"hidden_act\" must be a string");
+  expect_config_error("position_embedding_type", "{}", "\"position_embedding_type\" must be a");
 }
 
 TP_TEST(Config, TheFixtureItselfLoads) {

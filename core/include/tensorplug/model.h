@@ -142,6 +142,9 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
 /* Helpers for plugins reading config.json: a missing optional key keeps *out. */
 bool tp_config_get_int(JsonObject *o, const char *key, bool required, int *out, GError **err);
 bool tp_config_get_float(JsonObject *o, const char *key, bool required, float *out, GError **err);
+/* A string member; absent or null gives fallback. */
+bool tp_config_get_string(JsonObject *o, const char *key, const char *fallback,
+                          const char **out, GError **err);
 /* id2label / num_labels into cfg (defaults: 2 labels "NEG", "POS"). */
 bool tp_config_get_labels(JsonObject *o, tp_model_config *cfg, GError **err);
 /* Writes id2label, label2id and num_labels. */
