@@ -228,15 +228,21 @@ static char *cache_dir(void) {
   return g_build_filename(g_get_user_cache_dir(), "tensorplug", NULL);
 }
 
-/* Key: SHA-256 over the vocabulary bytes, max_len and every text. */
+/* What the tokenizer makes of a vocabulary file; bump it when that changes
+ * (2: tokenizer.json post-processors and normalized added tokens, MPNet), so
+ * that ids cached by an older tensorplug are not reused. */
+#define TOKENIZER_SEMANTICS 2
+
+/* Key: SHA-256 over the vocabulary bytes, the tokenizer's semantics version,
+ * max_len and every text. */
 static char *cache_key(const char *vocab_path, char *const *texts, guint n, int max_len) {
   GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
   char *vocab = NULL;
   gsize vlen = 0;
   if (g_file_get_contents(vocab_path, &vocab, &vlen, NULL)) g_checksum_update(c, (guchar *)vocab, vlen);
   g_free(vocab);
-  char head[64];
-  g_snprintf(head, sizeof head, "|max_len=%d|n=%u|", max_len, n);
+  char head[96];
+  g_snprintf(head, sizeof head, "|tokenizer=%d|max_len=%d|n=%u|", TOKENIZER_SEMANTICS, max_len, n);
   g_checksum_update(c, (guchar *)head, -1);
   for (guint i = 0; i < n; i++) g_checksum_update(c, (guchar *)texts[i], (gssize)strlen(texts[i]) + 1);
   char *k = g_strdup(g_checksum_get_string(c));
