@@ -30,6 +30,9 @@ typedef struct train_cfg {
   double lr, weight_decay, warmup, clip_norm, subset;
   gint64 seed;
   gboolean skip_bad;
+  int grad_accum; /* 0: not given (1, or the checkpoint's on --resume) */
+  gboolean distributed;
+  double dist_timeout;
 } train_cfg;
 
 static void cfg_defaults(train_cfg *c) {
@@ -45,6 +48,7 @@ static void cfg_defaults(train_cfg *c) {
   c->weight_decay = 0.01;
   c->subset = 1.0;
   c->seed = 42;
+  c->dist_timeout = 300;
 }
 
 static void cfg_clear(train_cfg *c) {
@@ -92,6 +96,7 @@ static JsonNode *cfg_to_json(const train_cfg *c) {
   json_builder_end_array(b);
   put_int(b, "max_len", c->max_len);
   put_int(b, "batch", c->batch);
+  put_int(b, "grad_accum", MAX(1, c->grad_accum));
   put_int(b, "eval_batch", c->eval_batch);
   put_int(b, "epochs", c->epochs);
   put_dbl(b, "lr", c->lr);
@@ -121,18 +126,25 @@ static char *dup_str(JsonObject *o, const char *k) {
   return n && JSON_NODE_HOLDS_VALUE(n) ? g_strdup(json_node_get_string(n)) : NULL;
 }
 
-/* Restores every option of the interrupted run (only --threads may differ). */
+/* Restores every option of the interrupted run (only --threads and
+ * --grad-accum may differ, and the distributed options: neither changes the
+ * results beyond summation order). */
 static bool cfg_from_json(train_cfg *c, JsonNode *node, GError **err) {
   if (!node || !JSON_NODE_HOLDS_OBJECT(node)) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the checkpoint does not record its run's options");
     return false;
   }
   JsonObject *o = json_node_get_object(node);
-  int threads = c->ro.threads;
+  int threads = c->ro.threads, accum = c->grad_accum;
+  gboolean distributed = c->distributed;
+  double timeout = c->dist_timeout;
   char *resume = g_steal_pointer(&c->resume);
   cfg_clear(c);
   cfg_defaults(c);
   c->resume = resume;
+  c->distributed = distributed;
+  c->dist_timeout = timeout;
+  c->grad_accum = accum ? accum : (int)json_object_get_int_member_with_default(o, "grad_accum", 1);
   c->mo.model = dup_str(o, "model");
   c->mo.weights = dup_str(o, "weights");
   char *init = dup_str(o, "init");
@@ -182,6 +194,11 @@ static bool cfg_check(const train_cfg *c, tp_train_options *to, GError **err) {
   if (c->patience < 0) return BAD("--patience %d: use 0 (off) or more", c->patience);
   if (!(c->lr > 0 && c->lr < 10)) return BAD("--lr %g: use a positive rate below 10", c->lr);
   if (!(c->subset > 0 && c->subset <= 1)) return BAD("--subset %g: use a fraction in (0, 1]", c->subset);
+  if (c->grad_accum < 0 || c->grad_accum > c->batch)
+    return BAD("--grad-accum %d: use 1 to --batch (%d) micro-batches per step", c->grad_accum,
+               c->batch);
+  if (!(c->dist_timeout >= 0)) return BAD("--dist-timeout %g: use seconds, 0 = wait forever",
+                                          c->dist_timeout);
   if (c->warmup < 0 || c->clip_norm < 0 || c->weight_decay < 0)
     return BAD("--warmup, --clip-norm and --weight-decay must not be negative");
   const char *opt = c->optimizer ? c->optimizer : "adam";
@@ -194,7 +211,8 @@ static bool cfg_check(const train_cfg *c, tp_train_options *to, GError **err) {
                            .optimizer = strcmp(opt, "adamw") ? TP_ADAM_KERAS : TP_ADAM_W,
                            .weight_decay = c->weight_decay, .warmup = c->warmup,
                            .schedule = strcmp(sch, "linear") ? TP_SCHEDULE_CONSTANT : TP_SCHEDULE_LINEAR,
-                           .clip_norm = c->clip_norm, .seed = (uint64_t)c->seed, .stop = &g_stop};
+                           .clip_norm = c->clip_norm, .seed = (uint64_t)c->seed, .stop = &g_stop,
+                           .grad_accum = MAX(1, c->grad_accum)};
   return true;
 }
 
@@ -254,14 +272,26 @@ static void put_split(JsonBuilder *b, const tp_dataset *d, const tp_split *s) {
   json_builder_end_object(b);
 }
 
+/* How the run was spread: "distributed": {ranks, transport, gradient_sum}. */
+static void put_distributed(JsonBuilder *b, tp_collective *coll, const char *how) {
+  json_builder_set_member_name(b, "distributed");
+  json_builder_begin_object(b);
+  put_int(b, "world_size", coll ? tp_collective_size(coll) : 1);
+  put_str(b, "transport", coll ? tp_collective_name(coll) : "single");
+  put_str(b, "gradient_sum", how ? how : "none");
+  json_builder_end_object(b);
+}
+
 static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_cli_session *s,
                               const tp_dataset *d, const tp_split *sp, const tp_train_state *st,
-                              const tp_eval_result *test, double elapsed, double tok_s) {
+                              const tp_eval_result *test, double elapsed, double tok_s,
+                              tp_collective *coll, const char *how) {
   JsonBuilder *b = json_builder_new();
   json_builder_begin_object(b);
   json_builder_set_member_name(b, "config");
   json_builder_add_value(b, json_node_copy(cfg_json));
   put_str(b, "version", TP_VERSION);
+  put_distributed(b, coll, how);
   put_str(b, "backend", s->be->name);
   put_str(b, "device", s->be->info.name);
   put_str(b, "device_description", s->be->info.description);
@@ -365,7 +395,11 @@ static GOptionContext *make_options(train_cfg *c) {
        "Dataset: an aclImdb folder, a folder of .jsonl[.gz], or .jsonl[.gz]/.csv/.tsv files "
        "(repeatable)", "PATH"},
       {"max-len", 0, 0, G_OPTION_ARG_INT, &c->max_len, "Truncate reviews to N tokens [512]", "N"},
-      {"batch", 0, 0, G_OPTION_ARG_INT, &c->batch, "Training batch size [8]", "N"},
+      {"batch", 0, 0, G_OPTION_ARG_INT, &c->batch,
+       "Training batch size [8] (the global batch: all ranks of --distributed together)", "N"},
+      {"grad-accum", 0, 0, G_OPTION_ARG_INT, &c->grad_accum,
+       "Compute each batch in K micro-batches whose gradients add up (same results, a K-th of "
+       "the activation memory) [1]", "K"},
       {"eval-batch", 0, 0, G_OPTION_ARG_INT, &c->eval_batch, "Evaluation batch size [64]", "N"},
       {"epochs", 0, 0, G_OPTION_ARG_INT, &c->epochs, "Epochs [3]", "N"},
       {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &c->lr, "Learning rate [1e-5]", "LR"},
@@ -401,6 +435,18 @@ static GOptionContext *make_options(train_cfg *c) {
   g_option_context_add_main_entries(oc, e, NULL);
   g_option_context_add_group(oc, tp_cli_model_group(&c->mo));
   g_option_context_add_group(oc, tp_cli_run_group(&c->ro));
+  GOptionEntry de[] = {
+      {"distributed", 0, 0, G_OPTION_ARG_NONE, &c->distributed,
+       "Data-parallel training: one rank per process started by mpirun -np N (or srun "
+       "--mpi=pmix); docs/distributed.md", NULL},
+      {"dist-timeout", 0, 0, G_OPTION_ARG_DOUBLE, &c->dist_timeout,
+       "End the job when a rank waits this long for the others (a hung or unreachable rank) "
+       "[300]; 0 = wait forever", "S"},
+      G_OPTION_ENTRY_NULL};
+  GOptionGroup *dg = g_option_group_new("distributed", "Distributed options:",
+                                        "Show the distributed options", NULL, NULL);
+  g_option_group_add_entries(dg, de);
+  g_option_context_add_group(oc, dg);
   return oc;
 }
 
@@ -417,27 +463,143 @@ static char *default_out(const char *model) {
   return out;
 }
 
-static int run(train_cfg *c) {
+/* ---- a distributed run's ranks ---- */
+
+static int quiet(GError *err);
+
+typedef struct ranks {
+  tp_collective *coll; /* NULL: this process alone */
+  int rank;
+  char *how;           /* how gradients are summed ("host", "nccl") */
+} ranks;
+
+/* Whether every rank's step succeeded (alone: ok). On failure every rank
+ * gets the lowest failing rank's error in *err (rank 0 reports it). */
+static bool agree(const ranks *r, bool ok, GError **err) {
+  if (!r->coll) return ok;
+  GError *local = ok ? NULL : g_steal_pointer(err);
+  return tp_collective_agree(r->coll, ok, local, err);
+}
+
+/* The options of the run to resume, read on rank 0 and sent to the others. */
+static bool resume_options(train_cfg *c, const ranks *r, GError **err) {
+  char *ck = g_build_filename(c->resume, "checkpoint", NULL);
+  JsonNode *x = NULL;
+  char *text = NULL;
+  if (r->rank == 0) {
+    x = tp_checkpoint_read_extra(ck, err);
+    if (x) text = json_to_string(x, FALSE);
+  }
+  bool ok = agree(r, r->rank != 0 || x, err);
+  if (ok && r->coll) ok = tp_collective_bcast_string(r->coll, &text, 0, err);
+  if (ok && !x) x = json_from_string(text, err);
+  ok = ok && x && cfg_from_json(c, x, err);
+  if (ok) {
+    g_free(c->out);
+    c->out = g_strdup(c->resume);
+  }
+  if (x) json_node_unref(x);
+  g_free(text);
+  g_free(ck);
+  return ok;
+}
+
+/* Rank 0 tokenizes (or reads its cache); the others get its sequences. */
+static tp_token_seqs *tokenize(const train_cfg *c, const ranks *r, const tp_cli_session *s,
+                               const tp_dataset *d, double *tok_s, GError **err) {
+  tp_token_seqs *seqs = NULL;
+  if (r->rank == 0) {
+    gint64 tt = g_get_monotonic_time();
+    bool cached = false;
+    seqs = tp_cli_tokenize_cached(s->tok, s->vocab_path, d->texts, d->n, c->max_len,
+                                  c->ro.threads, &cached, err);
+    double sec = (double)(g_get_monotonic_time() - tt) / 1e6;
+    if (seqs) {
+      *tok_s = (double)seqs->offsets[seqs->n] / fmax(sec, 1e-9);
+      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->max_len,
+             (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
+      fflush(stdout);
+    }
+  }
+  if (!agree(r, r->rank != 0 || seqs, err)) return NULL;
+  if (r->coll && !tp_cli_bcast_seqs(r->coll, &seqs, err)) {
+    if (seqs) tp_token_seqs_free(seqs);
+    return NULL;
+  }
+  return seqs;
+}
+
+/* The checkpoint, read on rank 0: weights, optimizer and state to all. */
+static bool resume_state(const train_cfg *c, const ranks *r, tp_cli_session *s,
+                         tp_train_state *st, GError **err) {
+  JsonNode *extra = NULL;
+  bool ok = true;
+  if (r->rank == 0) {
+    char *ck = g_build_filename(c->out, "checkpoint", NULL);
+    ok = tp_checkpoint_read(ck, s->model, s->ctx, st, &extra, err);
+    g_free(ck);
+  }
+  if (extra) json_node_unref(extra);
+  ok = agree(r, ok, err);
+  if (ok && r->coll)
+    ok = tp_cli_bcast_params(r->coll, s->model, s->ctx, true, err) &&
+         tp_cli_bcast_state(r->coll, st, err);
+  if (ok && r->rank == 0)
+    printf("Resuming after epoch %d of %d (step %lld)\n", st->epochs_done, c->epochs,
+           (long long)st->global_step);
+  return ok;
+}
+
+/* restore-best: the weights of the best validation epoch, read on rank 0. */
+static bool restore_best(const train_cfg *c, const ranks *r, tp_cli_session *s,
+                         const tp_train_state *st, GError **err) {
+  bool ok = true;
+  if (r->rank == 0) {
+    char *best = g_build_filename(c->out, "model", "model.safetensors", NULL);
+    tp_load_report rep = {0};
+    ok = tp_model_load_weights(s->model, s->ctx, best, 0, &rep, err);
+    tp_load_report_clear(&rep);
+    g_free(best);
+    if (ok) printf("Restored the weights of epoch %d (best validation loss %.4f)%s\n",
+                   st->best_epoch, st->best_val_loss, st->stopped_early ? "; stopped early" : "");
+  }
+  ok = agree(r, ok, err);
+  return ok && (!r->coll || tp_cli_bcast_params(r->coll, s->model, s->ctx, false, err));
+}
+
+/* The ranks of --distributed: MPI, one identical model everywhere, and the
+ * way gradients are summed on this backend. */
+static bool ranks_start(const train_cfg *c, ranks *r, tp_cli_session *s, GError **err) {
+  if (!r->coll) return true;
+  bool ok = tp_cli_bcast_params(r->coll, s->model, s->ctx, false, err);
+  char *why = NULL;
+  ok = ok && tp_collective_use_device(r->coll, s->be, &r->how, &why, err);
+  if (ok && r->rank == 0) {
+    printf("Distributed: %d ranks (%s); gradients summed %s, in rank order; global batch %d "
+           "(%s per rank)%s\n", tp_collective_size(r->coll), tp_collective_name(r->coll),
+           strcmp(r->how, "host") == 0 ? "through host memory" : "in device memory",
+           c->batch, c->batch % tp_collective_size(r->coll) == 0 ? "equal shares" : "about equal shares",
+           MAX(1, c->grad_accum) > 1 ? "; micro-batches per rank share" : "");
+    if (why) printf("note: %s\n", why);
+  }
+  g_free(why);
+  return ok;
+}
+
+static int run(train_cfg *c, ranks *r) {
   GError *err = NULL;
   gint64 t0 = g_get_monotonic_time();
+  bool lead = r->rank == 0;
   tp_train_options to;
   tp_train_state st;
   tp_train_state_init(&st);
-  JsonNode *resume_cfg = NULL;
-  if (c->resume) {
-    char *ck = g_build_filename(c->resume, "checkpoint", NULL);
-    /* the options first (the model is built from them), the weights below */
-    JsonNode *x = tp_checkpoint_read_extra(ck, &err);
-    if (x && cfg_from_json(c, x, &err)) {
-      g_free(c->out);
-      c->out = g_strdup(c->resume);
-    }
-    if (x) json_node_unref(x);
-    g_free(ck);
-    if (err) return tp_cli_report(err);
-  }
-  if (!cfg_check(c, &to, &err)) return tp_cli_report(err);
+  /* the options first (the model is built from them), the weights below */
+  if (c->resume && !resume_options(c, r, &err)) return lead ? tp_cli_report(err) : quiet(err);
+  if (!cfg_check(c, &to, &err)) return lead ? tp_cli_report(err) : quiet(err);
+  to.coll = r->coll;
   if (!c->out) c->out = default_out(c->mo.model);
+  if (r->coll && !tp_collective_bcast_string(r->coll, &c->out, 0, &err))
+    return lead ? tp_cli_report(err) : quiet(err);
   JsonNode *cfg_json = cfg_to_json(c);
 
   tp_cli_session s;
@@ -445,18 +607,18 @@ static int run(train_cfg *c) {
   tp_split sp = {0};
   tp_token_seqs *seqs = NULL;
   int rc = TP_EXIT_OK;
-  /* data first: a bad path or record fails before a large model is built */
+  /* data first: a bad path or record fails before a large model is built.
+   * Every rank reads the data and builds the model; only rank 0 writes. */
   memset(&s, 0, sizeof s);
   d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
   bool ok = d != NULL;
   if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
   if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
-  if (ok) {
+  ok = agree(r, ok, &err);
+  if (ok && lead) {
     char *desc = tp_cli_session_describe(&s);
     printf("Model %s\n", desc);
     g_free(desc);
-  }
-  if (ok) {
     printf("Data: %u records%s; split train %u / val %u / test %u (subset %g, seed %lld)\n", d->n,
            d->n_skipped ? " (malformed ones skipped)" : "", sp.n_train, sp.n_val, sp.n_test,
            c->subset, (long long)c->seed);
@@ -465,35 +627,18 @@ static int run(train_cfg *c) {
     if (!ok) g_set_error(&err, TP_ERROR, TP_ERROR_IO, "cannot create %s: %s", c->out, g_strerror(errno));
     if (ok) ok = write_split_ids(c->out, d, &sp, &err);
   }
+  if (r->coll) ok = agree(r, ok, &err) && ranks_start(c, r, &s, &err);
   double tok_s = 0;
-  if (ok) {
-    gint64 tt = g_get_monotonic_time();
-    bool cached = false;
-    seqs = tp_cli_tokenize_cached(s.tok, s.vocab_path, d->texts, d->n, c->max_len, c->ro.threads,
-                                  &cached, &err);
-    ok = seqs != NULL;
-    double sec = (double)(g_get_monotonic_time() - tt) / 1e6;
-    if (ok) {
-      tok_s = (double)seqs->offsets[seqs->n] / fmax(sec, 1e-9);
-      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->max_len,
-             (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
-    }
-  }
-  if (ok && c->resume) {
-    char *ck = g_build_filename(c->out, "checkpoint", NULL);
-    ok = tp_checkpoint_read(ck, s.model, s.ctx, &st, &resume_cfg, &err);
-    g_free(ck);
-    if (ok) printf("Resuming after epoch %d of %d (step %lld)\n", st.epochs_done, c->epochs,
-                   (long long)st.global_step);
-  }
-  if (ok) printf("Run folder: %s\n", c->out);
+  if (ok) ok = (seqs = tokenize(c, r, &s, d, &tok_s, &err)) != NULL;
+  if (ok && c->resume) ok = resume_state(c, r, &s, &st, &err);
+  if (ok && lead) printf("Run folder: %s\n", c->out);
   fflush(stdout);
-  run_ctx r = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
-               .progress = {.tty = isatty(STDOUT_FILENO)}};
+  run_ctx rx = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
+                .progress = {.tty = isatty(STDOUT_FILENO)}};
   tp_labelled data = {.seqs = seqs, .labels = d ? d->labels : NULL,
                       .pad_id = s.tok ? tp_tokenizer_pad_id(s.tok) : 0};
   tp_train_hooks hooks = {.save_best = save_best, .checkpoint = checkpoint,
-                          .progress = on_progress, .user = &r};
+                          .progress = on_progress, .user = &rx};
   struct sigaction sa = {0}, old_int, old_term;
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, &old_int);
@@ -508,21 +653,13 @@ static int run(train_cfg *c) {
     g_prefix_error(&err, "%s; the last completed epoch is saved in %s/checkpoint — continue "
                    "with `tensorplug train --resume %s`: ", "training stopped", c->out, c->out);
   tp_eval_result test = {0};
-  if (ok) {
-    /* restore-best: the weights of the best validation epoch */
-    char *best = g_build_filename(c->out, "model", "model.safetensors", NULL);
-    tp_load_report rep = {0};
-    ok = tp_model_load_weights(s.model, s.ctx, best, 0, &rep, &err);
-    tp_load_report_clear(&rep);
-    if (ok) printf("Restored the weights of epoch %d (best validation loss %.4f)%s\n",
-                   st.best_epoch, st.best_val_loss, st.stopped_early ? "; stopped early" : "");
-    g_free(best);
-  }
-  if (ok) ok = tp_evaluate(s.model, s.ctx, &data, sp.test, sp.n_test, c->eval_batch, NULL, NULL,
-                           on_progress, &r, "test", &test, &err);
-  if (ok) {
+  if (ok) ok = restore_best(c, r, &s, &st, &err);
+  if (ok) ok = tp_evaluate_on(r->coll, s.model, s.ctx, &data, sp.test, sp.n_test, c->eval_batch,
+                              NULL, NULL, on_progress, &rx, "test", &test, &err);
+  if (ok && lead) {
     double elapsed = (double)(g_get_monotonic_time() - t0) / 1e6;
-    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, tok_s);
+    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, tok_s, r->coll,
+                                 r->how);
     char *rp = g_build_filename(c->out, "results.json", NULL);
     ok = tp_cli_write_json(rp, res, &err);
     json_node_unref(res);
@@ -530,18 +667,62 @@ static int run(train_cfg *c) {
     if (ok) printf("\nResults: %s\nModel: %s/model\n", rp, c->out);
     g_free(rp);
   }
+  if (r->coll) ok = agree(r, ok, &err);
   if (!ok) {
-    printf("\n");
+    if (lead) printf("\n");
     fflush(stdout); /* the progress lines come before the error */
-    rc = tp_cli_report(err);
+    rc = lead ? tp_cli_report(err) : quiet(err);
   }
-  if (resume_cfg) json_node_unref(resume_cfg);
   json_node_unref(cfg_json);
   tp_train_state_clear(&st);
   if (seqs) tp_token_seqs_free(seqs);
   tp_split_clear(&sp);
   if (d) tp_dataset_free(d);
   tp_cli_session_close(&s);
+  return rc;
+}
+
+/* A rank other than 0: the same exit status as rank 0, which reports. */
+static int quiet(GError *err) {
+  int rc = TP_EXIT_FAILED;
+  if (err && err->domain == TP_ERROR) {
+    if (err->code == TP_ERROR_INVALID_ARGUMENT || err->code == TP_ERROR_UNAVAILABLE)
+      rc = TP_EXIT_USAGE;
+    else if (err->code == TP_ERROR_INTERRUPTED)
+      rc = TP_EXIT_INTERRUPTED;
+  }
+  g_clear_error(&err);
+  return rc;
+}
+
+/* --distributed: the supervisor, then MPI; without it, refuse to run as one
+ * of several processes (each would train alone and write the same files). */
+static int run_ranks(train_cfg *c) {
+  int size = 1;
+  if (!c->distributed) {
+    if (tp_collective_launched(&size)) {
+      fprintf(stderr, "tensorplug: error: started by an MPI launcher as rank %s of %d without "
+              "--distributed: every process would train alone and write the same files; add "
+              "--distributed (docs/distributed.md)\n", tp_cli_launcher_rank(), size);
+      return TP_EXIT_USAGE;
+    }
+    ranks alone = {0};
+    return run(c, &alone);
+  }
+  GError *err = NULL;
+  if (!tp_collective_mpi_built()) {
+    tp_collective_mpi_new(0, &err);
+    return tp_cli_report(err);
+  }
+  int sup = tp_cli_supervise();
+  if (sup >= 0) return sup; /* the supervisor, after its rank ended */
+  ranks r = {0};
+  r.coll = tp_collective_mpi_new(c->dist_timeout, &err);
+  if (!r.coll) return tp_cli_report(err);
+  r.rank = tp_collective_rank(r.coll);
+  int rc = run(c, &r);
+  tp_collective_free(r.coll);
+  g_free(r.how);
   return rc;
 }
 
@@ -555,7 +736,7 @@ int tp_cmd_train(int argc, char **argv) {
   if (parsed && argc > 1) {
     fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
   } else if (parsed) {
-    rc = run(&c);
+    rc = run_ranks(&c);
   }
   cfg_clear(&c);
   return rc;
