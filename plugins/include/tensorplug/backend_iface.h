@@ -352,7 +352,8 @@ typedef struct tp_backend_iface {
 
   /* Native handles, for libraries that work on the device's memory
    * directly (a collective plugin: NCCL, tensorplug/collective_iface.h):
-   * fills out for m and returns TRUE; FALSE when the backend has none. */
+   * fills out for m and returns TRUE; FALSE when the backend has none.
+   * m.buf NULL asks for the device and queue only (ptr NULL). */
   bool (*native)(tp_backend_dev *d, tp_mem m, tp_native_mem *out);
 } tp_backend_iface;
 
