@@ -116,3 +116,7 @@ bool tp_cli_bcast_params(tp_collective *c, tp_model *m, tp_ctx *ctx, bool with_o
                          GError **err);
 /* Rank 0's training state to every rank. */
 bool tp_cli_bcast_state(tp_collective *c, tp_train_state *s, GError **err);
+/* A rank of a distributed run without --device takes the device of its
+ * local rank (modulo the count) of the GPU backend --backend names or auto
+ * picks (CUDA, else Vulkan): one GPU per rank. The CPU is left as it is. */
+void tp_cli_rank_device(tp_cli_run_opts *ro);

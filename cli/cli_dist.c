@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -11,6 +12,7 @@
 
 #include "cli.h"
 #include "tensorplug/error.h"
+#include "tensorplug/registry.h"
 
 const char *tp_cli_launcher_rank(void) {
   static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
@@ -136,4 +138,46 @@ bool tp_cli_bcast_state(tp_collective *c, tp_train_state *s, GError **err) {
   return head[5] == 0 ||
          tp_collective_bcast(c, s->history->data, (size_t)head[5] * sizeof(tp_epoch_stats), 0,
                              err);
+}
+
+/* ---- one device per rank ---- */
+
+static int local_rank(void) {
+  static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                     "SLURM_LOCALID"};
+  for (size_t i = 0; i < G_N_ELEMENTS(vars); i++) {
+    const char *v = g_getenv(vars[i]);
+    if (v && *v) return atoi(v);
+  }
+  return -1;
+}
+
+/* Hardware devices of a backend (0 when it has none or is not loaded). */
+static int device_count(const char *name) {
+  const tp_backend_iface *iface = tp_registry_find_backend(tp_registry_get_default(), name, NULL);
+  if (!iface) return 0;
+  tp_device_info infos[16];
+  char *why = NULL;
+  int n = tp_backend_probe(iface, infos, 16, &why);
+  g_free(why);
+  int hw = 0;
+  for (int i = 0; i < n; i++) hw += tp_device_is_auto_candidate(&infos[i]);
+  return hw == n ? n : 0; /* a mix with software devices: leave the choice to the user */
+}
+
+void tp_cli_rank_device(tp_cli_run_opts *ro) {
+  int local = local_rank();
+  if (ro->device >= 0 || local < 0) return;
+  const char *want = ro->backend ? ro->backend : "auto";
+  if (strcmp(want, "cpu") == 0) return;
+  static const char *const order[] = {"cuda", "vulkan"};
+  for (size_t i = 0; i < G_N_ELEMENTS(order); i++) {
+    if (strcmp(want, "auto") != 0 && strcmp(want, order[i]) != 0) continue;
+    int n = device_count(order[i]);
+    if (n <= 0) continue;
+    g_free(ro->backend);
+    ro->backend = g_strdup(order[i]);
+    ro->device = local % n;
+    return;
+  }
 }

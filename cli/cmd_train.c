@@ -613,6 +613,7 @@ static int run(train_cfg *c, ranks *r) {
   d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
   bool ok = d != NULL;
   if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
+  if (ok && r->coll) tp_cli_rank_device(&c->ro);
   if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
   ok = agree(r, ok, &err);
   if (ok && lead) {

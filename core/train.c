@@ -422,11 +422,14 @@ static bool queue_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o, cons
  * optimizer step (queued). A failure here leaves the ranks out of step: the
  * caller ends the job. */
 static bool finish_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o, int64_t step,
-                        int64_t total, train_dev *td, GError **err) {
+                        int64_t total, train_dev *td, double *sum_s, GError **err) {
   tp_backend *be = tp_ctx_backend(ctx);
-  if (ranks_of(o) > 1 &&
-      !tp_collective_sum_device(o->coll, be, td->grads, td->grad_floats, td->ngroups, err))
-    return false;
+  if (ranks_of(o) > 1) {
+    gint64 t0 = g_get_monotonic_time();
+    if (!tp_collective_sum_device(o->coll, be, td->grads, td->grad_floats, td->ngroups, err))
+      return false;
+    *sum_s += (double)(g_get_monotonic_time() - t0) / 1e6;
+  }
   if (td->use_ctl) {
     tp_params_grad_sumsq(m->params, ctx, dev_at(td, TP_CTL_SUMSQ));
     tp_control_args ca = {.max_norm = (float)o->clip_norm, .dynamic = td->dynamic,
@@ -577,6 +580,7 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
     gint64 t0 = g_get_monotonic_time(), last = t0;
     epoch_sums sum = {0};
     int64_t tokens = 0, first = s->global_step;
+    double sum_s = 0; /* in gradient sums (host time; queued work on a device) */
     for (int64_t st = 0; ok && st < steps; st++) {
       if (alone ? (o->stop && *o->stop) : stop) {
         g_set_error(err, TP_ERROR, TP_ERROR_INTERRUPTED, "interrupted in epoch %d at step "
@@ -596,7 +600,7 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
       ok = vote(o, step_ok, local, asked, late, &v, err);
       if (!ok) break;
       stop = v.stop;
-      if (!finish_step(m, ctx, o, s->global_step, total, &td, err)) {
+      if (!finish_step(m, ctx, o, s->global_step, total, &td, &sum_s, err)) {
         ok = false;
         if (!alone) { /* the other ranks are inside the sum: they cannot be told */
           fflush(stdout);
@@ -623,7 +627,7 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
     if (!ok) break;
     tp_epoch_stats es = {.epoch = e, .loss = sum.loss_sum / n_train,
                          .acc = (double)sum.correct / n_train, .steps = steps, .tokens = tokens,
-                         .skipped_steps = (int64_t)sum.skipped};
+                         .skipped_steps = (int64_t)sum.skipped, .sum_seconds = sum_s};
     es.seconds = (double)(g_get_monotonic_time() - t0) / 1e6;
     es.ms_per_step = es.seconds * 1000.0 / (double)steps;
     es.tokens_per_s = (double)tokens / fmax(es.seconds, 1e-9);
@@ -733,6 +737,7 @@ void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b) {
     put_int(b, "steps", e->steps);
     put_int(b, "tokens", e->tokens);
     put_int(b, "skipped_steps", e->skipped_steps);
+    put_double(b, "sum_seconds", e->sum_seconds);
     json_builder_end_object(b);
   }
   json_builder_end_array(b);
@@ -890,7 +895,9 @@ bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_s
                              .steps = json_object_get_int_member_with_default(e, "steps", 0),
                              .tokens = json_object_get_int_member_with_default(e, "tokens", 0),
                              .skipped_steps =
-                                 json_object_get_int_member_with_default(e, "skipped_steps", 0)};
+                                 json_object_get_int_member_with_default(e, "skipped_steps", 0),
+                             .sum_seconds =
+                                 json_object_get_double_member_with_default(e, "sum_seconds", 0)};
         g_array_append_val(s->history, es);
       }
       if (extra) {

@@ -59,6 +59,7 @@ typedef struct tp_epoch_stats {
   double seconds, ms_per_step, tokens_per_s;
   int64_t steps, tokens;
   int64_t skipped_steps; /* cumulative steps skipped by the f16 loss scaler */
+  double sum_seconds;    /* time this rank spent summing gradients over the ranks */
 } tp_epoch_stats;
 
 typedef struct tp_progress {
@@ -107,7 +108,8 @@ typedef struct tp_train_state {
 void tp_train_state_init(tp_train_state *s);
 void tp_train_state_clear(tp_train_state *s);
 /* Writes member "history": [{epoch, loss, acc, val_loss, val_acc, seconds,
- * ms_per_step, tokens_per_s, steps, tokens}, ...] into an open object. */
+ * ms_per_step, tokens_per_s, steps, tokens, skipped_steps, sum_seconds}, ...]
+ * into an open object. */
 void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b);
 
 /* Hooks the caller provides: save the best weights when validation loss
