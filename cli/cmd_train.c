@@ -575,11 +575,14 @@ static bool ranks_start(const train_cfg *c, ranks *r, tp_cli_session *s, GError 
   char *why = NULL;
   ok = ok && tp_collective_use_device(r->coll, s->be, &r->how, &why, err);
   if (ok && r->rank == 0) {
-    printf("Distributed: %d ranks (%s); gradients summed %s, in rank order; global batch %d "
-           "(%s per rank)%s\n", tp_collective_size(r->coll), tp_collective_name(r->coll),
-           strcmp(r->how, "host") == 0 ? "through host memory" : "in device memory",
-           c->batch, c->batch % tp_collective_size(r->coll) == 0 ? "equal shares" : "about equal shares",
-           MAX(1, c->grad_accum) > 1 ? "; micro-batches per rank share" : "");
+    int n = tp_collective_size(r->coll), k = MAX(1, c->grad_accum);
+    char parts[64] = "";
+    if (k > 1) g_snprintf(parts, sizeof parts, " in %d micro-batches", k);
+    printf("Distributed: %d ranks (%s); global batch %d, %s%d per rank%s; gradients summed %s\n",
+           n, tp_collective_name(r->coll), c->batch, c->batch % n ? "about " : "",
+           (c->batch + n - 1) / n, parts,
+           strcmp(r->how, "host") == 0 ? "through host memory, in rank order"
+                                       : "in device memory");
     if (why) printf("note: %s\n", why);
   }
   g_free(why);

@@ -568,13 +568,17 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
   double every = o->read_back_s > 0 ? o->read_back_s : READ_BACK_S;
   bool alone = ranks_of(o) == 1;
   train_dev td;
-  if (!train_dev_open(&td, m, ctx, o, err)) {
+  GError *open_err = NULL;
+  bool ok = train_dev_open(&td, m, ctx, o, &open_err), stop = false;
+  if (alone && !ok) g_propagate_error(err, open_err);
+  /* every rank enters the loop's collectives, or none does */
+  if (!alone) ok = tp_collective_agree(o->coll, ok, open_err, err);
+  if (!ok) {
     train_dev_close(&td, ctx);
     return false;
   }
   guint *order = g_new(guint, n_train);
   int sizes[STATS_CAP];
-  bool ok = true, stop = false;
   for (int e = s->epochs_done + 1; ok && e <= o->epochs; e++) {
     epoch_order(train_idx, n_train, o->seed, e, order);
     gint64 t0 = g_get_monotonic_time(), last = t0;
