@@ -5,6 +5,10 @@
 
 #include <dlfcn.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <errno.h>
 
 #include "tensorplug/collective_iface.h"
 #include "tensorplug/error.h"
@@ -67,6 +71,40 @@ static const char *kind_word(uint32_t k) {
                                      : "unknown";
 }
 
+/* Every base slot and every kernel a backend must fill. The kernels are
+ * walked as an array of pointer-sized slots, so that the check covers each
+ * kernel tp_kernels will ever have without being edited; optional slots only
+ * come after k. */
+static char *validate_backend(const tp_backend_iface *b) {
+  static const struct {
+    const char *name;
+    size_t off;
+  } base[] = {
+#define SLOT(s) {#s, offsetof(tp_backend_iface, s)}
+      SLOT(probe), SLOT(open), SLOT(close), SLOT(buffer_alloc), SLOT(buffer_free),
+      SLOT(upload), SLOT(download), SLOT(copy), SLOT(synchronize),
+#undef SLOT
+  };
+  typedef void (*any_fn)(void);
+  for (size_t i = 0; i < G_N_ELEMENTS(base); i++) {
+    any_fn f;
+    memcpy(&f, (const char *)b + base[i].off, sizeof f);
+    if (!f)
+      return g_strdup_printf("its backend interface has no %s function (a NULL slot): every "
+                             "required slot must be filled", base[i].name);
+  }
+  G_STATIC_ASSERT(sizeof(tp_kernels) % sizeof(any_fn) == 0);
+  const size_t n = sizeof(tp_kernels) / sizeof(any_fn);
+  for (size_t i = 0; i < n; i++) {
+    any_fn f;
+    memcpy(&f, (const char *)&b->k + i * sizeof f, sizeof f);
+    if (!f)
+      return g_strdup_printf("kernel %zu of %zu in its tp_kernels table is NULL (counting from 0 "
+                             "in the order of backend_iface.h): every kernel is required", i, n);
+  }
+  return NULL;
+}
+
 /* Checks the entry's contents; returns a reason to refuse, or NULL. */
 static char *validate_entry(const tp_plugin *p) {
   if (!p) return g_strdup("its tp_plugin_entry() returned NULL");
@@ -86,6 +124,7 @@ static char *validate_entry(const tp_plugin *p) {
     if (b->struct_size < sizeof(tp_backend_iface))
       return g_strdup_printf("backend interface of %zu bytes, expected at least %zu: rebuild "
                              "the plugin", b->struct_size, sizeof(tp_backend_iface));
+    return validate_backend(b);
   } else if (p->kind == TP_PLUGIN_COLLECTIVE) {
     const tp_collective_iface *c = p->iface;
     if (c->struct_size < sizeof(tp_collective_iface))
@@ -95,16 +134,61 @@ static char *validate_entry(const tp_plugin *p) {
       return g_strdup("collective interface lacks backend, open, sum_f32 or close");
   } else {
     const tp_model_iface *m = p->iface;
-    if (m->struct_size < sizeof(tp_model_iface))
+    /* Optional slots at the end may be missing (older plugins): core reads
+     * them through TP_MODEL_IFACE_SLOT. */
+    if (m->struct_size < TP_MODEL_IFACE_MIN_SIZE)
       return g_strdup_printf("model interface of %zu bytes, expected at least %zu: rebuild "
-                             "the plugin", m->struct_size, sizeof(tp_model_iface));
-    if (!m->model_type || !m->forward || !m->declare || !m->config_from_json)
-      return g_strdup("model interface lacks model_type, declare, forward or config_from_json");
+                             "the plugin", m->struct_size, (size_t)TP_MODEL_IFACE_MIN_SIZE);
+    const char *missing = !m->model_type || !*m->model_type ? "model_type"
+                          : !m->config_from_json                ? "config_from_json"
+                          : !m->config_to_json                  ? "config_to_json"
+                          : !m->declare                         ? "declare"
+                          : !m->forward                         ? "forward"
+                                                                : NULL;
+    if (missing)
+      return g_strdup_printf("its model interface has no %s (a NULL slot): model_type, "
+                             "config_from_json, config_to_json, declare and forward are "
+                             "required", missing);
   }
   return NULL;
 }
 
+/* Plugins are code run with the user's rights: a file or folder that someone
+ * else could have written is refused before anything of it runs (dlopen runs
+ * a library's constructors). Trusted: the user and root, and a group-writable
+ * entry only when the group is the user's own or root's. */
+static char *untrusted_reason(const char *path, const char *what) {
+  struct stat st;
+  if (stat(path, &st) != 0) return g_strdup_printf("cannot stat the %s: %s", what, g_strerror(errno));
+  if (st.st_uid != 0 && st.st_uid != geteuid())
+    return g_strdup_printf("the %s %s is owned by another user (uid %u): plugins are only loaded "
+                           "from files and folders of this user or root", what, path,
+                           (unsigned)st.st_uid);
+  if ((st.st_mode & S_IWOTH) ||
+      ((st.st_mode & S_IWGRP) && st.st_gid != 0 && st.st_gid != getegid()))
+    return g_strdup_printf("the %s %s is writable by other users (mode %04o): plugins are only "
+                           "loaded from files and folders that only this user or root can "
+                           "change (chmod go-w)", what, path, (unsigned)(st.st_mode & 07777));
+  return NULL;
+}
+
+static tp_plugin_record *add_refusal(tp_registry *r, const char *path, char *why) {
+  tp_plugin_record *rec = g_new0(tp_plugin_record, 1);
+  rec->path = g_strdup(path);
+  rec->name = g_path_get_basename(path);
+  rec->why_not = why;
+  g_ptr_array_add(r->records, rec);
+  return rec;
+}
+
 static void load_one(tp_registry *r, const char *path) {
+  char *why = untrusted_reason(path, "plugin file");
+  if (!why && !g_file_test(path, G_FILE_TEST_IS_REGULAR))
+    why = g_strdup("not a regular file");
+  if (why) {
+    add_refusal(r, path, why);
+    return;
+  }
   tp_plugin_record *rec = g_new0(tp_plugin_record, 1);
   rec->path = g_strdup(path);
   g_ptr_array_add(r->records, rec);
@@ -146,8 +230,21 @@ static gint cmp_str(gconstpointer a, gconstpointer b) {
 }
 
 static void scan_dir(tp_registry *r, const char *dir) {
+  if (!g_path_is_absolute(dir)) {
+    add_refusal(r, dir, g_strdup_printf("the plugin folder \"%s\" is not an absolute path "
+                                        "(TENSORPLUG_PLUGIN_PATH): plugins are only loaded "
+                                        "from absolute folders, never relative to the current "
+                                        "folder", dir));
+    return;
+  }
+  if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) return; /* absent folders are normal */
+  char *why = untrusted_reason(dir, "plugin folder");
+  if (why) {
+    add_refusal(r, dir, why);
+    return;
+  }
   GDir *d = g_dir_open(dir, 0, NULL);
-  if (!d) return; /* absent folders are normal (no CUDA build, not installed) */
+  if (!d) return;
   GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
   const char *n;
   while ((n = g_dir_read_name(d)))

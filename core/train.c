@@ -9,6 +9,7 @@
 #include "tensorplug/error.h"
 #include "tensorplug/kernels.h"
 #include "tensorplug/optim_control.h"
+#include "tensorplug/fileio.h"
 #include "tensorplug/ops.h"
 #include "tensorplug/safetensors.h"
 
@@ -79,6 +80,21 @@ static void score_rows(const float *logits, const int32_t *labels, int n, int c,
     if (conf && c == 2) tp_confusion_add(conf, labels[i], arg);
     if (correct) *correct += arg == labels[i];
   }
+}
+
+/* Labels index the logits' columns: each one is checked before any is used
+ * (score_rows and the loss kernels read logits[label]). */
+static bool labels_in_range(const tp_labelled *d, const guint *idx, guint n, int classes,
+                            GError **err) {
+  for (guint i = 0; i < n; i++) {
+    int l = d->labels[idx[i]];
+    if (l < 0 || l >= classes) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "example %u has label %d, but the model has "
+                  "%d labels (0 to %d)", idx[i], l, classes, classes - 1);
+      return false;
+    }
+  }
+  return true;
 }
 
 /* ---- evaluation ---- */
@@ -192,6 +208,13 @@ bool tp_evaluate_on(tp_collective *coll, tp_model *m, tp_ctx *ctx, const tp_labe
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "nothing to evaluate (empty %s set)", phase);
     return false;
   }
+  if (eval_batch < 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "evaluation batch %d: use 1 or more",
+                eval_batch);
+    return false;
+  }
+  if (!labels_in_range(d, idx, n, m->cfg.num_labels, err)) return false;
+  if ((guint)eval_batch > n) eval_batch = (int)n; /* no buffer larger than the data */
   int rank = coll ? tp_collective_rank(coll) : 0, ranks = coll ? tp_collective_size(coll) : 1;
   gint64 t0 = g_get_monotonic_time();
   /* order[k] = position in idx, sorted by length */
@@ -564,6 +587,9 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
                 o->grad_accum);
     return false;
   }
+  if (!labels_in_range(d, train_idx, n_train, m->cfg.num_labels, err) ||
+      !labels_in_range(d, val_idx, n_val, m->cfg.num_labels, err))
+    return false;
   int64_t steps = ((int64_t)n_train + o->batch - 1) / o->batch, total = steps * o->epochs;
   double every = o->read_back_s > 0 ? o->read_back_s : READ_BACK_S;
   bool alone = ranks_of(o) == 1;
@@ -616,6 +642,7 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
       }
       s->global_step++;
       tokens += tok;
+      if (h && h->step_done) h->step_done(s->global_step, h->user);
       bool due = td.pending == STATS_CAP || st + 1 == steps || v.due || v.stop;
       if (!due) continue;
       ok = read_back(&td, ctx, o, first, sizes, &sum, err);
@@ -691,15 +718,10 @@ static bool remove_flat_dir(const char *dir, GError **err) {
 bool tp_replace_dir(const char *tmp, const char *dir, GError **err) {
   char *old = g_strconcat(dir, ".old", NULL);
   bool ok = remove_flat_dir(old, err);
-  if (ok && g_file_test(dir, G_FILE_TEST_IS_DIR) && g_rename(dir, old) != 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot move %s aside: %s", dir, g_strerror(errno));
-    ok = false;
-  }
-  if (ok && g_rename(tmp, dir) != 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot move %s to %s: %s", tmp, dir,
-                g_strerror(errno));
-    ok = false;
-  }
+  /* tmp's files were synced as they were written; each rename is synced too,
+   * so that a power cut leaves dir or dir.old complete (tp_existing_dir). */
+  if (ok && g_file_test(dir, G_FILE_TEST_IS_DIR)) ok = tp_rename_durable(dir, old, err);
+  if (ok) ok = tp_rename_durable(tmp, dir, err);
   if (ok) ok = remove_flat_dir(old, err);
   g_free(old);
   return ok;
@@ -753,7 +775,7 @@ static bool write_json_file(const char *path, JsonNode *root, GError **err) {
   json_generator_set_root(g, root);
   gsize len = 0;
   char *text = json_generator_to_data(g, &len);
-  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  bool ok = tp_file_write_durable(path, text, len, err);
   g_free(text);
   g_object_unref(g);
   return ok;
@@ -811,50 +833,14 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
   return ok;
 }
 
-JsonNode *tp_checkpoint_read_extra(const char *dir_in, GError **err) {
-  char *dir = tp_existing_dir(dir_in);
-  char *sj = dir ? g_build_filename(dir, "state.json", NULL) : NULL;
-  JsonParser *p = json_parser_new();
-  JsonNode *out = NULL;
-  if (!sj || !json_parser_load_from_file(p, sj, NULL)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
-                "writes one at the end of each epoch)", dir_in);
-  } else {
-    JsonNode *root = json_parser_get_root(p);
-    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-    JsonNode *x = o ? json_object_get_member(o, "extra") : NULL;
-    if (x) out = json_node_copy(x);
-    else
-      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: the checkpoint does not record its "
-                  "run's options (\"extra\")", sj);
-  }
-  g_object_unref(p);
-  g_free(sj);
-  g_free(dir);
-  return out;
-}
-
-static double get_num(JsonObject *o, const char *k) {
-  JsonNode *n = json_object_get_member(o, k);
-  if (!n || JSON_NODE_HOLDS_NULL(n)) return INFINITY;
-  return json_node_get_double(n);
-}
-
 bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_state *s,
                         JsonNode **extra, GError **err) {
+  /* the state first: it is checked field by field (core/train_state.c) */
+  if (!tp_checkpoint_read_state(dir_in, s, extra, err)) return false;
   char *dir = tp_existing_dir(dir_in);
-  if (!dir) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint at %s (a run writes one at the end "
-                "of each epoch)", dir_in);
-    return false;
-  }
   char *st_path = g_build_filename(dir, "state.safetensors", NULL);
-  char *jp = g_build_filename(dir, "state.json", NULL);
-  JsonParser *parser = json_parser_new();
-  tp_safetensors *st = NULL;
-  bool ok = json_parser_load_from_file(parser, jp, err);
-  if (ok) st = tp_safetensors_open(st_path, err);
-  ok = ok && st;
+  tp_safetensors *st = tp_safetensors_open(st_path, err);
+  bool ok = st != NULL;
   int64_t nf = tp_params_flat_floats(m->params);
   static const char *const names[3] = {"values", "adam_m", "adam_v"};
   static const int which[3] = {0, 2, 3};
@@ -872,48 +858,9 @@ bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_s
     ok = tp_params_write_flat(m->params, ctx, which[i], h, err);
     g_free(h);
   }
-  if (ok) {
-    JsonNode *root = json_parser_get_root(parser);
-    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-    if (!o) {
-      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: not a JSON object", jp);
-      ok = false;
-    } else {
-      tp_train_state_clear(s);
-      tp_train_state_init(s);
-      s->epochs_done = (int)json_object_get_int_member_with_default(o, "epochs_done", 0);
-      s->global_step = json_object_get_int_member_with_default(o, "global_step", 0);
-      s->best_val_loss = get_num(o, "best_val_loss");
-      s->best_epoch = (int)json_object_get_int_member_with_default(o, "best_epoch", 0);
-      s->bad_epochs = (int)json_object_get_int_member_with_default(o, "bad_epochs", 0);
-      s->stopped_early = json_object_get_boolean_member_with_default(o, "stopped_early", FALSE);
-      JsonArray *hist = json_object_get_array_member(o, "history");
-      for (guint i = 0; hist && i < json_array_get_length(hist); i++) {
-        JsonObject *e = json_array_get_object_element(hist, i);
-        tp_epoch_stats es = {.epoch = (int)json_object_get_int_member(e, "epoch"),
-                             .loss = get_num(e, "loss"), .acc = get_num(e, "acc"),
-                             .val_loss = get_num(e, "val_loss"), .val_acc = get_num(e, "val_acc"),
-                             .seconds = get_num(e, "seconds"),
-                             .ms_per_step = get_num(e, "ms_per_step"),
-                             .tokens_per_s = get_num(e, "tokens_per_s"),
-                             .steps = json_object_get_int_member_with_default(e, "steps", 0),
-                             .tokens = json_object_get_int_member_with_default(e, "tokens", 0),
-                             .skipped_steps =
-                                 json_object_get_int_member_with_default(e, "skipped_steps", 0),
-                             .sum_seconds =
-                                 json_object_get_double_member_with_default(e, "sum_seconds", 0)};
-        g_array_append_val(s->history, es);
-      }
-      if (extra) {
-        JsonNode *x = json_object_get_member(o, "extra");
-        *extra = x ? json_node_copy(x) : NULL;
-      }
-    }
-  }
+  if (!ok && extra && *extra) g_clear_pointer(extra, json_node_unref);
   if (st) tp_safetensors_close(st);
-  g_object_unref(parser);
   g_free(st_path);
-  g_free(jp);
   g_free(dir);
   return ok;
 }

@@ -729,5 +729,7 @@ TP_TEST(BackendOps, AttentionFusedOrComposed) {
   attention_case(r, 3, 13, 13, 2, 33, false, 0.1f, false);
   attention_case(r, 2, 1, 13, 4, 8, false, 0.1f, false); /* the [CLS]-only last layer */
   attention_case(r, 2, 130, 130, 2, 16, true, 0.1f, true);
+  /* a head larger than a backend's fused kernel takes: composed instead */
+  attention_case(r, 1, 3, 5, 1, 300, true, 0.0f, false);
   g_rand_free(r);
 }

@@ -4,7 +4,15 @@
  * build tree (only when libtensorplug itself runs from the build tree), then
  * the install folder (libdir/tensorplug). Never the current directory. A
  * plugin that fails (missing entry symbol, other ABI version, unresolvable
- * dependency) is recorded with the reason and the scan goes on. */
+ * dependency, a NULL required slot) is recorded with the reason and the scan
+ * goes on.
+ *
+ * Plugins are trusted code: loading one runs its constructors with the
+ * user's rights. Before anything is loaded, folders must be absolute paths,
+ * and each folder and file must be owned by the user or root and not be
+ * writable by other users (world, or a group other than the user's or
+ * root's); otherwise they are refused with the reason. A plugin refused
+ * after loading (ABI version, slots) has already run its constructors. */
 #pragma once
 #include <stdbool.h>
 #include <glib.h>

@@ -118,6 +118,9 @@ typedef struct tp_train_hooks {
   bool (*save_best)(tp_model *m, tp_ctx *ctx, int epoch, void *user, GError **err);
   bool (*checkpoint)(tp_model *m, tp_ctx *ctx, const tp_train_state *s, void *user, GError **err);
   tp_progress_fn progress;
+  /* After each training step is queued (nothing read back): steps done so
+   * far over all epochs. May be NULL. */
+  void (*step_done)(int64_t steps_done, void *user);
   void *user;
 } tp_train_hooks;
 
@@ -142,9 +145,16 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
 bool tp_checkpoint_read(const char *dir, tp_model *m, tp_ctx *ctx, tp_train_state *s,
                         JsonNode **extra, GError **err);
 
-/* Only the JSON the writer stored as `extra` (a run's options), without a
- * model: to rebuild the model a checkpoint belongs to. */
-JsonNode *tp_checkpoint_read_extra(const char *dir, GError **err);
+/* Reads only DIR/state.json (of DIR, else DIR.old) into *s and, when asked,
+ * *extra. Every field is checked — type, range, consistency (history entries
+ * = epochs_done, best_epoch <= epochs_done...) — and an error names the file
+ * and the field. Errors: TP_ERROR_IO when there is no checkpoint or it cannot
+ * be read, TP_ERROR_FORMAT when state.json is malformed. */
+bool tp_checkpoint_read_state(const char *dir, tp_train_state *s, JsonNode **extra,
+                              GError **err);
+/* The same checks over the bytes of a state.json (name stands for its path). */
+bool tp_train_state_parse(const char *data, gsize len, const char *name, tp_train_state *s,
+                          JsonNode **extra, GError **err);
 
 /* Moves folder tmp to dir, replacing dir's previous contents with at most a
  * moment where only dir.old exists (which readers fall back to). */

@@ -83,6 +83,7 @@ typedef struct tp_device_info {
   uint32_t gemm_compute;      /* TP_DTYPE_BIT of every compute type gemm accepts */
   uint32_t storage_dtypes;    /* TP_DTYPE_BIT of every element type kernels accept */
   char features[256];         /* extensions or libraries the backend uses ("VK_KHR_cooperative_matrix, ...") */
+  uint32_t max_head_dim;      /* largest head_dim the fused attention slot takes (0 = any) */
 } tp_device_info;
 
 typedef enum { TP_ADAM_KERAS = 0, TP_ADAM_W = 1 } tp_adam_mode;
