@@ -111,3 +111,26 @@ typedef struct tp_cli_progress {
   int last_epoch;
 } tp_cli_progress;
 void tp_cli_progress_cb(const tp_progress *p, void *user);
+
+/* ---- distributed runs (cli/cli_dist.c) ---- */
+#include "tensorplug/collective.h"
+
+/* The rank the launcher gave this process ("?" when none): for messages
+ * before MPI is initialised. */
+const char *tp_cli_launcher_rank(void);
+/* Forks: returns -1 in the child, which goes on as the rank; the parent
+ * waits for it, forwards signals, and returns the exit status to use — 1
+ * with a message naming the rank when the child was killed by a signal.
+ * $TENSORPLUG_NO_SUPERVISOR skips it (returns -1 at once). */
+int tp_cli_supervise(void);
+/* Rank 0's token sequences to every rank (*seqs is allocated on the others). */
+bool tp_cli_bcast_seqs(tp_collective *c, tp_token_seqs **seqs, GError **err);
+/* Rank 0's parameter values (and Adam moments) to every rank. */
+bool tp_cli_bcast_params(tp_collective *c, tp_model *m, tp_ctx *ctx, bool with_optimizer,
+                         GError **err);
+/* Rank 0's training state to every rank. */
+bool tp_cli_bcast_state(tp_collective *c, tp_train_state *s, GError **err);
+/* A rank of a distributed run without --device takes the device of its
+ * local rank (modulo the count) of the GPU backend --backend names or auto
+ * picks (CUDA, else Vulkan): one GPU per rank. The CPU is left as it is. */
+void tp_cli_rank_device(tp_cli_run_opts *ro);

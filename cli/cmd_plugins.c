@@ -5,11 +5,15 @@
 
 #include "cli.h"
 #include "tensorplug/backend.h"
+#include "tensorplug/collective_iface.h"
 #include "tensorplug/model.h"
 #include "tensorplug/registry.h"
 
 static const char *kind_name(int k) {
-  return k == TP_PLUGIN_BACKEND ? "backend" : k == TP_PLUGIN_MODEL ? "model" : "?";
+  return k == TP_PLUGIN_BACKEND      ? "backend"
+         : k == TP_PLUGIN_MODEL      ? "model"
+         : k == TP_PLUGIN_COLLECTIVE ? "collective"
+                                     : "?";
 }
 
 static char *size_str(uint64_t bytes) {
@@ -145,6 +149,9 @@ static void record_json(JsonBuilder *jb, const tp_plugin_record *r) {
     json_builder_add_string_value(jb, r->why_not);
   } else if (r->plugin->kind == TP_PLUGIN_BACKEND) {
     print_devices(r->plugin->iface, jb);
+  } else if (r->plugin->kind == TP_PLUGIN_COLLECTIVE) {
+    json_builder_set_member_name(jb, "serves_backend");
+    json_builder_add_string_value(jb, ((const tp_collective_iface *)r->plugin->iface)->backend);
   } else {
     print_presets(r->plugin->iface, jb);
   }
@@ -205,6 +212,9 @@ int tp_cmd_plugins(int argc, char **argv) {
            r->version ? r->version : "-", r->loaded ? "loaded" : "refused", r->path);
     if (!r->loaded) printf("           why: %s\n", r->why_not);
     else if (r->plugin->kind == TP_PLUGIN_BACKEND) print_devices(r->plugin->iface, NULL);
+    else if (r->plugin->kind == TP_PLUGIN_COLLECTIVE)
+      printf("           sums gradients of distributed runs in %s device memory\n",
+             ((const tp_collective_iface *)r->plugin->iface)->backend);
     else print_presets(r->plugin->iface, NULL);
   }
   if (n == 0) printf("(no plugins found: set TENSORPLUG_PLUGIN_PATH to the folder holding them)\n");

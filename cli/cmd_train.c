@@ -30,6 +30,9 @@ typedef struct train_cfg {
   double lr, weight_decay, warmup, clip_norm, subset;
   gint64 seed;
   gboolean overwrite;
+  int grad_accum; /* 0: not given (1, or the checkpoint's on --resume) */
+  gboolean distributed;
+  double dist_timeout;
 } train_cfg;
 
 static void cfg_defaults(train_cfg *c) {
@@ -42,6 +45,7 @@ static void cfg_defaults(train_cfg *c) {
   c->weight_decay = 0.01;
   c->subset = 1.0;
   c->seed = 42;
+  c->dist_timeout = 300;
 }
 
 static void cfg_clear(train_cfg *c) {
@@ -87,6 +91,7 @@ static JsonNode *cfg_to_json(const train_cfg *c) {
   json_builder_end_array(b);
   put_int(b, "max_len", c->o.max_len);
   put_int(b, "batch", c->batch);
+  put_int(b, "grad_accum", MAX(1, c->grad_accum));
   put_int(b, "eval_batch", c->o.eval_batch);
   put_int(b, "epochs", c->epochs);
   put_dbl(b, "lr", c->lr);
@@ -165,7 +170,10 @@ static void opt_bool(opts_reader *r, const char *k, gboolean *out) {
   if (n) *out = json_node_get_boolean(n);
 }
 
-/* Restores every option of the interrupted run (only --threads may differ). */
+/* Restores every option of the interrupted run, --grad-accum included
+ * (only --threads and the distributed options may differ: neither changes
+ * the results beyond summation order; run() applies a --grad-accum given
+ * with --resume once the restored options are checked). */
 static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError **err) {
   if (!node || !JSON_NODE_HOLDS_OBJECT(node)) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: the checkpoint does not record its run's "
@@ -174,10 +182,14 @@ static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError
   }
   opts_reader r = {.o = json_node_get_object(node), .path = path, .err = err, .ok = true};
   int threads = c->o.ro.threads;
+  gboolean distributed = c->distributed;
+  double timeout = c->dist_timeout;
   char *resume = g_steal_pointer(&c->resume);
   cfg_clear(c);
   cfg_defaults(c);
   c->resume = resume;
+  c->distributed = distributed;
+  c->dist_timeout = timeout;
   c->o.mo.model = opt_str(&r, "model");
   c->o.mo.weights = opt_str(&r, "weights");
   char *init = opt_str(&r, "init");
@@ -210,6 +222,8 @@ static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError
   }
   opt_int(&r, "max_len", &c->o.max_len);
   opt_int(&r, "batch", &c->batch);
+  c->grad_accum = 1; /* runs that recorded none split no batch */
+  opt_int(&r, "grad_accum", &c->grad_accum);
   opt_int(&r, "eval_batch", &c->o.eval_batch);
   opt_int(&r, "epochs", &c->epochs);
   opt_num(&r, "lr", &c->lr);
@@ -240,8 +254,11 @@ static bool cfg_check(const train_cfg *c, const tp_cli_optset *set, tp_train_opt
   if (!c->o.data || !c->o.data[0]) return BAD("no data: pass --data PATH (a folder or file; "
                                               "scripts/get-imdb.sh downloads IMDB)");
   if (!c->o.mo.model) return BAD("no model: pass --model PRESET or --model DIR");
-#undef BAD
   if (!tp_cli_optset_check(set, err)) return false;
+  if (c->grad_accum > c->batch)
+    return BAD("--grad-accum %d: use 1 to --batch (%d) micro-batches per step", c->grad_accum,
+               c->batch);
+#undef BAD
   const char *opt = c->optimizer ? c->optimizer : "adam";
   const char *sch = c->schedule ? c->schedule : "constant";
   *to = (tp_train_options){.batch = c->batch, .eval_batch = c->o.eval_batch, .epochs = c->epochs,
@@ -249,7 +266,8 @@ static bool cfg_check(const train_cfg *c, const tp_cli_optset *set, tp_train_opt
                            .optimizer = strcmp(opt, "adamw") ? TP_ADAM_KERAS : TP_ADAM_W,
                            .weight_decay = c->weight_decay, .warmup = c->warmup,
                            .schedule = strcmp(sch, "linear") ? TP_SCHEDULE_CONSTANT : TP_SCHEDULE_LINEAR,
-                           .clip_norm = c->clip_norm, .seed = (uint64_t)c->seed, .stop = &g_stop};
+                           .clip_norm = c->clip_norm, .seed = (uint64_t)c->seed, .stop = &g_stop,
+                           .grad_accum = MAX(1, c->grad_accum)};
   return true;
 }
 
@@ -383,15 +401,27 @@ static void put_split(JsonBuilder *b, const tp_dataset *d, const tp_split *s) {
   json_builder_end_object(b);
 }
 
+/* How the run was spread: "distributed": {ranks, transport, gradient_sum}. */
+static void put_distributed(JsonBuilder *b, tp_collective *coll, const char *how) {
+  json_builder_set_member_name(b, "distributed");
+  json_builder_begin_object(b);
+  put_int(b, "world_size", coll ? tp_collective_size(coll) : 1);
+  put_str(b, "transport", coll ? tp_collective_name(coll) : "single");
+  put_str(b, "gradient_sum", how ? how : "none");
+  json_builder_end_object(b);
+}
+
 static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_cli_session *s,
                               const tp_dataset *d, const tp_split *sp, const tp_train_state *st,
-                              const tp_eval_result *test, double elapsed, double tok_s) {
+                              const tp_eval_result *test, double elapsed, double tok_s,
+                              tp_collective *coll, const char *how) {
   JsonBuilder *b = json_builder_new();
   json_builder_begin_object(b);
   json_builder_set_member_name(b, "config");
   json_builder_add_value(b, json_node_copy(cfg_json));
   put_str(b, "version", TP_VERSION);
   put_str(b, "commit", TP_COMMIT);
+  put_distributed(b, coll, how);
   put_str(b, "backend", s->be->name);
   put_str(b, "device", s->be->info.name);
   put_str(b, "device_description", s->be->info.description);
@@ -492,7 +522,12 @@ static bool write_split_ids(const char *out, const tp_dataset *d, const tp_split
 #define OFF(f) offsetof(train_cfg, f)
 static const tp_cli_opt train_rows[] = {
     {.name = "batch", .kind = TP_OPT_INT, .offset = OFF(batch), .arg = "N",
-     .help = "Training batch size", .min = 1, .max = 1 << 16},
+     .help = "Training batch size (the global batch: all ranks of --distributed together)",
+     .min = 1, .max = 1 << 16},
+    {.name = "grad-accum", .kind = TP_OPT_INT, .offset = OFF(grad_accum), .arg = "K",
+     .help = "Compute each batch in K micro-batches whose gradients add up (same results, a "
+             "K-th of the activation memory); at most --batch",
+     .min = 1, .max = 1 << 16, .flags = TP_OPT_AUTO, .auto_value = 0, .shown_def = "1"},
     {.name = "epochs", .kind = TP_OPT_INT, .offset = OFF(epochs), .arg = "N", .help = "Epochs",
      .min = 1, .max = 100000},
     {.name = "lr", .kind = TP_OPT_DOUBLE, .offset = OFF(lr), .arg = "LR", .help = "Learning rate",
@@ -524,6 +559,16 @@ static const tp_cli_opt train_rows[] = {
      .help = "Replace the earlier run in --out (its results, model, checkpoint and split are "
              "removed first)"},
 };
+
+static const tp_cli_opt dist_rows[] = {
+    {.name = "distributed", .kind = TP_OPT_FLAG, .offset = OFF(distributed),
+     .help = "Data-parallel training: one rank per process started by mpirun -np N (or srun "
+             "--mpi=pmix); docs/distributed.md"},
+    {.name = "dist-timeout", .kind = TP_OPT_DOUBLE, .offset = OFF(dist_timeout), .arg = "S",
+     .help = "End the job when a rank waits this long for the others (a hung or unreachable "
+             "rank); 0 = wait forever",
+     .min = 0, .max = 1e9},
+};
 #undef OFF
 
 static tp_cli_optset *make_options(train_cfg *c) {
@@ -543,6 +588,7 @@ static tp_cli_optset *make_options(train_cfg *c) {
   tp_cli_optset_add(set, "Options", train_rows, G_N_ELEMENTS(train_rows), c);
   tp_cli_optset_add_model(set, &c->o);
   tp_cli_optset_add_device(set, &c->o);
+  tp_cli_optset_add(set, "Distributed options", dist_rows, G_N_ELEMENTS(dist_rows), c);
   return set;
 }
 
@@ -559,76 +605,250 @@ static char *default_out(const char *model) {
   return out;
 }
 
-static int run(train_cfg *c, const tp_cli_optset *set) {
+/* ---- a distributed run's ranks ---- */
+
+typedef struct ranks {
+  tp_collective *coll; /* NULL: this process alone */
+  int rank;
+  char *how;           /* how gradients are summed ("host", "nccl") */
+} ranks;
+
+/* Whether every rank's step succeeded (alone: ok). On failure every rank
+ * gets the lowest failing rank's error in *err (rank 0 reports it). */
+static bool agree(const ranks *r, bool ok, GError **err) {
+  if (!r->coll) return ok;
+  GError *local = ok ? NULL : g_steal_pointer(err);
+  return tp_collective_agree(r->coll, ok, local, err);
+}
+
+/* A rank other than 0: the same exit status as rank 0, which reports. */
+static int quiet(GError *err) {
+  int rc = TP_EXIT_FAILED;
+  if (err && err->domain == TP_ERROR) {
+    if (err->code == TP_ERROR_INVALID_ARGUMENT || err->code == TP_ERROR_UNAVAILABLE)
+      rc = TP_EXIT_USAGE;
+    else if (err->code == TP_ERROR_INTERRUPTED)
+      rc = TP_EXIT_INTERRUPTED;
+  }
+  g_clear_error(&err);
+  return rc;
+}
+
+/* Rank 0 (or the process alone) reports the error; every rank exits alike. */
+static int fail(const ranks *r, GError *err) {
+  return r->rank == 0 ? tp_cli_report(err) : quiet(err);
+}
+
+/* Rank 0's part of --resume: the checkpoint's state read strictly (core/
+ * train_state.c); *x gets the options it records, *sj the file's name. */
+static bool read_resume(const char *ck, const char *resume, JsonNode **x, char **sj,
+                        GError **err) {
+  tp_train_state probe;
+  tp_train_state_init(&probe);
+  bool ok = tp_checkpoint_read_state(ck, &probe, x, err);
+  tp_train_state_clear(&probe);
+  char *dir = tp_existing_dir(ck);
+  if (!ok && !dir) {
+    g_clear_error(err);
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
+                "writes one at the end of each epoch)", resume);
+  }
+  if (ok) *sj = g_build_filename(dir, "state.json", NULL);
+  g_free(dir);
+  return ok;
+}
+
+/* The options of the run to resume, read on rank 0 and sent to the others;
+ * every rank restores and checks them alike. A --grad-accum given with
+ * --resume replaces the checkpoint's once those are checked. */
+static bool resume_options(train_cfg *c, const tp_cli_optset *set, const ranks *r,
+                           tp_train_options *to, GError **err) {
+  char *ck = g_build_filename(c->resume, "checkpoint", NULL), *sj = NULL, *text = NULL;
+  JsonNode *x = NULL;
+  bool ok = r->rank != 0 || read_resume(ck, c->resume, &x, &sj, err);
+  ok = agree(r, ok, err);
+  if (ok && r->coll) {
+    if (r->rank == 0 && x) text = json_to_string(x, FALSE);
+    ok = tp_collective_bcast_string(r->coll, &text, 0, err) &&
+         tp_collective_bcast_string(r->coll, &sj, 0, err);
+    if (ok && r->rank != 0 && text) ok = (x = json_from_string(text, err)) != NULL;
+  }
+  int accum = c->grad_accum; /* given on the command line; 0: not */
+  if (ok) ok = cfg_from_json(c, x, sj, err);
+  if (ok) {
+    g_free(c->out);
+    c->out = g_strdup(c->resume);
+    /* options out of range in a checkpoint are a damaged file, not a usage error */
+    if (!cfg_check(c, set, to, err)) {
+      g_prefix_error(err, "%s records options that are out of range: ", sj);
+      (*err)->code = TP_ERROR_FORMAT;
+      ok = false;
+    }
+  }
+  if (ok && accum) c->grad_accum = accum; /* the same batches, split differently */
+  if (x) json_node_unref(x);
+  g_free(text);
+  g_free(sj);
+  g_free(ck);
+  return ok;
+}
+
+/* The device this rank opens: under --distributed without --device, its
+ * local rank's GPU (tp_cli_rank_device). The run's recorded options keep
+ * what was asked, so that a resumed run spreads again. */
+static bool open_session(const train_cfg *c, const ranks *r, tp_cli_session *s, GError **err) {
+  tp_cli_run_opts ro = c->o.ro;
+  ro.backend = g_strdup(ro.backend);
+  if (r->coll) tp_cli_rank_device(&ro);
+  bool ok = tp_cli_session_open(s, &c->o.mo, &ro, (uint64_t)c->seed, true, err);
+  g_free(ro.backend);
+  return ok;
+}
+
+/* Rank 0 tokenizes (or reads its cache); the others get its sequences. */
+static tp_token_seqs *tokenize(const train_cfg *c, const ranks *r, const tp_cli_session *s,
+                               const tp_dataset *d, double *tok_s, GError **err) {
+  tp_token_seqs *seqs = NULL;
+  if (r->rank == 0) {
+    gint64 tt = g_get_monotonic_time();
+    bool cached = false;
+    seqs = tp_cli_tokenize_cached(s->tok, s->vocab_path, d->texts, d->n, c->o.max_len,
+                                  c->o.ro.threads, &cached, err);
+    double sec = (double)(g_get_monotonic_time() - tt) / 1e6;
+    if (seqs) {
+      *tok_s = (double)seqs->offsets[seqs->n] / fmax(sec, 1e-9);
+      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->o.max_len,
+             (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
+      fflush(stdout);
+    }
+  }
+  if (!agree(r, r->rank != 0 || seqs, err)) return NULL;
+  if (r->coll && !tp_cli_bcast_seqs(r->coll, &seqs, err)) {
+    if (seqs) tp_token_seqs_free(seqs);
+    return NULL;
+  }
+  return seqs;
+}
+
+/* Steps that cannot fit are refused before the first one runs, on every
+ * rank's device. One forward pass of a rank takes its share of the batch in
+ * --grad-accum micro-batches: at most this many rows. */
+static bool check_memory(const train_cfg *c, const ranks *r, const tp_cli_session *s,
+                         const tp_split *sp, const tp_token_seqs *seqs, GError **err) {
+  int64_t batch = MIN((guint)c->batch, sp->n_train);
+  int64_t n = r->coll ? tp_collective_size(r->coll) : 1, k = MAX(1, c->grad_accum);
+  int64_t rows = ((batch + n - 1) / n + k - 1) / k, longest = tp_cli_longest(seqs);
+  bool ok = tp_cli_check_step_memory(s, rows, longest, true,
+                                     rows == batch ? "--batch"
+                                                   : "micro-batch rows (raise --grad-accum or "
+                                                     "lower --batch)",
+                                     err) &&
+            tp_cli_check_step_memory(s, MIN((guint)c->o.eval_batch, MAX(sp->n_val, sp->n_test)),
+                                     longest, false, "--eval-batch", err);
+  return agree(r, ok, err);
+}
+
+/* The checkpoint, read on rank 0: weights, optimizer and state to all. */
+static bool resume_state(const train_cfg *c, const ranks *r, tp_cli_session *s,
+                         tp_train_state *st, GError **err) {
+  JsonNode *extra = NULL;
+  bool ok = true;
+  if (r->rank == 0) {
+    char *ck = g_build_filename(c->out, "checkpoint", NULL);
+    ok = tp_checkpoint_read(ck, s->model, s->ctx, st, &extra, err);
+    g_free(ck);
+  }
+  if (extra) json_node_unref(extra);
+  ok = agree(r, ok, err);
+  if (ok && r->coll)
+    ok = tp_cli_bcast_params(r->coll, s->model, s->ctx, true, err) &&
+         tp_cli_bcast_state(r->coll, st, err);
+  if (ok && r->rank == 0)
+    printf("Resuming after epoch %d of %d (step %lld)\n", st->epochs_done, c->epochs,
+           (long long)st->global_step);
+  return ok;
+}
+
+/* restore-best: the weights of the best validation epoch, read on rank 0. */
+static bool restore_best(const train_cfg *c, const ranks *r, tp_cli_session *s,
+                         const tp_train_state *st, GError **err) {
+  bool ok = true;
+  if (r->rank == 0) {
+    char *best = g_build_filename(c->out, "model", "model.safetensors", NULL);
+    tp_load_report rep = {0};
+    ok = tp_model_load_weights(s->model, s->ctx, best, 0, &rep, err);
+    tp_load_report_clear(&rep);
+    g_free(best);
+    if (ok) printf("Restored the weights of epoch %d (best validation loss %.4f)%s\n",
+                   st->best_epoch, st->best_val_loss, st->stopped_early ? "; stopped early" : "");
+  }
+  ok = agree(r, ok, err);
+  return ok && (!r->coll || tp_cli_bcast_params(r->coll, s->model, s->ctx, false, err));
+}
+
+/* The ranks of --distributed: MPI, one identical model everywhere, and the
+ * way gradients are summed on this backend. */
+static bool ranks_start(const train_cfg *c, ranks *r, tp_cli_session *s, GError **err) {
+  if (!r->coll) return true;
+  bool ok = tp_cli_bcast_params(r->coll, s->model, s->ctx, false, err);
+  char *why = NULL;
+  ok = ok && tp_collective_use_device(r->coll, s->be, &r->how, &why, err);
+  if (ok && r->rank == 0) {
+    int n = tp_collective_size(r->coll), k = MAX(1, c->grad_accum);
+    char parts[64] = "";
+    if (k > 1) g_snprintf(parts, sizeof parts, " in %d micro-batches", k);
+    printf("Distributed: %d ranks (%s); global batch %d, %s%d per rank%s; gradients summed %s\n",
+           n, tp_collective_name(r->coll), c->batch, c->batch % n ? "about " : "",
+           (c->batch + n - 1) / n, parts,
+           strcmp(r->how, "host") == 0 ? "through host memory, in rank order"
+                                       : "in device memory");
+    if (why) printf("note: %s\n", why);
+  }
+  g_free(why);
+  return ok;
+}
+
+static int run(train_cfg *c, const tp_cli_optset *set, ranks *r) {
   GError *err = NULL;
   gint64 t0 = g_get_monotonic_time();
+  bool lead = r->rank == 0;
   tp_train_options to;
-  tp_train_state st;
-  tp_train_state_init(&st);
-  JsonNode *resume_cfg = NULL;
-  if (c->resume) {
-    char *ck = g_build_filename(c->resume, "checkpoint", NULL);
-    /* read the options first (model built below), then the weights */
-    JsonNode *x = NULL;
-    tp_train_state probe;
-    tp_train_state_init(&probe);
-    if (!tp_checkpoint_read_state(ck, &probe, &x, &err)) {
-      char *there = tp_existing_dir(ck);
-      bool absent = there == NULL;
-      g_free(there);
-      if (absent) {
-        g_clear_error(&err);
-        g_set_error(&err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
-                    "writes one at the end of each epoch)", c->resume);
-      }
-    } else {
-      char *dir = tp_existing_dir(ck), *sj = g_build_filename(dir, "state.json", NULL);
-      if (cfg_from_json(c, x, sj, &err)) {
-        g_free(c->out);
-        c->out = g_strdup(c->resume);
-        /* options out of range in a checkpoint are a damaged file, not a usage error */
-        if (!cfg_check(c, set, &to, &err)) {
-          g_prefix_error(&err, "%s records options that are out of range: ", sj);
-          err->code = TP_ERROR_FORMAT;
-        }
-      }
-      g_free(sj);
-      g_free(dir);
-    }
-    if (x) json_node_unref(x);
-    tp_train_state_clear(&probe);
-    g_free(ck);
-    if (err) return tp_cli_report(err);
-  }
-  if (!cfg_check(c, set, &to, &err)) return tp_cli_report(err);
+  /* the options first (the model is built from them), the weights below */
+  if (c->resume && !resume_options(c, set, r, &to, &err)) return fail(r, err);
+  if (!cfg_check(c, set, &to, &err)) return fail(r, err);
+  to.coll = r->coll;
   if (!c->out) c->out = default_out(c->o.mo.model);
-  if (!c->resume && !prepare_out(c->out, c->overwrite, &err)) return tp_cli_report(err);
+  /* rank 0's folder (its clock names the default one); only rank 0 writes */
+  if (r->coll && !tp_collective_bcast_string(r->coll, &c->out, 0, &err)) return fail(r, err);
+  bool ok = c->resume || !lead || prepare_out(c->out, c->overwrite, &err);
+  if (!agree(r, ok, &err)) return fail(r, err);
   JsonNode *cfg_json = NULL; /* once --max-len is resolved against the model */
 
+  tp_train_state st;
+  tp_train_state_init(&st);
   tp_cli_session s;
   tp_dataset *d = NULL;
   tp_split sp = {0};
   tp_token_seqs *seqs = NULL;
   int rc = TP_EXIT_OK;
-  /* data first: a bad path or record fails before a large model is built */
+  /* data first: a bad path or record fails before a large model is built.
+   * Every rank reads the data and builds the model. */
   memset(&s, 0, sizeof s);
   d = tp_dataset_load((const char *const *)c->o.data, c->o.skip_bad, &err);
-  bool ok = d != NULL;
+  ok = d != NULL;
   int num_labels = 0;
   /* the labels meet the model once, here: each one must be a label of it */
   if (ok) ok = tp_cli_model_num_labels(&c->o.mo, &num_labels, &err) &&
                tp_dataset_check_labels(d, num_labels, c->o.skip_bad, &err);
   if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err) &&
                tp_split_check_classes(d, &sp, num_labels, &err);
-  if (ok) ok = tp_cli_session_open(&s, &c->o.mo, &c->o.ro, (uint64_t)c->seed, true, &err) &&
-               tp_cli_check_max_len(&s, &c->o.max_len, &err);
+  if (ok) ok = open_session(c, r, &s, &err) && tp_cli_check_max_len(&s, &c->o.max_len, &err);
+  ok = agree(r, ok, &err);
   cfg_json = cfg_to_json(c);
-  if (ok) {
+  if (ok && lead) {
     char *desc = tp_cli_session_describe(&s);
     printf("Model %s\n", desc);
     g_free(desc);
-  }
-  if (ok) {
     printf("Data: %u records%s; split train %u / val %u / test %u (subset %g, seed %lld)\n", d->n,
            d->n_skipped ? " (malformed ones skipped)" : "", sp.n_train, sp.n_val, sp.n_test,
            c->subset, (long long)c->seed);
@@ -637,44 +857,20 @@ static int run(train_cfg *c, const tp_cli_optset *set) {
     if (!ok) g_set_error(&err, TP_ERROR, TP_ERROR_IO, "cannot create %s: %s", c->out, g_strerror(errno));
     if (ok) ok = write_split_ids(c->out, d, &sp, &err);
   }
+  if (r->coll) ok = agree(r, ok, &err) && ranks_start(c, r, &s, &err);
   double tok_s = 0;
-  if (ok) {
-    gint64 tt = g_get_monotonic_time();
-    bool cached = false;
-    seqs = tp_cli_tokenize_cached(s.tok, s.vocab_path, d->texts, d->n, c->o.max_len, c->o.ro.threads,
-                                  &cached, &err);
-    ok = seqs != NULL;
-    double sec = (double)(g_get_monotonic_time() - tt) / 1e6;
-    if (ok) {
-      tok_s = (double)seqs->offsets[seqs->n] / fmax(sec, 1e-9);
-      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->o.max_len,
-             (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
-    }
-  }
-  /* steps that cannot fit are refused before the first one runs */
-  if (ok) {
-    int64_t longest = tp_cli_longest(seqs);
-    ok = tp_cli_check_step_memory(&s, MIN((guint)c->batch, sp.n_train), longest, true, "--batch",
-                                  &err) &&
-         tp_cli_check_step_memory(&s, MIN((guint)c->o.eval_batch, MAX(sp.n_val, sp.n_test)), longest,
-                                  false, "--eval-batch", &err);
-  }
-  if (ok && c->resume) {
-    char *ck = g_build_filename(c->out, "checkpoint", NULL);
-    ok = tp_checkpoint_read(ck, s.model, s.ctx, &st, &resume_cfg, &err);
-    g_free(ck);
-    if (ok) printf("Resuming after epoch %d of %d (step %lld)\n", st.epochs_done, c->epochs,
-                   (long long)st.global_step);
-  }
-  if (ok) printf("Run folder: %s\n", c->out);
+  if (ok) ok = (seqs = tokenize(c, r, &s, d, &tok_s, &err)) != NULL;
+  if (ok) ok = check_memory(c, r, &s, &sp, seqs, &err);
+  if (ok && c->resume) ok = resume_state(c, r, &s, &st, &err);
+  if (ok && lead) printf("Run folder: %s\n", c->out);
   fflush(stdout);
-  run_ctx r = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
-               .progress = {.tty = isatty(STDOUT_FILENO)}};
-  read_raise_hook(&r);
+  run_ctx rx = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
+                .progress = {.tty = isatty(STDOUT_FILENO)}};
+  read_raise_hook(&rx);
   tp_labelled data = {.seqs = seqs, .labels = d ? d->labels : NULL,
                       .pad_id = s.tok ? tp_tokenizer_pad_id(s.tok) : 0};
   tp_train_hooks hooks = {.save_best = save_best, .checkpoint = checkpoint,
-                          .progress = on_progress, .step_done = on_step, .user = &r};
+                          .progress = on_progress, .step_done = on_step, .user = &rx};
   struct sigaction sa = {0}, old_int, old_term;
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, &old_int);
@@ -696,21 +892,13 @@ static int run(train_cfg *c, const tp_cli_optset *set) {
                      "--overwrite) to start over: ");
   }
   tp_eval_result test = {0};
-  if (ok) {
-    /* restore-best: the weights of the best validation epoch */
-    char *best = g_build_filename(c->out, "model", "model.safetensors", NULL);
-    tp_load_report rep = {0};
-    ok = tp_model_load_weights(s.model, s.ctx, best, 0, &rep, &err);
-    tp_load_report_clear(&rep);
-    if (ok) printf("Restored the weights of epoch %d (best validation loss %.4f)%s\n",
-                   st.best_epoch, st.best_val_loss, st.stopped_early ? "; stopped early" : "");
-    g_free(best);
-  }
-  if (ok) ok = tp_evaluate(s.model, s.ctx, &data, sp.test, sp.n_test, c->o.eval_batch, NULL, NULL,
-                           on_progress, &r, "test", &test, &err);
-  if (ok) {
+  if (ok) ok = restore_best(c, r, &s, &st, &err);
+  if (ok) ok = tp_evaluate_on(r->coll, s.model, s.ctx, &data, sp.test, sp.n_test, c->o.eval_batch,
+                              NULL, NULL, on_progress, &rx, "test", &test, &err);
+  if (ok && lead) {
     double elapsed = (double)(g_get_monotonic_time() - t0) / 1e6;
-    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, tok_s);
+    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, tok_s, r->coll,
+                                 r->how);
     char *rp = g_build_filename(c->out, "results.json", NULL);
     ok = tp_cli_write_json(rp, res, &err);
     json_node_unref(res);
@@ -718,18 +906,49 @@ static int run(train_cfg *c, const tp_cli_optset *set) {
     if (ok) printf("\nResults: %s\nModel: %s/model\n", rp, c->out);
     g_free(rp);
   }
+  if (r->coll) ok = agree(r, ok, &err);
   if (!ok) {
-    printf("\n");
+    if (lead) printf("\n");
     fflush(stdout); /* the progress lines come before the error */
-    rc = tp_cli_report(err);
+    rc = fail(r, err);
   }
-  if (resume_cfg) json_node_unref(resume_cfg);
   if (cfg_json) json_node_unref(cfg_json);
   tp_train_state_clear(&st);
   if (seqs) tp_token_seqs_free(seqs);
   tp_split_clear(&sp);
   if (d) tp_dataset_free(d);
   tp_cli_session_close(&s);
+  return rc;
+}
+
+/* --distributed: the supervisor, then MPI; without it, refuse to run as one
+ * of several processes (each would train alone and write the same files). */
+static int run_ranks(train_cfg *c, const tp_cli_optset *set) {
+  int size = 1;
+  if (!c->distributed) {
+    if (tp_collective_launched(&size)) {
+      fprintf(stderr, "tensorplug: error: started by an MPI launcher as rank %s of %d without "
+              "--distributed: every process would train alone and write the same files; add "
+              "--distributed (docs/distributed.md)\n", tp_cli_launcher_rank(), size);
+      return TP_EXIT_USAGE;
+    }
+    ranks alone = {0};
+    return run(c, set, &alone);
+  }
+  GError *err = NULL;
+  if (!tp_collective_mpi_built()) {
+    tp_collective_mpi_new(0, &err);
+    return tp_cli_report(err);
+  }
+  int sup = tp_cli_supervise();
+  if (sup >= 0) return sup; /* the supervisor, after its rank ended */
+  ranks r = {0};
+  r.coll = tp_collective_mpi_new(c->dist_timeout, &err);
+  if (!r.coll) return tp_cli_report(err);
+  r.rank = tp_collective_rank(r.coll);
+  int rc = run(c, set, &r);
+  tp_collective_free(r.coll);
+  g_free(r.how);
   return rc;
 }
 
@@ -742,7 +961,7 @@ int tp_cmd_train(int argc, char **argv) {
     fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
     rc = TP_EXIT_USAGE;
   } else if (rc < 0) {
-    rc = run(&c, set);
+    rc = run_ranks(&c, set);
   }
   tp_cli_optset_free(set);
   cfg_clear(&c);

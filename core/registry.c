@@ -10,6 +10,7 @@
 
 #include <errno.h>
 
+#include "tensorplug/collective_iface.h"
 #include "tensorplug/error.h"
 #include "tensorplug/model.h"
 
@@ -45,7 +46,8 @@ static char **default_dirs(void) {
     g_strfreev(parts);
   }
   if (running_from_build_tree()) {
-    static const char *const sub[] = {"plugins/cpu", "plugins/cuda", "plugins/vulkan", "models"};
+    static const char *const sub[] = {"plugins/cpu", "plugins/cuda", "plugins/vulkan",
+                                      "plugins/nccl", "models"};
     for (size_t i = 0; i < G_N_ELEMENTS(sub); i++)
       g_ptr_array_add(dirs, g_build_filename(TP_BUILD_ROOT, sub[i], NULL));
   }
@@ -63,7 +65,10 @@ static bool record_is_loaded_name(const tp_registry *r, const char *name) {
 }
 
 static const char *kind_word(uint32_t k) {
-  return k == TP_PLUGIN_BACKEND ? "backend" : k == TP_PLUGIN_MODEL ? "model" : "unknown";
+  return k == TP_PLUGIN_BACKEND      ? "backend"
+         : k == TP_PLUGIN_MODEL      ? "model"
+         : k == TP_PLUGIN_COLLECTIVE ? "collective"
+                                     : "unknown";
 }
 
 /* Every base slot and every kernel a backend must fill. The kernels are
@@ -108,9 +113,11 @@ static char *validate_entry(const tp_plugin *p) {
                            "%u: rebuild the plugin against this tensorplug's headers",
                            p->abi_version, TP_VERSION, TP_PLUGIN_ABI_VERSION);
   if (!p->name || !*p->name) return g_strdup("the plugin has no name");
-  if (p->kind != TP_PLUGIN_BACKEND && p->kind != TP_PLUGIN_MODEL)
-    return g_strdup_printf("unknown plugin kind %u (expected %d backend or %d model)", p->kind,
-                           TP_PLUGIN_BACKEND, TP_PLUGIN_MODEL);
+  if (p->kind != TP_PLUGIN_BACKEND && p->kind != TP_PLUGIN_MODEL &&
+      p->kind != TP_PLUGIN_COLLECTIVE)
+    return g_strdup_printf("unknown plugin kind %u (expected %d backend, %d model or %d "
+                           "collective)", p->kind, TP_PLUGIN_BACKEND, TP_PLUGIN_MODEL,
+                           TP_PLUGIN_COLLECTIVE);
   if (!p->iface) return g_strdup("the plugin has no interface");
   if (p->kind == TP_PLUGIN_BACKEND) {
     const tp_backend_iface *b = p->iface;
@@ -118,6 +125,13 @@ static char *validate_entry(const tp_plugin *p) {
       return g_strdup_printf("backend interface of %zu bytes, expected at least %zu: rebuild "
                              "the plugin", b->struct_size, sizeof(tp_backend_iface));
     return validate_backend(b);
+  } else if (p->kind == TP_PLUGIN_COLLECTIVE) {
+    const tp_collective_iface *c = p->iface;
+    if (c->struct_size < sizeof(tp_collective_iface))
+      return g_strdup_printf("collective interface of %zu bytes, expected at least %zu: rebuild "
+                             "the plugin", c->struct_size, sizeof(tp_collective_iface));
+    if (!c->backend || !c->open || !c->sum_f32 || !c->close)
+      return g_strdup("collective interface lacks backend, open, sum_f32 or close");
   } else {
     const tp_model_iface *m = p->iface;
     /* Optional slots at the end may be missing (older plugins): core reads
@@ -351,5 +365,19 @@ const tp_model_iface *tp_registry_find_model(const tp_registry *r, const char *n
               "unknown model \"%s\": not a folder with config.json, nor a preset of a loaded "
               "model plugin (presets: %s)", name, known->len ? known->str : "none loaded");
   g_string_free(known, TRUE);
+  return NULL;
+}
+
+const tp_collective_iface *tp_registry_find_collective(const tp_registry *r, const char *backend,
+                                                       const char **name) {
+  for (guint i = 0; i < r->records->len; i++) {
+    const tp_plugin_record *x = g_ptr_array_index(r->records, i);
+    if (!x->loaded || x->plugin->kind != TP_PLUGIN_COLLECTIVE) continue;
+    const tp_collective_iface *c = x->plugin->iface;
+    if (strcmp(c->backend, backend) == 0) {
+      if (name) *name = x->name;
+      return c;
+    }
+  }
   return NULL;
 }

@@ -129,7 +129,16 @@ static bool parse_root(reader *r, JsonNode *root, tp_train_state *s, JsonNode **
                          .skipped_steps = json_object_has_member(e, "skipped_steps")
                                               ? get_int(r, e, prefix, "skipped_steps", 0,
                                                         G_MAXINT64 / 2)
-                                              : 0};
+                                              : 0,
+                         /* distributed runs only (time in gradient sums) */
+                         .sum_seconds = json_object_has_member(e, "sum_seconds")
+                                            ? get_num(r, e, prefix, "sum_seconds")
+                                            : 0};
+    if (r->ok && !(es.sum_seconds >= 0 && isfinite(es.sum_seconds))) {
+      char field[48];
+      g_snprintf(field, sizeof field, "%ssum_seconds", prefix);
+      fail(r, field, "= %g: must be a finite number of seconds, 0 or more", es.sum_seconds);
+    }
     g_array_append_val(s->history, es);
   }
   if (r->ok && extra) {

@@ -312,6 +312,51 @@ TP_TEST(Interrupt, SigtermInTheSecondEpochResumesToTheSameResults) {
   fixture_clear(&f);
 }
 
+/* config.grad_accum of a run's results.json (-1 when absent). */
+static gint64 recorded_grad_accum(const char *run) {
+  char *text = read_text(run, "results.json");
+  gint64 k = -1;
+  JsonParser *p = json_parser_new();
+  if (text && json_parser_load_from_data(p, text, -1, NULL)) {
+    JsonObject *cfg = json_object_get_object_member(
+        json_node_get_object(json_parser_get_root(p)), "config");
+    if (cfg) k = json_object_get_int_member_with_default(cfg, "grad_accum", -1);
+  }
+  g_object_unref(p);
+  g_free(text);
+  return k;
+}
+
+/* --grad-accum is one of the run's options: an interrupted run resumed
+ * without it goes on in the same micro-batches, to the same bits. */
+TP_TEST(Interrupt, ResumeKeepsTheRecordedGradAccum) {
+  fixture f;
+  fixture_init(&f);
+  char *full = g_build_filename(f.tmp, "full", NULL), *cut = g_build_filename(f.tmp, "cut", NULL);
+  char *out = NULL;
+  int rc = tp_cli_run(&out, TINY_TRAIN(f.model, f.data, full, "2"), "--grad-accum", "3", NULL);
+  if (rc != 0) TP_FAILF("uninterrupted run exited %d:\n%s", rc, out);
+  g_free(out);
+  const char *env[] = {"TENSORPLUG_TEST_RAISE=15@7", NULL}; /* step 2 of epoch 2 */
+  rc = tp_cli_run_env(&out, env, TINY_TRAIN(f.model, f.data, cut, "2"), "--grad-accum", "3",
+                      NULL);
+  TP_CHECK_CLI_FAILS(rc, out, 130, "epoch 1 (the last completed one) is saved");
+  g_free(out);
+  rc = tp_cli_run(&out, "train", "--resume", cut, NULL);
+  if (rc != 0) TP_FAILF("resumed run exited %d:\n%s", rc, out);
+  TP_CHECK(strstr(out, "Resuming after epoch 1 of 2") != NULL);
+  g_free(out);
+  TP_CHECK_INT_EQ(recorded_grad_accum(full), 3);
+  TP_CHECK_INT_EQ(recorded_grad_accum(cut), 3);
+  char *mf = metrics_of(full), *mc = metrics_of(cut);
+  TP_CHECK_STR_EQ(mc, mf);
+  g_free(mf);
+  g_free(mc);
+  g_free(full);
+  g_free(cut);
+  fixture_clear(&f);
+}
+
 /* item 10: a damaged checkpoint/state.json gives one clear error naming the
  * file and the field: never "nothing to resume", a json-glib warning, or a
  * resume from nonsense */

@@ -50,6 +50,12 @@ const char *const *tp_registry_dirs(const tp_registry *r);
 /* NULL with an error naming what was found when no loaded backend has that name. */
 const tp_backend_iface *tp_registry_find_backend(const tp_registry *r, const char *name,
                                                  GError **err);
+/* The collective plugin serving a backend's memory (NCCL for "cuda"), and its
+ * plugin name; NULL when none is loaded (the core then sums through host
+ * memory). */
+typedef struct tp_collective_iface tp_collective_iface;
+const tp_collective_iface *tp_registry_find_collective(const tp_registry *r, const char *backend,
+                                                       const char **name);
 /* The model plugin whose model_type or one of whose presets equals `name`. */
 const tp_model_iface *tp_registry_find_model(const tp_registry *r, const char *name, GError **err);
 

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <glib.h>
+#include "tensorplug/collective.h"
 #include "tensorplug/metrics.h"
 #include "tensorplug/model.h"
 #include "tensorplug/tokenizer.h"
@@ -30,6 +31,19 @@ typedef struct tp_train_options {
    * progress reports): the one host synchronisation steps may have. 0 = 0.5 s;
    * a tiny value reads back after every step. */
   double read_back_s;
+  /* Micro-batches per optimizer step (0 or 1: one). A step's batch is
+   * computed in grad_accum parts whose gradients add up: the same loss and
+   * gradients as the whole batch at once (up to summation order), in the
+   * memory of one part. */
+  int grad_accum;
+  /* The ranks of a data-parallel job (NULL: this process alone). batch stays
+   * the global batch: each rank computes a disjoint share of it (padded to
+   * the whole batch's longest sequence, with the dropout masks the whole
+   * batch would draw), gradients are summed over the ranks, and every rank
+   * takes the same optimizer step. Validation is shared out and summed. Only
+   * rank 0 calls the hooks (progress, save_best, checkpoint); every rank
+   * learns whether they succeeded. */
+  tp_collective *coll;
 } tp_train_options;
 
 /* Labelled token sequences: example i is seqs[i] with labels[i]. */
@@ -45,6 +59,7 @@ typedef struct tp_epoch_stats {
   double seconds, ms_per_step, tokens_per_s;
   int64_t steps, tokens;
   int64_t skipped_steps; /* cumulative steps skipped by the f16 loss scaler */
+  double sum_seconds;    /* time this rank spent summing gradients over the ranks */
 } tp_epoch_stats;
 
 typedef struct tp_progress {
@@ -71,6 +86,14 @@ typedef struct tp_eval_result {
 bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *data, const guint *idx, guint n,
                  int eval_batch, float *probs, float *logits, tp_progress_fn progress,
                  void *user, const char *phase, tp_eval_result *out, GError **err);
+/* The same shared out over the ranks of coll (NULL: alone): rank r
+ * evaluates batches r, r + N, ... of the same batches, and the sums (loss,
+ * confusion, probs and logits rows) are added over the ranks, so every rank
+ * gets the whole result. Collective; only rank 0 reports progress. */
+bool tp_evaluate_on(tp_collective *coll, tp_model *m, tp_ctx *ctx, const tp_labelled *data,
+                    const guint *idx, guint n, int eval_batch, float *probs, float *logits,
+                    tp_progress_fn progress, void *user, const char *phase, tp_eval_result *out,
+                    GError **err);
 
 /* The training state that a checkpoint holds. */
 typedef struct tp_train_state {
@@ -85,7 +108,8 @@ typedef struct tp_train_state {
 void tp_train_state_init(tp_train_state *s);
 void tp_train_state_clear(tp_train_state *s);
 /* Writes member "history": [{epoch, loss, acc, val_loss, val_acc, seconds,
- * ms_per_step, tokens_per_s, steps, tokens}, ...] into an open object. */
+ * ms_per_step, tokens_per_s, steps, tokens, skipped_steps, sum_seconds}, ...]
+ * into an open object. */
 void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b);
 
 /* Hooks the caller provides: save the best weights when validation loss
