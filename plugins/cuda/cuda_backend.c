@@ -1002,47 +1002,53 @@ static void cuda_cast(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dt
 
 /* ------------------------------------------------------- fused attention */
 
+/* The header's arguments as the kernels take them: Tq == Tk == seq here. */
 static tpcu_attn_call attn_call(const tp_attention_args *a) {
   return (tpcu_attn_call){
-      .batch = a->batch, .heads = a->heads, .seq = a->seq, .head_dim = a->head_dim, .ld = a->ld,
-      .q = F(a->q), .k = F(a->k), .v = F(a->v), .out = F(a->out), .lse = F(a->lse),
-      .mask = I(a->mask), .bias = F(a->bias), .scale = a->scale, .dropout = a->dropout,
-      .seed = a->seed, .offset = a->offset, .compute = (int)a->compute};
+      .batch = a->batch, .heads = a->heads, .q_len = a->seq, .kv_len = a->seq,
+      .head_dim = a->head_dim, .ld_q = a->ld, .ld_kv = a->ld, .q = F(a->q), .k = F(a->k),
+      .v = F(a->v), .out = F(a->out), .lse = F(a->lse), .mask = I(a->mask), .bias = F(a->bias),
+      .scale = a->scale, .dropout = a->dropout, .seed = a->seed, .offset = a->offset,
+      .compute = (int)a->compute};
 }
 
-static bool attn_layout(tp_backend_dev *d, int kernel, const tp_attention_args *a,
-                        tpcu_attn_layout *l) {
+static bool attn_layouts(tp_backend_dev *d, const tpcu_attn_call *c, int first, int last,
+                         tpcu_attn_layout *l) {
   char why[256];
-  if (!tpcu_attention_check(a, why, sizeof why) ||
-      !tpcu_attn_layout_make(kernel, a->head_dim, a->compute, d->smem_optin, l, why, sizeof why)) {
+  if (!tpcu_attention_check(c, why, sizeof why)) {
     dev_fail(d, TP_ERROR_INVALID_ARGUMENT, "cuda attention: %s", why);
     return false;
   }
+  for (int k = first; k <= last; k++)
+    if (!tpcu_attn_layout_make(k, c->head_dim, (tp_dtype)c->compute, d->smem_optin,
+                               &l[k - first], why, sizeof why)) {
+      dev_fail(d, TP_ERROR_INVALID_ARGUMENT, "cuda attention: %s", why);
+      return false;
+    }
   return true;
 }
 
 static void cuda_attention_fwd(tp_backend_dev *d, const tp_attention_args *a) {
-  tpcu_attn_layout l;
-  if (!attn_layout(d, TPCU_ATTN_FWD, a, &l)) return;
   tpcu_attn_call c = attn_call(a);
-  K("attention_fwd", tpcu_k_attention_fwd(&d->ctx, &c, &l));
+  tpcu_attn_layout l;
+  if (attn_layouts(d, &c, TPCU_ATTN_FWD, TPCU_ATTN_FWD, &l))
+    K("attention_fwd", tpcu_k_attention_fwd(&d->ctx, &c, &l));
 }
 
 static void cuda_attention_bwd(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout,
                                tp_mem dq, tp_mem dk, tp_mem dv, tp_mem dbias) {
-  tpcu_attn_layout lq, lkv;
-  if (!attn_layout(d, TPCU_ATTN_DQ, a, &lq) || !attn_layout(d, TPCU_ATTN_DKDV, a, &lkv)) return;
-  float *dvec = (float *)scratch(d, sizeof(float) * (size_t)a->batch * (size_t)a->heads *
-                                        (size_t)a->seq, "attention_bwd");
-  if (!dvec) return;
   tpcu_attn_call c = attn_call(a);
+  tpcu_attn_layout l[2]; /* dq, dkdv */
+  if (!attn_layouts(d, &c, TPCU_ATTN_DQ, TPCU_ATTN_DKDV, l)) return;
+  c.dvec = (float *)scratch(d, sizeof(float) * (size_t)c.batch * (size_t)c.heads * (size_t)c.q_len,
+                            "attention_bwd");
+  if (!c.dvec) return;
   c.dout = F(dout);
   c.dq = F(dq);
   c.dk = F(dk);
   c.dv = F(dv);
   c.dbias = F(dbias);
-  c.dvec = dvec;
-  K("attention_bwd", tpcu_k_attention_bwd(&d->ctx, &c, &lq, &lkv));
+  K("attention_bwd", tpcu_k_attention_bwd(&d->ctx, &c, &l[0], &l[1]));
 }
 
 /* ------------------------------------------------------------------ entry */

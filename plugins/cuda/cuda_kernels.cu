@@ -522,22 +522,26 @@ __global__ void k_embedding_bwd(float *dtable, const float *dout, const int32_t 
 
 /* -------------------------------------------------------- flash attention */
 
+/* Tq query rows attend to Tk key rows (Tq < Tk when a model computes only
+ * the [CLS] row of its last layer). q (and dq) rows have stride ld_q, k, v
+ * (and dk, dv) ld_kv; out and dout are [B, Tq, nh*hd] dense. */
 struct AttnParams {
-  int batch, heads, seq, head_dim, ld;
+  int batch, heads, tq, tk, head_dim, ld_q, ld_kv;
   const float *q, *k, *v;
   float *out, *lse;
-  const int32_t *mask;
-  const float *bias;
+  const int32_t *mask; /* [B, Tk] */
+  const float *bias;   /* [nh, Tq, Tk] */
   float scale, dropout, rscale;
   uint32_t key0, key1;
   uint64_t offset;
   const float *dout;
   float *dq, *dk, *dv, *dbias;
-  float *dvec;
+  float *dvec; /* [B, nh, Tq] */
 };
 
 /* Rows [r0, r0 + tile_rows) of head h of a [B, T, row_stride] f32 tensor
- * (rows past T and columns past head_dim are zero) into an element tile. */
+ * (rows past valid_rows and columns past head_dim are zero) into an
+ * element tile. */
 template <class E>
 TPCU_DEV void load_rows(E *tile, int ld_tile, int tile_rows, int hdp, const float *src,
                         int64_t row_stride, int64_t first, int valid_rows, int hd) {
@@ -596,14 +600,14 @@ TPCU_DEV void tile_mma(float *C, int ldc, const E *A, int lda, const E *B, int l
   }
 }
 
-/* Whether batch entry b has no unmasked key (then P = 1/T everywhere). */
-TPCU_DEV bool block_all_masked(const int32_t *mask, int b, int T) {
+/* Whether batch entry b has no unmasked key (then P = 1/Tk everywhere). */
+TPCU_DEV bool block_all_masked(const int32_t *mask, int b, int tk) {
   __shared__ int any;
   if (threadIdx.x == 0) any = 0;
   __syncthreads();
   if (mask)
-    for (int j = threadIdx.x; j < T; j += kAttnThreads)
-      if (mask[(int64_t)b * T + j] != 0) any = 1;
+    for (int j = threadIdx.x; j < tk; j += kAttnThreads)
+      if (mask[(int64_t)b * tk + j] != 0) any = 1;
   __syncthreads();
   bool r = mask != nullptr && any == 0;
   __syncthreads();
@@ -615,19 +619,19 @@ TPCU_DEV bool block_all_masked(const int32_t *mask, int b, int T) {
  * q . k (unscaled). */
 TPCU_DEV float attn_score(const AttnParams &P, int b, int h, int qi, int kj, float sraw,
                           bool all_masked) {
-  int T = P.seq;
-  if (qi >= T || kj >= T) return -INFINITY;
+  if (qi >= P.tq || kj >= P.tk) return -INFINITY;
   if (all_masked) return 0.0f;
-  if (P.mask && P.mask[(int64_t)b * T + kj] == 0) return -INFINITY;
+  if (P.mask && P.mask[(int64_t)b * P.tk + kj] == 0) return -INFINITY;
   float s = P.scale * sraw;
-  if (P.bias) s += P.bias[((int64_t)h * T + qi) * T + kj];
+  if (P.bias) s += P.bias[((int64_t)h * P.tq + qi) * P.tk + kj];
   return s;
 }
 
+/* Dropout's keep bit: counter ((b*nh + h)*Tq + i)*Tk + j past offset. */
 TPCU_DEV bool attn_keep(const AttnParams &P, int b, int h, int qi, int kj) {
   if (P.dropout == 0.0f) return true;
-  uint64_t T = (uint64_t)P.seq;
-  uint64_t ctr = P.offset + (((uint64_t)b * P.heads + h) * T + (uint64_t)qi) * T + (uint64_t)kj;
+  uint64_t ctr = P.offset + (((uint64_t)b * P.heads + h) * (uint64_t)P.tq + (uint64_t)qi) *
+                                (uint64_t)P.tk + (uint64_t)kj;
   return tpcu_philox_uniform(P.key0, P.key1, ctr) >= P.dropout;
 }
 
@@ -635,30 +639,42 @@ template <class E> TPCU_DEV E *smem_at(unsigned char *sm, uint32_t off) {
   return reinterpret_cast<E *>(sm + off);
 }
 
+TPCU_DEV int64_t q_first(const AttnParams &P, int b, int h) {
+  return (int64_t)b * P.tq * P.ld_q + (int64_t)h * P.head_dim;
+}
+TPCU_DEV int64_t kv_first(const AttnParams &P, int b, int h) {
+  return (int64_t)b * P.tk * P.ld_kv + (int64_t)h * P.head_dim;
+}
+TPCU_DEV int64_t out_ld(const AttnParams &P) { return (int64_t)P.heads * P.head_dim; }
+TPCU_DEV int64_t out_first(const AttnParams &P, int b, int h) {
+  return (int64_t)b * P.tq * out_ld(P) + (int64_t)h * P.head_dim;
+}
+
 /* Forward: block (query tile, head, batch entry); online softmax over key
  * tiles (FlashAttention-2's loop), O and the row statistics in shared
  * memory. */
-template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_fwd(AttnParams P, tpcu_attn_layout L) {
+template <class E>
+__global__ void __launch_bounds__(kAttnThreads) k_attn_fwd(AttnParams P, tpcu_attn_layout L) {
   TPCU_DYN_SMEM(sm);
   E *sQ = smem_at<E>(sm, L.q), *sK = smem_at<E>(sm, L.k), *sV = smem_at<E>(sm, L.v);
   E *sP = smem_at<E>(sm, L.p);
   float *sS = smem_at<float>(sm, L.s), *sO = smem_at<float>(sm, L.acc);
   float *rowm = smem_at<float>(sm, L.rows), *rowl = rowm + L.br;
   int i0 = blockIdx.x * L.br, h = blockIdx.y, b = blockIdx.z;
-  int T = P.seq, hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  bool all_masked = block_all_masked(P.mask, b, T);
-  int64_t qkv0 = (int64_t)b * T * P.ld + (int64_t)h * hd;
-  load_rows(sQ, L.ld_e, L.br, L.hdp, P.q, P.ld, qkv0 + (int64_t)i0 * P.ld, T - i0, hd);
+  int hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  bool all_masked = block_all_masked(P.mask, b, P.tk);
+  int64_t q0 = q_first(P, b, h), kv0 = kv_first(P, b, h);
+  load_rows(sQ, L.ld_e, L.br, L.hdp, P.q, P.ld_q, q0 + (int64_t)i0 * P.ld_q, P.tq - i0, hd);
   for (int e = threadIdx.x; e < L.br * L.hdp; e += kAttnThreads)
     sO[e / L.hdp * L.ld_o + e % L.hdp] = 0.0f;
   for (int r = threadIdx.x; r < L.br; r += kAttnThreads) {
     rowm[r] = -INFINITY;
     rowl[r] = 0.0f;
   }
-  for (int j0 = 0; j0 < T; j0 += L.bc) {
+  for (int j0 = 0; j0 < P.tk; j0 += L.bc) {
     __syncthreads();
-    load_rows(sK, L.ld_e, L.bc, L.hdp, P.k, P.ld, qkv0 + (int64_t)j0 * P.ld, T - j0, hd);
-    load_rows(sV, L.ld_e, L.bc, L.hdp, P.v, P.ld, qkv0 + (int64_t)j0 * P.ld, T - j0, hd);
+    load_rows(sK, L.ld_e, L.bc, L.hdp, P.k, P.ld_kv, kv0 + (int64_t)j0 * P.ld_kv, P.tk - j0, hd);
+    load_rows(sV, L.ld_e, L.bc, L.hdp, P.v, P.ld_kv, kv0 + (int64_t)j0 * P.ld_kv, P.tk - j0, hd);
     __syncthreads();
     tile_mma<E, false, true>(sS, L.ld_s, sQ, L.ld_e, sK, L.ld_e, L.br, L.bc, L.hdp, false);
     __syncthreads();
@@ -691,45 +707,45 @@ template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_fwd(At
     tile_mma<E, false, false>(sO, L.ld_o, sP, L.ld_p, sV, L.ld_e, L.br, L.hdp, L.bc, true);
   }
   __syncthreads();
-  int64_t out_ld = (int64_t)P.heads * hd;
   for (int r = warp; r < L.br; r += kAttnThreads / 32) {
     int qi = i0 + r;
-    if (qi >= T) break;
+    if (qi >= P.tq) break;
     float l = rowl[r], m = rowm[r], inv = 1.0f / l;
-    float *o = P.out + ((int64_t)b * T + qi) * out_ld + (int64_t)h * hd;
+    float *o = P.out + out_first(P, b, h) + (int64_t)qi * out_ld(P);
     for (int d = lane; d < hd; d += 32) o[d] = sO[r * L.ld_o + d] * inv;
-    if (lane == 0) P.lse[((int64_t)b * P.heads + h) * T + qi] = (m == -INFINITY ? 0.0f : m) + logf(l);
+    if (lane == 0)
+      P.lse[((int64_t)b * P.heads + h) * P.tq + qi] = (m == -INFINITY ? 0.0f : m) + logf(l);
   }
 }
 
 /* D[b, h, i] = dout[b, i, h] . out[b, i, h]: one warp per row. */
 __global__ void k_attn_dvec(AttnParams P) {
-  int64_t row = warp_row(), rows = (int64_t)P.batch * P.heads * P.seq;
+  int64_t row = warp_row(), rows = (int64_t)P.batch * P.heads * P.tq;
   if (row >= rows) return;
-  int T = P.seq, hd = P.head_dim;
-  int64_t b = row / ((int64_t)P.heads * T), h = row / T % P.heads, t = row % T;
-  int64_t at = (b * T + t) * P.heads * hd + h * hd;
+  int64_t b = row / ((int64_t)P.heads * P.tq), h = row / P.tq % P.heads, t = row % P.tq;
+  int64_t at = out_first(P, (int)b, (int)h) + t * out_ld(P);
   float s = 0.0f;
-  for (int d = threadIdx.x; d < hd; d += 32) s += P.dout[at + d] * P.out[at + d];
+  for (int d = threadIdx.x; d < P.head_dim; d += 32) s += P.dout[at + d] * P.out[at + d];
   s = warp_sum(s);
   if (threadIdx.x == 0) P.dvec[row] = s;
 }
 
-/* The rows' lse and D of query rows [i0, i0 + br) into shared memory. */
+/* The lse and D of query rows [i0, i0 + br) into shared memory. */
 TPCU_DEV void load_row_stats(float *rlse, float *rD, const AttnParams &P, int b, int h, int i0,
                              int br) {
   for (int r = threadIdx.x; r < br; r += kAttnThreads) {
     int qi = i0 + r;
-    int64_t at = ((int64_t)b * P.heads + h) * P.seq + qi;
-    rlse[r] = qi < P.seq ? P.lse[at] : 0.0f;
-    rD[r] = qi < P.seq ? P.dvec[at] : 0.0f;
+    int64_t at = ((int64_t)b * P.heads + h) * P.tq + qi;
+    rlse[r] = qi < P.tq ? P.lse[at] : 0.0f;
+    rD[r] = qi < P.tq ? P.dvec[at] : 0.0f;
   }
 }
 
 /* dQ: block (query tile, head, batch entry — or every entry in turn when
  * dbias is wanted, so that this block alone adds dbias's rows, in batch
  * order). */
-template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_dq(AttnParams P, tpcu_attn_layout L) {
+template <class E>
+__global__ void __launch_bounds__(kAttnThreads) k_attn_dq(AttnParams P, tpcu_attn_layout L) {
   TPCU_DYN_SMEM(sm);
   E *sQ = smem_at<E>(sm, L.q), *sK = smem_at<E>(sm, L.k), *sV = smem_at<E>(sm, L.v);
   E *sDO = smem_at<E>(sm, L.dout), *sDS = smem_at<E>(sm, L.ds);
@@ -737,22 +753,21 @@ template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_dq(Att
   float *sA = smem_at<float>(sm, L.acc);
   float *rlse = smem_at<float>(sm, L.rows), *rD = rlse + L.br;
   int i0 = blockIdx.x * L.br, h = blockIdx.y;
-  int T = P.seq, hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int b_first = P.dbias ? 0 : (int)blockIdx.z, b_end = P.dbias ? P.batch : b_first + 1;
-  int64_t out_ld = (int64_t)P.heads * hd;
   for (int b = b_first; b < b_end; b++) {
-    bool all_masked = block_all_masked(P.mask, b, T);
-    int64_t qkv0 = (int64_t)b * T * P.ld + (int64_t)h * hd;
-    int64_t o0 = (int64_t)b * T * out_ld + (int64_t)h * hd;
-    load_rows(sQ, L.ld_e, L.br, L.hdp, P.q, P.ld, qkv0 + (int64_t)i0 * P.ld, T - i0, hd);
-    load_rows(sDO, L.ld_e, L.br, L.hdp, P.dout, out_ld, o0 + (int64_t)i0 * out_ld, T - i0, hd);
+    bool all_masked = block_all_masked(P.mask, b, P.tk);
+    int64_t q0 = q_first(P, b, h), kv0 = kv_first(P, b, h), o0 = out_first(P, b, h);
+    load_rows(sQ, L.ld_e, L.br, L.hdp, P.q, P.ld_q, q0 + (int64_t)i0 * P.ld_q, P.tq - i0, hd);
+    load_rows(sDO, L.ld_e, L.br, L.hdp, P.dout, out_ld(P), o0 + (int64_t)i0 * out_ld(P),
+              P.tq - i0, hd);
     load_row_stats(rlse, rD, P, b, h, i0, L.br);
     for (int e = threadIdx.x; e < L.br * L.hdp; e += kAttnThreads)
       sA[e / L.hdp * L.ld_o + e % L.hdp] = 0.0f;
-    for (int j0 = 0; j0 < T; j0 += L.bc) {
+    for (int j0 = 0; j0 < P.tk; j0 += L.bc) {
       __syncthreads();
-      load_rows(sK, L.ld_e, L.bc, L.hdp, P.k, P.ld, qkv0 + (int64_t)j0 * P.ld, T - j0, hd);
-      load_rows(sV, L.ld_e, L.bc, L.hdp, P.v, P.ld, qkv0 + (int64_t)j0 * P.ld, T - j0, hd);
+      load_rows(sK, L.ld_e, L.bc, L.hdp, P.k, P.ld_kv, kv0 + (int64_t)j0 * P.ld_kv, P.tk - j0, hd);
+      load_rows(sV, L.ld_e, L.bc, L.hdp, P.v, P.ld_kv, kv0 + (int64_t)j0 * P.ld_kv, P.tk - j0, hd);
       __syncthreads();
       tile_mma<E, false, true>(sS, L.ld_s, sQ, L.ld_e, sK, L.ld_e, L.br, L.bc, L.hdp, false);
       tile_mma<E, false, true>(sDP, L.ld_s, sDO, L.ld_e, sV, L.ld_e, L.br, L.bc, L.hdp, false);
@@ -765,7 +780,8 @@ template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_dq(Att
           float dp = attn_keep(P, b, h, qi, kj) ? sDP[r * L.ld_s + j] * P.rscale : 0.0f;
           float ds = p * (dp - rD[r]);
           sDS[r * L.ld_p + j] = tpcu_from_float<E>(ds);
-          if (P.dbias && qi < T && kj < T) P.dbias[((int64_t)h * T + qi) * T + kj] += ds;
+          if (P.dbias && qi < P.tq && kj < P.tk)
+            P.dbias[((int64_t)h * P.tq + qi) * P.tk + kj] += ds;
         }
       }
       __syncthreads();
@@ -774,8 +790,8 @@ template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_dq(Att
     __syncthreads();
     for (int r = warp; r < L.br; r += kAttnThreads / 32) {
       int qi = i0 + r;
-      if (qi >= T) break;
-      float *dq = P.dq + qkv0 + (int64_t)qi * P.ld;
+      if (qi >= P.tq) break;
+      float *dq = P.dq + q0 + (int64_t)qi * P.ld_q;
       for (int d = lane; d < hd; d += 32) dq[d] += P.scale * sA[r * L.ld_o + d];
     }
     __syncthreads();
@@ -783,7 +799,8 @@ template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_dq(Att
 }
 
 /* dK, dV: block (key tile, head, batch entry), over every query tile. */
-template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_dkdv(AttnParams P, tpcu_attn_layout L) {
+template <class E>
+__global__ void __launch_bounds__(kAttnThreads) k_attn_dkdv(AttnParams P, tpcu_attn_layout L) {
   TPCU_DYN_SMEM(sm);
   E *sQ = smem_at<E>(sm, L.q), *sK = smem_at<E>(sm, L.k), *sV = smem_at<E>(sm, L.v);
   E *sDO = smem_at<E>(sm, L.dout), *sP = smem_at<E>(sm, L.p), *sDS = smem_at<E>(sm, L.ds);
@@ -791,21 +808,20 @@ template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_dkdv(A
   float *sDK = smem_at<float>(sm, L.acc), *sDV = smem_at<float>(sm, L.acc2);
   float *rlse = smem_at<float>(sm, L.rows), *rD = rlse + L.br;
   int j0 = blockIdx.x * L.bc, h = blockIdx.y, b = blockIdx.z;
-  int T = P.seq, hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  int64_t out_ld = (int64_t)P.heads * hd;
-  bool all_masked = block_all_masked(P.mask, b, T);
-  int64_t qkv0 = (int64_t)b * T * P.ld + (int64_t)h * hd;
-  int64_t o0 = (int64_t)b * T * out_ld + (int64_t)h * hd;
-  load_rows(sK, L.ld_e, L.bc, L.hdp, P.k, P.ld, qkv0 + (int64_t)j0 * P.ld, T - j0, hd);
-  load_rows(sV, L.ld_e, L.bc, L.hdp, P.v, P.ld, qkv0 + (int64_t)j0 * P.ld, T - j0, hd);
+  int hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  bool all_masked = block_all_masked(P.mask, b, P.tk);
+  int64_t q0 = q_first(P, b, h), kv0 = kv_first(P, b, h), o0 = out_first(P, b, h);
+  load_rows(sK, L.ld_e, L.bc, L.hdp, P.k, P.ld_kv, kv0 + (int64_t)j0 * P.ld_kv, P.tk - j0, hd);
+  load_rows(sV, L.ld_e, L.bc, L.hdp, P.v, P.ld_kv, kv0 + (int64_t)j0 * P.ld_kv, P.tk - j0, hd);
   for (int e = threadIdx.x; e < L.bc * L.hdp; e += kAttnThreads) {
     sDK[e / L.hdp * L.ld_o + e % L.hdp] = 0.0f;
     sDV[e / L.hdp * L.ld_o + e % L.hdp] = 0.0f;
   }
-  for (int i0 = 0; i0 < T; i0 += L.br) {
+  for (int i0 = 0; i0 < P.tq; i0 += L.br) {
     __syncthreads();
-    load_rows(sQ, L.ld_e, L.br, L.hdp, P.q, P.ld, qkv0 + (int64_t)i0 * P.ld, T - i0, hd);
-    load_rows(sDO, L.ld_e, L.br, L.hdp, P.dout, out_ld, o0 + (int64_t)i0 * out_ld, T - i0, hd);
+    load_rows(sQ, L.ld_e, L.br, L.hdp, P.q, P.ld_q, q0 + (int64_t)i0 * P.ld_q, P.tq - i0, hd);
+    load_rows(sDO, L.ld_e, L.br, L.hdp, P.dout, out_ld(P), o0 + (int64_t)i0 * out_ld(P),
+              P.tq - i0, hd);
     load_row_stats(rlse, rD, P, b, h, i0, L.br);
     __syncthreads();
     tile_mma<E, false, true>(sS, L.ld_s, sQ, L.ld_e, sK, L.ld_e, L.br, L.bc, L.hdp, false);
@@ -830,8 +846,8 @@ template <class E> __global__ void __launch_bounds__(kAttnThreads) k_attn_dkdv(A
   __syncthreads();
   for (int r = warp; r < L.bc; r += kAttnThreads / 32) {
     int kj = j0 + r;
-    if (kj >= T) break;
-    float *dk = P.dk + qkv0 + (int64_t)kj * P.ld, *dv = P.dv + qkv0 + (int64_t)kj * P.ld;
+    if (kj >= P.tk) break;
+    float *dk = P.dk + kv0 + (int64_t)kj * P.ld_kv, *dv = P.dv + kv0 + (int64_t)kj * P.ld_kv;
     for (int d = lane; d < hd; d += 32) {
       dk[d] += P.scale * sDK[r * L.ld_o + d];
       dv[d] += sDV[r * L.ld_o + d];
@@ -843,9 +859,11 @@ AttnParams attn_params(const tpcu_attn_call *a) {
   AttnParams P;
   P.batch = a->batch;
   P.heads = a->heads;
-  P.seq = a->seq;
+  P.tq = a->q_len;
+  P.tk = a->kv_len;
   P.head_dim = a->head_dim;
-  P.ld = a->ld;
+  P.ld_q = a->ld_q;
+  P.ld_kv = a->ld_kv;
   P.q = a->q;
   P.k = a->k;
   P.v = a->v;
@@ -881,7 +899,7 @@ cudaError_t attention_fwd_t(const tpcu_ctx *c, const AttnParams &P, const tpcu_a
   auto kern = k_attn_fwd<E>;
   cudaError_t e = allow_smem(kern, L.bytes);
   if (e != cudaSuccess) return e;
-  dim3 grid((unsigned)((P.seq + L.br - 1) / L.br), (unsigned)P.heads, (unsigned)P.batch);
+  dim3 grid((unsigned)((P.tq + L.br - 1) / L.br), (unsigned)P.heads, (unsigned)P.batch);
   TPCU_LAUNCH(kern, grid, dim3(kAttnThreads), L.bytes, c->stream, P, L);
   return cudaGetLastError();
 }
@@ -894,11 +912,11 @@ cudaError_t attention_bwd_t(const tpcu_ctx *c, const AttnParams &P, const tpcu_a
   cudaError_t e = allow_smem(kq, Lq.bytes);
   if (e == cudaSuccess) e = allow_smem(kkv, Lkv.bytes);
   if (e != cudaSuccess) return e;
-  int64_t rows = (int64_t)P.batch * P.heads * P.seq;
+  int64_t rows = (int64_t)P.batch * P.heads * P.tq;
   TPCU_LAUNCH(k_attn_dvec, dim3(tpcu_grid_rows(rows)), dim3(32, kRowsPerBlock), 0, c->stream, P);
-  dim3 gkv((unsigned)((P.seq + Lkv.bc - 1) / Lkv.bc), (unsigned)P.heads, (unsigned)P.batch);
+  dim3 gkv((unsigned)((P.tk + Lkv.bc - 1) / Lkv.bc), (unsigned)P.heads, (unsigned)P.batch);
   TPCU_LAUNCH(kkv, gkv, dim3(kAttnThreads), Lkv.bytes, c->stream, P, Lkv);
-  dim3 gq((unsigned)((P.seq + Lq.br - 1) / Lq.br), (unsigned)P.heads,
+  dim3 gq((unsigned)((P.tq + Lq.br - 1) / Lq.br), (unsigned)P.heads,
           P.dbias ? 1u : (unsigned)P.batch);
   TPCU_LAUNCH(kq, gq, dim3(kAttnThreads), Lq.bytes, c->stream, P, Lq);
   return cudaGetLastError();

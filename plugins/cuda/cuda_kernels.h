@@ -84,20 +84,6 @@ cudaError_t tpcu_k_matrix_cast(const tpcu_ctx *c, void *y, int ydt, const void *
 cudaError_t tpcu_k_matrix_scale(const tpcu_ctx *c, void *y, int dt, float beta, int batch, int rows,
                                 int cols, int ld, int64_t stride);
 
-typedef struct tpcu_attn_call {
-  int batch, heads, seq, head_dim, ld;
-  const float *q, *k, *v;
-  float *out, *lse;
-  const int32_t *mask; /* NULL: none */
-  const float *bias;   /* NULL: none */
-  float scale, dropout;
-  uint64_t seed, offset;
-  int compute; /* tp_dtype */
-  /* backward only */
-  const float *dout;
-  float *dq, *dk, *dv, *dbias; /* dbias NULL: not wanted */
-  float *dvec;                 /* scratch: batch * heads * seq f32 */
-} tpcu_attn_call;
 cudaError_t tpcu_k_attention_fwd(const tpcu_ctx *c, const tpcu_attn_call *a,
                                  const tpcu_attn_layout *fwd);
 cudaError_t tpcu_k_attention_bwd(const tpcu_ctx *c, const tpcu_attn_call *a,

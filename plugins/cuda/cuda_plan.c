@@ -175,19 +175,23 @@ size_t tpcu_stage_chunks(size_t bytes, size_t slot_bytes) {
 
 /* ------------------------------------------------------------- attention */
 
-bool tpcu_attention_check(const tp_attention_args *a, char *why, size_t len) {
-  if (a->batch <= 0 || a->heads <= 0 || a->seq <= 0 || a->head_dim <= 0)
-    return fail(why, len, "sizes must be positive (batch=%d heads=%d seq=%d head_dim=%d)",
-                a->batch, a->heads, a->seq, a->head_dim);
-  if ((int64_t)a->ld < (int64_t)a->heads * a->head_dim)
-    return fail(why, len, "row stride ld=%d is below heads * head_dim = %lld", a->ld,
-                (long long)a->heads * a->head_dim);
+bool tpcu_attention_check(const tpcu_attn_call *a, char *why, size_t len) {
+  if (a->batch <= 0 || a->heads <= 0 || a->q_len <= 0 || a->kv_len <= 0 || a->head_dim <= 0)
+    return fail(why, len,
+                "sizes must be positive (batch=%d heads=%d queries=%d keys=%d head_dim=%d)",
+                a->batch, a->heads, a->q_len, a->kv_len, a->head_dim);
+  /* grid.y and grid.z of the kernels */
+  if (a->batch > 65535 || a->heads > 65535)
+    return fail(why, len, "batch %d or heads %d exceeds 65535", a->batch, a->heads);
+  int64_t row = (int64_t)a->heads * a->head_dim;
+  if (a->ld_q < row || a->ld_kv < row)
+    return fail(why, len, "row strides ld_q=%d, ld_kv=%d are below heads * head_dim = %lld",
+                a->ld_q, a->ld_kv, (long long)row);
   if (!(a->dropout >= 0.0f && a->dropout < 1.0f))
     return fail(why, len, "dropout p=%g is not in [0, 1)", (double)a->dropout);
-  if (!float_dtype(a->compute))
-    return fail(why, len, "compute type %s: must be f32, bf16 or f16", dtype_name(a->compute));
-  /* counters of the dropout stream: (B*nh*T)*T must not wrap 64 bits (it cannot
-   * for int sizes, but the product is formed in 64 bits on the GPU too) */
+  if (!float_dtype((tp_dtype)a->compute))
+    return fail(why, len, "compute type %s: must be f32, bf16 or f16",
+                dtype_name((tp_dtype)a->compute));
   return true;
 }
 

@@ -85,7 +85,8 @@ size_t tpcu_stage_chunks(size_t bytes, size_t slot_bytes);
 
 /* ------------------------------------------------------------- attention */
 
-bool tpcu_attention_check(const tp_attention_args *a, char *why, size_t len);
+/* Sizes, strides, dropout, compute type of one call. */
+bool tpcu_attention_check(const tpcu_attn_call *a, char *why, size_t len);
 /* The tile layout of kernel (TPCU_ATTN_*) for head_dim and compute type,
  * the largest tiles that fit in smem_limit bytes of shared memory per
  * block: false (and why) when none does. */

@@ -225,6 +225,24 @@ typedef struct tpcu_attn_layout {
   uint32_t bytes; /* total dynamic shared memory */
 } tpcu_attn_layout;
 
+/* One fused attention call as the kernels take it (device addresses). */
+/* q_len queries over kv_len keys; q, dq rows have stride ld_q; k, v, dk,
+ * dv rows ld_kv; out, dout are [B, q_len, heads * head_dim] dense. */
+typedef struct tpcu_attn_call {
+  int batch, heads, q_len, kv_len, head_dim, ld_q, ld_kv;
+  const float *q, *k, *v;
+  float *out, *lse;
+  const int32_t *mask; /* NULL: none */
+  const float *bias;   /* NULL: none */
+  float scale, dropout;
+  uint64_t seed, offset;
+  int compute; /* tp_dtype */
+  /* backward only */
+  const float *dout;
+  float *dq, *dk, *dv, *dbias; /* dbias NULL: not wanted */
+  float *dvec;                 /* scratch: batch * heads * q_len f32 */
+} tpcu_attn_call;
+
 /* Which kernel a layout is for. */
 enum { TPCU_ATTN_FWD = 0, TPCU_ATTN_DQ = 1, TPCU_ATTN_DKDV = 2 };
 

@@ -15,8 +15,10 @@
  *
  * Tensor cores: the WMMA fragments hold a whole 16 x 16 tile in every lane
  * (their layout is opaque, so kernels cannot tell); mma_sync multiplies in
- * f32 the values the fragments were loaded with. Only what the kernels use
- * is here. */
+ * f32 the values the fragments were loaded with. Loads and stores are
+ * warp-collective, as on the GPU: every lane waits at a warp barrier first,
+ * so no lane reads a tile another lane of its warp has already stored
+ * over. Only what the kernels use is here. */
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -133,6 +135,7 @@ template <class T> static inline float elem_f(const T &x) { return tpcu_to_float
 template <class T, class L>
 static inline void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, L> &f, const T *p,
                                     unsigned ldm) {
+  __syncwarp();
   const bool col = std::is_same<L, col_major>::value;
   for (int r = 0; r < 16; r++)
     for (int c = 0; c < 16; c++) f.v[r * 16 + c] = elem_f(p[col ? c * ldm + r : r * ldm + c]);
@@ -140,18 +143,21 @@ static inline void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, L> &f, con
 template <class T, class L>
 static inline void load_matrix_sync(fragment<matrix_b, 16, 16, 16, T, L> &f, const T *p,
                                     unsigned ldm) {
+  __syncwarp();
   const bool col = std::is_same<L, col_major>::value;
   for (int r = 0; r < 16; r++)
     for (int c = 0; c < 16; c++) f.v[r * 16 + c] = elem_f(p[col ? c * ldm + r : r * ldm + c]);
 }
 static inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p,
                                     unsigned ldm, layout_t l) {
+  __syncwarp();
   for (int r = 0; r < 16; r++)
     for (int c = 0; c < 16; c++)
       f.v[r * 16 + c] = p[l == mem_col_major ? c * ldm + r : r * ldm + c];
 }
 static inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f,
                                      unsigned ldm, layout_t l) {
+  __syncwarp();
   for (int r = 0; r < 16; r++)
     for (int c = 0; c < 16; c++)
       p[l == mem_col_major ? c * ldm + r : r * ldm + c] = f.v[r * 16 + c];
