@@ -390,7 +390,8 @@ TP_TEST(CudaHost, AttentionChecksItsArguments) {
 }
 
 static void check_layout_rules(const tpcu_attn_layout *l) {
-  uint32_t offs[] = {l->q, l->k, l->v, l->dout, l->s, l->p, l->dp, l->ds, l->acc, l->acc2, l->rows};
+  uint32_t offs[] = {l->q,  l->k,  l->v,   l->dout, l->s,   l->p,
+                     l->dp, l->ds, l->acc, l->acc2, l->rows, l->flag};
   for (size_t i = 0; i < G_N_ELEMENTS(offs); i++) {
     if (offs[i] == TPCU_ATTN_NONE) continue;
     TP_CHECK(offs[i] % 128 == 0); /* WMMA wants 32-byte aligned tiles */
@@ -415,14 +416,15 @@ TP_TEST(CudaHost, AttentionTilesFitSharedMemory) {
   TP_CHECK_INT_EQ(l.p, 45056);
   TP_CHECK_INT_EQ(l.acc, 54272);
   TP_CHECK_INT_EQ(l.rows, 71680);
-  TP_CHECK_INT_EQ(l.bytes, 72448);
+  TP_CHECK_INT_EQ(l.flag, 72448);
+  TP_CHECK_INT_EQ(l.bytes, 72576);
   TP_CHECK(l.dout == TPCU_ATTN_NONE && l.acc2 == TPCU_ATTN_NONE);
   check_layout_rules(&l);
   /* head_dim 128's backward on an A100 (163 KiB): 64 x 64 needs 186.5 KiB */
   TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_DKDV, 128, TP_BF16, 166912, &l, why, sizeof why));
   TP_CHECK_INT_EQ(l.br, 32);
   TP_CHECK_INT_EQ(l.bc, 64);
-  TP_CHECK_INT_EQ(l.bytes, 146688);
+  TP_CHECK_INT_EQ(l.bytes, 146816);
   check_layout_rules(&l);
   /* a head_dim that is not a multiple of 16 is padded */
   TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_DQ, 24, TP_F32, 232448, &l, why, sizeof why));

@@ -600,16 +600,16 @@ TPCU_DEV void tile_mma(float *C, int ldc, const E *A, int lda, const E *B, int l
   }
 }
 
-/* Whether batch entry b has no unmasked key (then P = 1/Tk everywhere). */
-TPCU_DEV bool block_all_masked(const int32_t *mask, int b, int tk) {
-  __shared__ int any;
-  if (threadIdx.x == 0) any = 0;
+/* Whether batch entry b has no unmasked key (then P = 1/Tk everywhere);
+ * any is an int of shared memory. */
+TPCU_DEV bool block_all_masked(int *any, const int32_t *mask, int b, int tk) {
+  if (threadIdx.x == 0) *any = 0;
   __syncthreads();
   if (mask)
     for (int j = threadIdx.x; j < tk; j += kAttnThreads)
-      if (mask[(int64_t)b * tk + j] != 0) any = 1;
+      if (mask[(int64_t)b * tk + j] != 0) *any = 1; /* racing writers all write 1 */
   __syncthreads();
-  bool r = mask != nullptr && any == 0;
+  bool r = mask != nullptr && *any == 0;
   __syncthreads();
   return r;
 }
@@ -662,7 +662,7 @@ __global__ void __launch_bounds__(kAttnThreads) k_attn_fwd(AttnParams P, tpcu_at
   float *rowm = smem_at<float>(sm, L.rows), *rowl = rowm + L.br;
   int i0 = blockIdx.x * L.br, h = blockIdx.y, b = blockIdx.z;
   int hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  bool all_masked = block_all_masked(P.mask, b, P.tk);
+  bool all_masked = block_all_masked(smem_at<int>(sm, L.flag), P.mask, b, P.tk);
   int64_t q0 = q_first(P, b, h), kv0 = kv_first(P, b, h);
   load_rows(sQ, L.ld_e, L.br, L.hdp, P.q, P.ld_q, q0 + (int64_t)i0 * P.ld_q, P.tq - i0, hd);
   for (int e = threadIdx.x; e < L.br * L.hdp; e += kAttnThreads)
@@ -756,7 +756,7 @@ __global__ void __launch_bounds__(kAttnThreads) k_attn_dq(AttnParams P, tpcu_att
   int hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int b_first = P.dbias ? 0 : (int)blockIdx.z, b_end = P.dbias ? P.batch : b_first + 1;
   for (int b = b_first; b < b_end; b++) {
-    bool all_masked = block_all_masked(P.mask, b, P.tk);
+    bool all_masked = block_all_masked(smem_at<int>(sm, L.flag), P.mask, b, P.tk);
     int64_t q0 = q_first(P, b, h), kv0 = kv_first(P, b, h), o0 = out_first(P, b, h);
     load_rows(sQ, L.ld_e, L.br, L.hdp, P.q, P.ld_q, q0 + (int64_t)i0 * P.ld_q, P.tq - i0, hd);
     load_rows(sDO, L.ld_e, L.br, L.hdp, P.dout, out_ld(P), o0 + (int64_t)i0 * out_ld(P),
@@ -809,7 +809,7 @@ __global__ void __launch_bounds__(kAttnThreads) k_attn_dkdv(AttnParams P, tpcu_a
   float *rlse = smem_at<float>(sm, L.rows), *rD = rlse + L.br;
   int j0 = blockIdx.x * L.bc, h = blockIdx.y, b = blockIdx.z;
   int hd = P.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  bool all_masked = block_all_masked(P.mask, b, P.tk);
+  bool all_masked = block_all_masked(smem_at<int>(sm, L.flag), P.mask, b, P.tk);
   int64_t q0 = q_first(P, b, h), kv0 = kv_first(P, b, h), o0 = out_first(P, b, h);
   load_rows(sK, L.ld_e, L.bc, L.hdp, P.k, P.ld_kv, kv0 + (int64_t)j0 * P.ld_kv, P.tk - j0, hd);
   load_rows(sV, L.ld_e, L.bc, L.hdp, P.v, P.ld_kv, kv0 + (int64_t)j0 * P.ld_kv, P.tk - j0, hd);

@@ -247,6 +247,7 @@ static uint32_t attn_layout_fill(int kernel, int br, int bc, int hdp, int esize,
     TAKE(rows, (size_t)2 * br * 4);
     break;
   }
+  TAKE(flag, sizeof(int32_t));
 #undef TAKE
   l->bytes = (uint32_t)off;
   return l->bytes;

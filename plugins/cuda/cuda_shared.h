@@ -222,6 +222,8 @@ typedef struct tpcu_attn_layout {
   int ld_p;  /* row stride of the element [br x bc] tiles */
   int ld_o;  /* row stride of the f32 [rows x hdp] accumulators */
   uint32_t q, k, v, dout, s, p, dp, ds, acc, acc2, rows; /* byte offsets */
+  uint32_t flag; /* one int the block shares (no static shared memory: it would
+                  * shift the dynamic tiles off their alignment) */
   uint32_t bytes; /* total dynamic shared memory */
 } tpcu_attn_layout;
 

@@ -105,18 +105,21 @@ void wait_at(State barrier) {
   yield_to_scheduler(t, false);
 }
 
+/* Out of line: getcontext() returns twice in principle, which must not
+ * clobber a caller's loop variable. */
+__attribute__((noinline)) void init_thread(Thread &t) {
+  t.st = RUNNABLE;
+  t.fake_stack = nullptr;
+  getcontext(&t.ctx);
+  t.ctx.uc_stack.ss_sp = t.stack;
+  t.ctx.uc_stack.ss_size = kStackBytes;
+  t.ctx.uc_link = nullptr;
+  makecontext(&t.ctx, thread_entry, 0);
+}
+
 void run_block(int order) {
   int n = (int)S.th.size();
-  for (int i = 0; i < n; i++) {
-    Thread &t = S.th[i];
-    t.st = RUNNABLE;
-    t.fake_stack = nullptr;
-    getcontext(&t.ctx);
-    t.ctx.uc_stack.ss_sp = t.stack;
-    t.ctx.uc_stack.ss_size = kStackBytes;
-    t.ctx.uc_link = nullptr;
-    makecontext(&t.ctx, thread_entry, 0);
-  }
+  for (int i = 0; i < n; i++) init_thread(S.th[i]);
   int warps = (n + 31) / 32;
   for (;;) {
     for (int j = 0; j < n; j++) {
