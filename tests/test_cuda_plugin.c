@@ -4,6 +4,7 @@
  * and open() say why there is no device in CUDA's own words. On a machine
  * with a GPU the same tests check the device description instead. */
 #include <dlfcn.h>
+#include <sys/wait.h>
 
 #include "tensorplug/backend_iface.h"
 #include "tensorplug/error.h"
@@ -70,4 +71,75 @@ TP_TEST(CudaPlugin, ProbeSaysWhyThereIsNoDevice) {
   TP_CHECK_STR_EQ(err->message, first);
   g_clear_error(&err);
   g_free(first);
+}
+
+/* ------------------------------------------------------------------- CLI */
+
+/* Runs the build's tensorplug; stdout and stderr apart; the exit status. */
+static int run_cli(char **out, char **err_out, const char *const *args) {
+  GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(argv, g_build_filename(tp_test_build_dir(), "cli", "tensorplug", NULL));
+  for (const char *const *a = args; *a; a++) g_ptr_array_add(argv, g_strdup(*a));
+  g_ptr_array_add(argv, NULL);
+  int status = -1;
+  GError *err = NULL;
+  if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, 0, NULL, NULL, out, err_out, &status, &err)) {
+    TP_FAILF("spawn: %s", err->message);
+    g_clear_error(&err);
+  }
+  g_ptr_array_unref(argv);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Whether this machine has a CUDA device the plugin can use. */
+static bool have_gpu(void) {
+  const tp_plugin *p = load_cuda();
+  if (!p) return false;
+  tp_device_info info[1];
+  GError *err = NULL;
+  int n = ((const tp_backend_iface *)p->iface)->probe(info, 1, &err);
+  g_clear_error(&err);
+  return n > 0;
+}
+
+TP_TEST(CudaPlugin, PluginsCommandShowsTheReason) {
+  if (have_gpu()) TP_SKIP("this machine has a CUDA device");
+  const char *args[] = {"plugins", NULL};
+  char *out = NULL, *err = NULL;
+  TP_CHECK_INT_EQ(run_cli(&out, &err, args), 0);
+  /* the cuda line, then the reason under it */
+  const char *line = out ? strstr(out, "libtp_backend_cuda.so") : NULL;
+  TP_ASSERT(line != NULL);
+  TP_CHECK(strstr(line, "no usable CUDA device: cuda") != NULL);
+  g_free(out);
+  g_free(err);
+}
+
+TP_TEST(CudaPlugin, TrainOnCudaWithoutADeviceIsOneLineAndExit2) {
+  if (have_gpu()) TP_SKIP("this machine has a CUDA device");
+  char *vocab = g_build_filename(tp_test_shared_dir(), "data", "bert-base-uncased", "vocab.txt",
+                                 NULL);
+  char *data = g_build_filename(tp_test_shared_dir(), "data", "imdb", NULL);
+  char *dir = tp_test_tmpdir();
+  char *run = g_build_filename(dir, "run", NULL);
+  const char *args[] = {"train", "--backend", "cuda", "--model", "bert", "--init", "random",
+                        "--layers", "1", "--hidden", "32", "--heads", "2", "--ffn", "64",
+                        "--vocab", vocab, "--data", data, "--subset", "0.002", "--max-len", "16",
+                        "--epochs", "1", "--out", run, NULL};
+  char *out = NULL, *err = NULL;
+  TP_CHECK_INT_EQ(run_cli(&out, &err, args), 2);
+  TP_ASSERT(err != NULL);
+  /* one line: what failed and why, in CUDA's words */
+  char *trimmed = g_strstrip(g_strdup(err));
+  TP_CHECK(strchr(trimmed, '\n') == NULL);
+  TP_CHECK(strstr(trimmed, "cuda") != NULL && strstr(trimmed, "no usable CUDA device: ") != NULL);
+  g_test_message("stderr: %s", trimmed);
+  TP_CHECK(!g_file_test(run, G_FILE_TEST_EXISTS)); /* nothing written */
+  g_free(trimmed);
+  g_free(out);
+  g_free(err);
+  g_free(vocab);
+  g_free(data);
+  g_free(run);
+  g_free(dir);
 }

@@ -895,7 +895,8 @@ static void attention_case(side *s, const att_case *c) {
   tp_buffer *Bb = sim_buf(s, bias, nb * 4), *Bdo = sim_buf(s, dout, nout * 4);
   tp_buffer *Bg = sim_buf(s, g0, nqkv * 4), *Bdb = sim_buf(s, db0, nb * 4);
   size_t hb = (size_t)H * hd * 4;
-  tp_attention_args a = {.batch = B, .heads = H, .seq = T, .head_dim = hd, .ld = ld,
+  tp_attention_args a = {.batch = B, .heads = H, .head_dim = hd, .q_len = T, .kv_len = T,
+                         .ld_q = ld, .ld_kv = ld,
                          .q = {Bq, 0}, .k = {Bq, hb}, .v = {Bq, 2 * hb}, .out = {Bo, 0},
                          .lse = {Bl, 0}, .mask = {c->mask ? Bm : NULL, 0},
                          .bias = {c->bias ? Bb : NULL, 0}, .scale = scale, .dropout = c->p,

@@ -1002,11 +1002,11 @@ static void cuda_cast(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dt
 
 /* ------------------------------------------------------- fused attention */
 
-/* The header's arguments as the kernels take them: Tq == Tk == seq here. */
+/* The header's arguments as the kernels take them. */
 static tpcu_attn_call attn_call(const tp_attention_args *a) {
   return (tpcu_attn_call){
-      .batch = a->batch, .heads = a->heads, .q_len = a->seq, .kv_len = a->seq,
-      .head_dim = a->head_dim, .ld_q = a->ld, .ld_kv = a->ld, .q = F(a->q), .k = F(a->k),
+      .batch = a->batch, .heads = a->heads, .q_len = a->q_len, .kv_len = a->kv_len,
+      .head_dim = a->head_dim, .ld_q = a->ld_q, .ld_kv = a->ld_kv, .q = F(a->q), .k = F(a->k),
       .v = F(a->v), .out = F(a->out), .lse = F(a->lse), .mask = I(a->mask), .bias = F(a->bias),
       .scale = a->scale, .dropout = a->dropout, .seed = a->seed, .offset = a->offset,
       .compute = (int)a->compute};
