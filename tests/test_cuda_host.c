@@ -406,7 +406,7 @@ TP_TEST(CudaHost, AttentionTilesFitSharedMemory) {
   tpcu_attn_layout l;
   char why[256];
   /* BERT's heads (64) in bf16 on an H100/H200 (227 KiB per block) */
-  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_FWD, 64, TP_BF16, 232448, &l, why, sizeof why));
+  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_FWD, 64, TP_BF16, 512, 512, 232448, &l, why, sizeof why));
   TP_CHECK_INT_EQ(l.br, 64);
   TP_CHECK_INT_EQ(l.bc, 64);
   TP_CHECK_INT_EQ(l.hdp, 64);
@@ -421,24 +421,29 @@ TP_TEST(CudaHost, AttentionTilesFitSharedMemory) {
   TP_CHECK(l.dout == TPCU_ATTN_NONE && l.acc2 == TPCU_ATTN_NONE);
   check_layout_rules(&l);
   /* head_dim 128's backward on an A100 (163 KiB): 64 x 64 needs 186.5 KiB */
-  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_DKDV, 128, TP_BF16, 166912, &l, why, sizeof why));
+  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_DKDV, 128, TP_BF16, 512, 512, 166912, &l, why, sizeof why));
   TP_CHECK_INT_EQ(l.br, 32);
   TP_CHECK_INT_EQ(l.bc, 64);
   TP_CHECK_INT_EQ(l.bytes, 146816);
   check_layout_rules(&l);
   /* a head_dim that is not a multiple of 16 is padded */
-  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_DQ, 24, TP_F32, 232448, &l, why, sizeof why));
+  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_DQ, 24, TP_F32, 100, 100, 232448, &l, why, sizeof why));
   TP_CHECK_INT_EQ(l.hdp, 32);
   TP_CHECK_INT_EQ(l.esize, 4);
   check_layout_rules(&l);
   /* the default 48 KiB forces smaller tiles */
-  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_FWD, 64, TP_F32, 49152, &l, why, sizeof why));
+  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_FWD, 64, TP_F32, 512, 512, 49152, &l, why, sizeof why));
   TP_CHECK(l.bytes <= 49152);
   TP_CHECK(l.br * l.bc < 64 * 64);
   check_layout_rules(&l);
   /* too large for anything */
-  TP_CHECK(!tpcu_attn_layout_make(TPCU_ATTN_DKDV, 2048, TP_F32, 49152, &l, why, sizeof why));
+  TP_CHECK(!tpcu_attn_layout_make(TPCU_ATTN_DKDV, 2048, TP_F32, 512, 512, 49152, &l, why, sizeof why));
   TP_CHECK(strstr(why, "head_dim 2048 needs more than the 49152 bytes") != NULL);
+  /* short sequences get short tiles: [CLS] only (1 query) over 24 keys */
+  TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_FWD, 64, TP_BF16, 1, 24, 232448, &l, why, sizeof why));
+  TP_CHECK_INT_EQ(l.br, 16);
+  TP_CHECK_INT_EQ(l.bc, 32);
+  check_layout_rules(&l);
 }
 
 /* ---------------------------------------------------------------- errors */

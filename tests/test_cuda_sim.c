@@ -60,7 +60,7 @@ static bool pair_open(pair *p) {
   char *cpu = build_path("cpu", "libtp_backend_cpu.so");
   char *sim = build_path("cuda/sim", "libtp_backend_cudasim.so");
   const char *cpu_env = g_getenv("TP_TEST_CPU_PLUGIN"); /* another reference build */
-  p->cpu.b = load_backend(cpu_env ? cpu_env : cpu, "cpu");
+  p->cpu.b = load_backend(cpu_env && *cpu_env ? cpu_env : cpu, "cpu");
   p->sim.b = load_backend(sim, "cudasim");
   g_free(cpu);
   g_free(sim);

@@ -1020,8 +1020,8 @@ static bool attn_layouts(tp_backend_dev *d, const tpcu_attn_call *c, int first, 
     return false;
   }
   for (int k = first; k <= last; k++)
-    if (!tpcu_attn_layout_make(k, c->head_dim, (tp_dtype)c->compute, d->smem_optin,
-                               &l[k - first], why, sizeof why)) {
+    if (!tpcu_attn_layout_make(k, c->head_dim, (tp_dtype)c->compute, c->q_len, c->kv_len,
+                               d->smem_optin, &l[k - first], why, sizeof why)) {
       dev_fail(d, TP_ERROR_INVALID_ARGUMENT, "cuda attention: %s", why);
       return false;
     }

@@ -253,18 +253,26 @@ static uint32_t attn_layout_fill(int kernel, int br, int bc, int hdp, int esize,
   return l->bytes;
 }
 
-bool tpcu_attn_layout_make(int kernel, int head_dim, tp_dtype compute, size_t smem_limit,
-                           tpcu_attn_layout *l, char *why, size_t len) {
-  if (head_dim <= 0) return fail(why, len, "head_dim %d must be positive", head_dim);
+bool tpcu_attn_layout_make(int kernel, int head_dim, tp_dtype compute, int q_len, int kv_len,
+                           size_t smem_limit, tpcu_attn_layout *l, char *why, size_t len) {
+  if (head_dim <= 0 || q_len <= 0 || kv_len <= 0)
+    return fail(why, len, "head_dim %d, %d queries, %d keys: each must be positive", head_dim,
+                q_len, kv_len);
   if (kernel < TPCU_ATTN_FWD || kernel > TPCU_ATTN_DKDV)
     return fail(why, len, "unknown attention kernel %d", kernel);
   int hdp = (head_dim + 15) / 16 * 16;
   int esize = compute == TP_F32 ? 4 : 2;
-  /* Largest first: bigger tiles reuse each loaded row more. */
-  static const int tiles[][2] = {{64, 64}, {32, 64}, {64, 32}, {32, 32}, {16, 32}, {16, 16}};
-  for (size_t i = 0; i < G_N_ELEMENTS(tiles); i++)
+  /* Tiles no longer than the sequences need (short ones waste no rows and
+   * make more blocks), largest first: bigger tiles reuse each loaded row
+   * more. */
+  int br_cap = MIN(64, (q_len + 15) / 16 * 16), bc_cap = MIN(64, (kv_len + 15) / 16 * 16);
+  static const int tiles[][2] = {{64, 64}, {32, 64}, {64, 32}, {32, 32}, {16, 64},
+                                 {64, 16}, {16, 32}, {32, 16}, {16, 16}};
+  for (size_t i = 0; i < G_N_ELEMENTS(tiles); i++) {
+    if (tiles[i][0] > br_cap || tiles[i][1] > bc_cap) continue;
     if (attn_layout_fill(kernel, tiles[i][0], tiles[i][1], hdp, esize, l) <= smem_limit)
       return true;
+  }
   return fail(why, len,
               "head_dim %d needs more than the %zu bytes of shared memory a block may use, even "
               "with 16 x 16 tiles",

@@ -87,11 +87,12 @@ size_t tpcu_stage_chunks(size_t bytes, size_t slot_bytes);
 
 /* Sizes, strides, dropout, compute type of one call. */
 bool tpcu_attention_check(const tpcu_attn_call *a, char *why, size_t len);
-/* The tile layout of kernel (TPCU_ATTN_*) for head_dim and compute type,
- * the largest tiles that fit in smem_limit bytes of shared memory per
- * block: false (and why) when none does. */
-bool tpcu_attn_layout_make(int kernel, int head_dim, tp_dtype compute, size_t smem_limit,
-                           tpcu_attn_layout *l, char *why, size_t len);
+/* The tile layout of kernel (TPCU_ATTN_*) for head_dim, the compute type
+ * and the sequence lengths: the largest tiles, no longer than the
+ * sequences, that fit in smem_limit bytes of shared memory per block;
+ * false (and why) when none does. */
+bool tpcu_attn_layout_make(int kernel, int head_dim, tp_dtype compute, int q_len, int kv_len,
+                           size_t smem_limit, tpcu_attn_layout *l, char *why, size_t len);
 
 /* ------------------------------------------------------------ optimizer */
 

@@ -1,5 +1,10 @@
 /* plugins/cuda/sim/tpsim.cc — the block scheduler of the kernel emulator
- * (see tpsim.h): one coroutine per GPU thread, switched at barriers. */
+ * (see tpsim.h): one coroutine per GPU thread, switched at barriers.
+ *
+ * Switching: on x86-64 a few instructions that save the callee-saved
+ * registers and swap stacks (swapcontext also saves the signal mask, a
+ * system call each time, and a fused-attention test switches millions of
+ * times); elsewhere ucontext. AddressSanitizer is told of every switch. */
 #include "tpsim.h"
 
 #include <sys/mman.h>
@@ -14,17 +19,56 @@
 #define TPSIM_ASAN 1
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TPSIM_ASM_SWITCH 1
+/* tpsim_switch(&save_sp, load_sp): pushes rbp, rbx, r12-r15, stores rsp in
+ * *save_sp, loads load_sp, pops the same registers and returns into that
+ * context (SysV ABI: everything else is caller-saved). */
+extern "C" void tpsim_switch(void **save_sp, void *load_sp);
+asm(R"(
+  .text
+  .p2align 4
+  .globl tpsim_switch
+  .hidden tpsim_switch
+  .type tpsim_switch, @function
+tpsim_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size tpsim_switch, .-tpsim_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+#endif
+
 namespace {
 
 enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 
 struct Thread {
+#ifdef TPSIM_ASM_SWITCH
+  void *sp = nullptr;
+#else
   ucontext_t ctx;
+#endif
   void *stack = nullptr;
   uint3 tid;
   int lane = 0, warp = 0;
   State st = RUNNABLE;
-  uint64_t slot = 0; /* the value this lane offers to a shuffle */
+  uint64_t slot[2] = {0, 0}; /* values offered to shuffles, alternating */
+  unsigned shuffles = 0;     /* shuffles this lane has done */
   void *fake_stack = nullptr;
 };
 
@@ -36,7 +80,11 @@ struct Sim {
   std::vector<Thread> th;
   std::vector<void *> stacks; /* reused across launches */
   Thread *cur = nullptr;
+#ifdef TPSIM_ASM_SWITCH
+  void *sched_sp = nullptr;
+#else
   ucontext_t sched;
+#endif
   const std::function<void()> *body = nullptr;
   unsigned char *smem = nullptr;
   const char *name = "";
@@ -48,9 +96,8 @@ struct Sim {
 Sim S;
 
 [[noreturn]] void die(const char *what) {
-  fprintf(stderr,
-          "tpsim: kernel %s, block (%u, %u, %u): %s\n", S.name, S.bidx.x, S.bidx.y, S.bidx.z,
-          what);
+  fprintf(stderr, "tpsim: kernel %s, block (%u, %u, %u): %s\n", S.name, S.bidx.x, S.bidx.y,
+          S.bidx.z, what);
   abort();
 }
 
@@ -62,27 +109,36 @@ Thread &current() {
   return *S.cur;
 }
 
-/* Into thread t from the scheduler, and back. */
+/* Into thread t from the scheduler; returns when t yields. */
 void switch_to(Thread &t) {
   S.cur = &t;
 #ifdef TPSIM_ASAN
   __sanitizer_start_switch_fiber(&S.sched_fake_stack, t.stack, kStackBytes);
 #endif
+#ifdef TPSIM_ASM_SWITCH
+  tpsim_switch(&S.sched_sp, t.sp);
+#else
   swapcontext(&S.sched, &t.ctx);
+#endif
 #ifdef TPSIM_ASAN
   __sanitizer_finish_switch_fiber(S.sched_fake_stack, nullptr, nullptr);
 #endif
   S.cur = nullptr;
 }
 
-/* From the running thread back to the scheduler (it resumes here later). */
+/* From the running thread back to the scheduler (it resumes here later,
+ * unless it is exiting). */
 void yield_to_scheduler(Thread &t, bool exiting) {
 #ifdef TPSIM_ASAN
   __sanitizer_start_switch_fiber(exiting ? nullptr : &t.fake_stack, S.sched_stack_bottom,
                                  S.sched_stack_size);
 #endif
   (void)exiting;
+#ifdef TPSIM_ASM_SWITCH
+  tpsim_switch(&t.sp, S.sched_sp);
+#else
   swapcontext(&t.ctx, &S.sched);
+#endif
 #ifdef TPSIM_ASAN
   __sanitizer_finish_switch_fiber(t.fake_stack, &S.sched_stack_bottom, &S.sched_stack_size);
 #endif
@@ -99,22 +155,34 @@ void thread_entry() {
   die("a finished thread was resumed");
 }
 
-void wait_at(State barrier) {
-  Thread &t = current();
-  t.st = barrier;
-  yield_to_scheduler(t, false);
-}
-
 /* Out of line: getcontext() returns twice in principle, which must not
  * clobber a caller's loop variable. */
 __attribute__((noinline)) void init_thread(Thread &t) {
   t.st = RUNNABLE;
   t.fake_stack = nullptr;
+  t.shuffles = 0;
+#ifdef TPSIM_ASM_SWITCH
+  /* The stack as tpsim_switch leaves it: six register slots, then the
+   * address it returns to; entered with rsp = 8 mod 16, as after a call. */
+  uintptr_t top = ((uintptr_t)t.stack + kStackBytes) & ~(uintptr_t)15;
+  void **sp = (void **)top;
+  *--sp = nullptr; /* thread_entry's own return address: it never returns */
+  *--sp = (void *)&thread_entry;
+  for (int i = 0; i < 6; i++) *--sp = nullptr;
+  t.sp = sp;
+#else
   getcontext(&t.ctx);
   t.ctx.uc_stack.ss_sp = t.stack;
   t.ctx.uc_stack.ss_size = kStackBytes;
   t.ctx.uc_link = nullptr;
   makecontext(&t.ctx, thread_entry, 0);
+#endif
+}
+
+void wait_at(State barrier) {
+  Thread &t = current();
+  t.st = barrier;
+  yield_to_scheduler(t, false);
 }
 
 void run_block(int order) {
@@ -181,13 +249,15 @@ int tpsim_lane() { return current().lane; }
 void __syncthreads() { wait_at(AT_BLOCK_BARRIER); }
 void __syncwarp(unsigned) { wait_at(AT_WARP_BARRIER); }
 
+/* One barrier per shuffle: values alternate between two slots, and a lane
+ * cannot write shuffle k+1's slot before every lane has passed shuffle k's
+ * barrier, nor k+2's (which reuses k's slot) before every lane has read k. */
 uint64_t tpsim_warp_exchange(uint64_t v, int src) {
   Thread &t = current();
-  t.slot = v;
-  wait_at(AT_WARP_BARRIER); /* every lane has offered */
-  uint64_t r = src >= 0 && src < 32 ? S.th[(size_t)t.warp * 32 + (size_t)src].slot : v;
-  wait_at(AT_WARP_BARRIER); /* every lane has read before the slots change */
-  return r;
+  unsigned k = t.shuffles++ & 1u;
+  t.slot[k] = v;
+  wait_at(AT_WARP_BARRIER);
+  return src >= 0 && src < 32 ? S.th[(size_t)t.warp * 32 + (size_t)src].slot[k] : v;
 }
 
 void tpsim_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body,
