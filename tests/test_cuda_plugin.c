@@ -6,6 +6,8 @@
 #include <dlfcn.h>
 #include <sys/wait.h>
 
+#include <json-glib/json-glib.h>
+
 #include "tensorplug/backend_iface.h"
 #include "tensorplug/error.h"
 #include "tensorplug/plugin.h"
@@ -119,12 +121,19 @@ TP_TEST(CudaPlugin, TrainOnCudaWithoutADeviceIsOneLineAndExit2) {
   if (have_gpu()) TP_SKIP("this machine has a CUDA device");
   char *vocab = g_build_filename(tp_test_shared_dir(), "data", "bert-base-uncased", "vocab.txt",
                                  NULL);
-  char *data = g_build_filename(tp_test_shared_dir(), "data", "imdb", NULL);
   char *dir = tp_test_tmpdir();
   char *run = g_build_filename(dir, "run", NULL);
+  /* a small data set of its own: the command reads the data before it opens the backend */
+  char *data = g_build_filename(dir, "reviews.csv", NULL);
+  GString *csv = g_string_new("review,sentiment\n");
+  for (int i = 0; i < 40; i++)
+    g_string_append_printf(csv, "%s film number %d,%s\n", i % 2 ? "A good" : "A dull", i,
+                           i % 2 ? "positive" : "negative");
+  TP_ASSERT(g_file_set_contents(data, csv->str, -1, NULL));
+  g_string_free(csv, TRUE);
   const char *args[] = {"train", "--backend", "cuda", "--model", "bert", "--init", "random",
                         "--layers", "1", "--hidden", "32", "--heads", "2", "--ffn", "64",
-                        "--vocab", vocab, "--data", data, "--subset", "0.002", "--max-len", "16",
+                        "--vocab", vocab, "--data", data, "--max-len", "16",
                         "--epochs", "1", "--out", run, NULL};
   char *out = NULL, *err = NULL;
   TP_CHECK_INT_EQ(run_cli(&out, &err, args), 2);
@@ -141,5 +150,46 @@ TP_TEST(CudaPlugin, TrainOnCudaWithoutADeviceIsOneLineAndExit2) {
   g_free(vocab);
   g_free(data);
   g_free(run);
+  g_free(dir);
+}
+
+/* bench --train: a row per backend (the CUDA one says why it has no
+ * device), model FLOPs by the seed's convention, the projected epoch. */
+TP_TEST(CudaPlugin, BenchTrainRowsAndModelFlops) {
+  char *dir = tp_test_tmpdir();
+  char *json = g_build_filename(dir, "bench.json", NULL);
+  const char *args[] = {"bench", "--train", "--model", "distilbert", "--backends", "cpu,cuda",
+                        "--batch", "1", "--max-len", "8", "--steps", "1", "--warmup-steps", "0",
+                        "--json", json, NULL};
+  char *out = NULL, *err = NULL;
+  TP_CHECK_INT_EQ(run_cli(&out, &err, args), 0);
+  JsonParser *p = json_parser_new();
+  GError *e = NULL;
+  if (!json_parser_load_from_file(p, json, &e)) {
+    TP_FAILF("%s: %s (stdout %s, stderr %s)", json, e->message, out, err);
+    g_clear_error(&e);
+  } else {
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    /* per layer 2BT(4H^2 + 2HF) + 4BT^2H, 6 layers, head 2BH(H + 2), times 3:
+     * DistilBERT at batch 8, length 512 is 1.16e12 (28 ms/step: the seed's ~42 TFLOP/s) */
+    TP_CHECK(json_object_get_double_member(o, "flops_per_step") == 2045518848.0);
+    JsonArray *rows = json_object_get_array_member(o, "results");
+    TP_ASSERT(json_array_get_length(rows) == 2);
+    JsonObject *cpu = json_array_get_object_element(rows, 0);
+    JsonObject *cuda = json_array_get_object_element(rows, 1);
+    TP_CHECK_STR_EQ(json_object_get_string_member(cpu, "backend"), "cpu");
+    double ms = json_object_get_double_member(cpu, "ms_per_step");
+    TP_CHECK(ms > 0);
+    TP_CHECK_NEAR(json_object_get_double_member(cpu, "epoch_s"), 26250 * ms / 1000.0, 1e-6 * ms);
+    TP_CHECK_NEAR(json_object_get_double_member(cpu, "tokens_per_s"), 8 / (ms / 1000.0),
+                  1e-3 * 8 / (ms / 1000.0));
+    if (!have_gpu())
+      TP_CHECK(strstr(json_object_get_string_member(cuda, "error"), "no usable CUDA device") !=
+               NULL);
+  }
+  g_object_unref(p);
+  g_free(out);
+  g_free(err);
+  g_free(json);
   g_free(dir);
 }
