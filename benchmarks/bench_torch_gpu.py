@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""benchmarks/bench_torch_gpu.py — the PyTorch peer of `tensorplug bench --train`.
+"""benchmarks/bench_torch_gpu.py — the PyTorch peer of `tensorplug bench --model`.
 
 The same architectures and shapes as tensorplug's presets (DistilBERT: 6
 layers, BERT-base: 12; hidden 768, 12 heads, FFN 3072, vocabulary 30522,
@@ -10,9 +10,11 @@ works on the machine (both rows are reported). Synthetic batches of
 --batch x --max-len real tokens (no padding), dropout 0.1 as in the
 presets, random initialisation: speed does not depend on the weights.
 
-Prints one line per row and, with --json, writes the rows; the model FLOPs
-are counted exactly as cli/bench_train.c counts them, so the two sides'
-TFLOP/s and the projected epoch of 26,250 reviews compare directly.
+Prints one line per row and, with --json, writes the rows: the median
+ms/step of steps that each end with a synchronisation (as `tensorplug bench
+--model` times its steps), the range and mean, tokens/s, TFLOP/s of model
+FLOPs counted exactly as tp_model_flops() (core/model.c) counts them, and
+the projected epoch of 26,250 reviews: the two sides compare directly.
 
 scripts/gpu-check.sh runs it on the GPU machine's own PyTorch in the same
 run as tensorplug's side. --smoke runs a tiny model for two steps on the CPU
@@ -41,7 +43,7 @@ SMOKE = dict(layers=2, hidden=64, heads=4, ffn=128, vocab=1000, positions=64, ty
 
 
 def flops_per_step(c, batch, seq, labels=2):
-    """cli/bench_train.c's tp_bench_train_flops: 3x the forward products."""
+    """tp_model_flops() of core/model.c, training: 3x the forward products."""
     B, T, H, Fd = batch, seq, c["hidden"], c["ffn"]
     layer = 2.0 * B * T * (4.0 * H * H + 2.0 * H * Fd) + 4.0 * B * T * T * H
     head = 2.0 * B * H * (H + labels)
@@ -144,20 +146,30 @@ def run(args, c, compiled):
         opt.step()
         return loss
 
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    times = []
     with sdpa_flash_only() if cuda else _Null():
         for i in range(args.warmup):
             step(i)
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         for i in range(args.warmup, n):
+            # each step ends with a synchronisation, as `tensorplug bench`
+            # times its steps: the median of these is the comparable figure
+            ts = time.perf_counter()
             loss = step(i)
-        loss = float(loss)  # waits for the last step
-        if cuda:
-            torch.cuda.synchronize()
-        sec = time.perf_counter() - t0
-    ms = sec * 1000.0 / args.steps
-    return dict(ms_per_step=ms, tokens_per_s=args.batch * args.max_len / (ms / 1000.0),
+            sync()
+            times.append((time.perf_counter() - ts) * 1000.0)
+        loss = float(loss)
+        total = (time.perf_counter() - t0) * 1000.0
+    times.sort()
+    k = len(times)
+    ms = times[k // 2] if k % 2 else 0.5 * (times[k // 2 - 1] + times[k // 2])
+    return dict(ms_per_step=ms, ms_min=times[0], ms_max=times[-1], ms_mean=total / k,
+                tokens_per_s=args.batch * args.max_len / (ms / 1000.0),
                 tflops=flops_per_step(c, args.batch, args.max_len) / (ms / 1000.0) / 1e12,
                 epoch_s=math.ceil(EPOCH_REVIEWS / args.batch) * ms / 1000.0, loss=loss)
 
@@ -198,10 +210,10 @@ def main():
             if compiled and not hasattr(torch, "compile"):
                 raise RuntimeError("this torch has no torch.compile")
             row.update(run(args, c, compiled))
-            print("%s: %.2f ms/step, %.0f tokens/s, %.1f TFLOP/s of model FLOPs; one epoch of "
-                  "%d reviews: %.1f s (loss %.4f)"
-                  % (name, row["ms_per_step"], row["tokens_per_s"], row["tflops"], EPOCH_REVIEWS,
-                     row["epoch_s"], row["loss"]))
+            print("%s: %.2f ms/step (median; %.2f-%.2f), %.0f tokens/s, %.1f TFLOP/s of model "
+                  "FLOPs; one epoch of %d reviews: %.1f s (loss %.4f)"
+                  % (name, row["ms_per_step"], row["ms_min"], row["ms_max"], row["tokens_per_s"],
+                     row["tflops"], EPOCH_REVIEWS, row["epoch_s"], row["loss"]))
         except Exception as e:  # a failing compile is a result, not a crash
             row["error"] = "%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             print("%s: failed: %s" % (name, row["error"]))
