@@ -195,6 +195,15 @@ else
   say "libcublasLt.so.13 not found (the CUDA plugin will say so)"
 fi
 
+# The NVIDIA Vulkan driver may be installed without its ICD file where the
+# loader looks: point the loader at it.
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] &&
+  ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+  export VK_DRIVER_FILES=$icd
+  say "VK_DRIVER_FILES=$icd"
+fi
+
 # ---- is there a device? ----
 step plugins 30 "$build/cli/tensorplug" plugins
 if ! grep -A1 "libtp_backend_$be.so" "$log" | grep -q 'device 0'; then
@@ -240,6 +249,7 @@ gtest "models_$be" 150 "$be" test_models
 gtest "backend_curve_$be" 120 "$be" test_backend_curve
 gtest "backend_train_$be" 120 "$be" test_backend_train
 if ls "$build"/plugins/vulkan/*.so >/dev/null 2>&1; then
+  gtest vulkan_plugin 60 vulkan test_vulkan_plugin
   gtest backend_ops_vulkan 120 vulkan test_backend_ops
   gtest backend_curve_vulkan 120 vulkan test_backend_curve
 fi

@@ -7,7 +7,8 @@
 #                                programs gpu-check.sh runs), the shared
 #                                libraries none of which a CUDA + PyTorch
 #                                machine has (GLib, json-glib, OpenBLAS with
-#                                its Fortran and OpenMP runtimes), taken from
+#                                its Fortran and OpenMP runtimes, the Vulkan
+#                                loader when the Vulkan plugin is built), from
 #                                the Debian packages (apt-get download, dpkg
 #                                -x), and the test fixtures of ../shared
 #   .gpu/MANIFEST                what is in it, from which commit and packages
@@ -61,7 +62,7 @@ copy_build() { # relative paths under $build (globs), kept as they are (symlinks
 copy_build cli/tensorplug 'core/libtensorplug.so*' 'plugins/cpu/*.so' 'plugins/cuda/*.so' \
   'plugins/vulkan/*.so' 'plugins/vulkan/*.spv' 'models/*.so' 'tests/*.so' \
   tests/test_backend_ops tests/test_backend_train tests/test_models tests/test_backend_curve \
-  tests/test_cuda_plugin tests/test_cuda_host
+  tests/test_cuda_plugin tests/test_cuda_host tests/test_vulkan_plugin
 [ -f "$stage/build/plugins/cuda/libtp_backend_cuda.so" ] || die "the CUDA plugin was not built"
 for t in test_backend_curve test_cuda_plugin test_models; do
   [ -x "$stage/build/tests/$t" ] || die "tests/$t was not built"
@@ -73,7 +74,7 @@ declare -A need=()
 while read -r so path; do
   case "$so" in
   libc.so.* | libm.so.* | libdl.so.* | libpthread.so.* | librt.so.* | ld-linux* | \
-    libstdc++.so.* | libgcc_s.so.* | libtensorplug.so.* | libcuda.so.* | libvulkan.so.*) ;;
+    libstdc++.so.* | libgcc_s.so.* | libtensorplug.so.* | libcuda.so.*) ;;
   *) [ -n "$path" ] && need[$so]=$path ;;
   esac
 done < <(find "$stage/build" -type f \( -name '*.so*' -o -perm -u+x \) -print0 |
