@@ -128,9 +128,13 @@ __global__ void k_act_bwd(int act, float *dx, const float *dy, const float *xy, 
   }
 }
 
+/* Rows spread over blocks, columns over a block's threads: no division per
+ * element. */
 __global__ void k_bias_add(float *y, const float *bias, int64_t rows, int cols) {
-  int64_t n = rows * cols;
-  for (int64_t i = global_index(); i < n; i += global_stride()) y[i] += bias[i % cols];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    float *yr = y + r * cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) yr[c] += bias[c];
+  }
 }
 
 __global__ void k_dropout(float *y, uint8_t *keep, const float *x, int64_t n, float p, float scale,
@@ -152,18 +156,20 @@ __global__ void k_dropout_bwd_keep(float *dx, const float *dy, const uint8_t *ke
     dx[i] += keep[i] ? dy[i] * scale : 0.0f;
 }
 
-/* y [d0, d2, d1, d3] = x [d0, d1, d2, d3] permuted (+ beta * y) */
+/* y [d0, d2, d1, d3] = x [d0, d1, d2, d3] permuted (+ beta * y): a block
+ * per run of d3 contiguous elements of y (divisions per row, not per
+ * element). */
 __global__ void k_permute_0213(float *y, const float *x, int d0, int d1, int d2, int d3,
                                float beta) {
-  int64_t n = (int64_t)d0 * d1 * d2 * d3;
-  for (int64_t i = global_index(); i < n; i += global_stride()) {
-    int64_t t = i / d3;
-    int i3 = (int)(i % d3), i1 = (int)(t % d1);
-    t /= d1;
-    int i2 = (int)(t % d2);
+  int64_t rows = (int64_t)d0 * d2 * d1;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) { /* r = (i0 * d2 + i2) * d1 + i1 */
+    int64_t t = r / d1;
+    int i1 = (int)(r % d1), i2 = (int)(t % d2);
     int64_t i0 = t / d2;
-    float v = x[((i0 * d1 + i1) * d2 + i2) * d3 + i3];
-    y[i] = beta == 0.0f ? v : v + beta * y[i];
+    const float *xr = x + ((i0 * d1 + i1) * d2 + i2) * d3;
+    float *yr = y + r * d3;
+    for (int c = threadIdx.x; c < d3; c += blockDim.x)
+      yr[c] = beta == 0.0f ? xr[c] : xr[c] + beta * yr[c];
   }
 }
 
@@ -929,6 +935,8 @@ cudaError_t attention_bwd_t(const tpcu_ctx *c, const AttnParams &P, const tpcu_a
 #define GRID(n) dim3(tpcu_grid_1d((n), kThreads, c->sm_count, TPCU_BLOCKS_PER_SM))
 #define ROWS(n) dim3(tpcu_grid_rows(n))
 #define WARP_ROWS dim3(32, kRowsPerBlock)
+/* A block per row, rows beyond the grid in turn. */
+#define ROWS_1D(rows) dim3((unsigned)((rows) < 65535 * 64 ? (rows) : 65535 * 64))
 /* Returns early when there is nothing to do: a launch needs a grid >= 1. */
 #define LAUNCH_EW(n, kern, ...)                                                                    \
   do {                                                                                             \
@@ -962,7 +970,9 @@ cudaError_t tpcu_k_act_bwd(const tpcu_ctx *c, int act, float *dx, const float *d
 
 cudaError_t tpcu_k_bias_add(const tpcu_ctx *c, float *y, const float *bias, int64_t rows,
                             int cols) {
-  LAUNCH_EW(rows * cols, k_bias_add, y, bias, rows, cols);
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  TPCU_LAUNCH(k_bias_add, ROWS_1D(rows), dim3(kThreads), 0, c->stream, y, bias, rows, cols);
+  return cudaGetLastError();
 }
 
 static cudaError_t colsum(const tpcu_ctx *c, float *out, float *out2, const float *dy,
@@ -1035,8 +1045,10 @@ cudaError_t tpcu_k_dropout_bwd_keep(const tpcu_ctx *c, float *dx, const float *d
 cudaError_t tpcu_k_permute_0213(const tpcu_ctx *c, float *y, const float *x, int d0, int d1,
                                 int d2, int d3, float beta) {
   if (d0 <= 0 || d1 <= 0 || d2 <= 0 || d3 <= 0) return cudaSuccess;
-  int64_t n = (int64_t)d0 * d1 * d2 * d3;
-  LAUNCH_EW(n, k_permute_0213, y, x, d0, d1, d2, d3, beta);
+  int64_t rows = (int64_t)d0 * d1 * d2;
+  TPCU_LAUNCH(k_permute_0213, ROWS_1D(rows), dim3(d3 >= 128 ? 128 : 32), 0, c->stream, y, x, d0,
+              d1, d2, d3, beta);
+  return cudaGetLastError();
 }
 
 cudaError_t tpcu_k_first_token(const tpcu_ctx *c, bool backward, float *y, const float *x,
