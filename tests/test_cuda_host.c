@@ -439,6 +439,23 @@ TP_TEST(CudaHost, AttentionTilesFitSharedMemory) {
   /* too large for anything */
   TP_CHECK(!tpcu_attn_layout_make(TPCU_ATTN_DKDV, 2048, TP_F32, 512, 512, 49152, &l, why, sizeof why));
   TP_CHECK(strstr(why, "head_dim 2048 needs more than the 49152 bytes") != NULL);
+  /* the largest head the fused kernels take: an H100/H200's 227 KiB, an
+   * A100's 163 KiB, the default 48 KiB; each fits its three kernels in f32 */
+  int h90 = tpcu_attn_max_head_dim(232448), h80 = tpcu_attn_max_head_dim(166912);
+  int h48 = tpcu_attn_max_head_dim(49152);
+  TP_CHECK(h90 >= h80 && h80 >= h48 && h80 >= 256 && h48 >= 64); /* BERT: 64 */
+  TP_CHECK(h90 % 16 == 0);
+  for (int k = TPCU_ATTN_FWD; k <= TPCU_ATTN_DKDV; k++) {
+    TP_CHECK(tpcu_attn_layout_make(k, h90, TP_F32, 512, 512, 232448, &l, why, sizeof why));
+    TP_CHECK(tpcu_attn_layout_make(k, h90, TP_BF16, 512, 512, 232448, &l, why, sizeof why));
+  }
+  TP_CHECK(!tpcu_attn_layout_make(TPCU_ATTN_DKDV, h90 + 16, TP_F32, 512, 512, 232448, &l, why,
+                                  sizeof why) ||
+           !tpcu_attn_layout_make(TPCU_ATTN_DQ, h90 + 16, TP_F32, 512, 512, 232448, &l, why,
+                                  sizeof why) ||
+           !tpcu_attn_layout_make(TPCU_ATTN_FWD, h90 + 16, TP_F32, 512, 512, 232448, &l, why,
+                                  sizeof why));
+  g_test_message("max_head_dim: %d (227 KiB), %d (163 KiB), %d (48 KiB)", h90, h80, h48);
   /* short sequences get short tiles: [CLS] only (1 query) over 24 keys */
   TP_ASSERT(tpcu_attn_layout_make(TPCU_ATTN_FWD, 64, TP_BF16, 1, 24, 232448, &l, why, sizeof why));
   TP_CHECK_INT_EQ(l.br, 16);

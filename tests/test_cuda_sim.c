@@ -253,6 +253,7 @@ TP_TEST(CudaSim, ProbeDescribesTheEmulatedDevice) {
   TP_CHECK(info[0].storage_dtypes & TP_DTYPE_BIT(TP_I32));
   TP_CHECK(strstr(info[0].features, "cuBLASLt 13.") != NULL);
   TP_CHECK(strstr(info[0].description, "sm_90") != NULL);
+  TP_CHECK(info[0].max_head_dim >= 128); /* the fused kernels take BERT's heads and more */
   TP_CHECK(TP_IFACE_HAS(b, attention_fwd) && TP_IFACE_HAS(b, attention_bwd));
   TP_CHECK(TP_IFACE_HAS(b, dropout_fwd_keep) && TP_IFACE_HAS(b, dropout_bwd_keep));
 }

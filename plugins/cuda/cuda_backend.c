@@ -250,6 +250,7 @@ static void describe(tp_device_info *in, int cuda_index, const struct cudaDevice
   in->gemm_compute = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16);
   in->storage_dtypes =
       TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16) | TP_DTYPE_BIT(TP_I32);
+  in->max_head_dim = (uint32_t)tpcu_attn_max_head_dim(p->sharedMemPerBlockOptin);
   size_t v = LT.version ? LT.version() : 0;
   snprintf(in->features, sizeof in->features,
            "cuBLASLt %zu.%zu.%zu (GEMM: f32, and bf16/f16 tensor cores with f32 sums); "

@@ -279,6 +279,19 @@ bool tpcu_attn_layout_make(int kernel, int head_dim, tp_dtype compute, int q_len
               head_dim, smem_limit);
 }
 
+int tpcu_attn_max_head_dim(size_t smem_limit) {
+  int best = 0;
+  tpcu_attn_layout l;
+  for (int hd = 16; hd <= 4096; hd += 16) {
+    bool all = true; /* f32 tiles are the largest */
+    for (int k = TPCU_ATTN_FWD; all && k <= TPCU_ATTN_DKDV; k++)
+      all = tpcu_attn_layout_make(k, hd, TP_F32, 16, 16, smem_limit, &l, NULL, 0);
+    if (!all) break;
+    best = hd;
+  }
+  return best;
+}
+
 /* ------------------------------------------------------------ optimizer */
 
 bool tpcu_adam_coeffs(const tp_adam_args *a, float *step, float *vscale, float *decay) {

@@ -94,6 +94,11 @@ bool tpcu_attention_check(const tpcu_attn_call *a, char *why, size_t len);
 bool tpcu_attn_layout_make(int kernel, int head_dim, tp_dtype compute, int q_len, int kv_len,
                            size_t smem_limit, tpcu_attn_layout *l, char *why, size_t len);
 
+/* The largest head_dim every attention kernel takes in every compute type
+ * with smem_limit bytes per block (tp_device_info.max_head_dim; the core
+ * composes attention for larger heads); 0 when not even 16 fits. */
+int tpcu_attn_max_head_dim(size_t smem_limit);
+
 /* ------------------------------------------------------------ optimizer */
 
 /* Adam's per-call coefficients, in double once as the CPU backend does
