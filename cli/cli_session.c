@@ -9,82 +9,8 @@
 
 #include "cli.h"
 #include "tensorplug/error.h"
-
-void tp_cli_model_opts_init(tp_cli_model_opts *o) { memset(o, 0, sizeof *o); }
-
-void tp_cli_run_opts_init(tp_cli_run_opts *o) {
-  memset(o, 0, sizeof *o);
-  o->device = -1;
-}
-
-void tp_cli_model_opts_clear(tp_cli_model_opts *o) {
-  g_free(o->model);
-  g_free(o->weights);
-  g_free(o->init);
-  g_free(o->vocab);
-  memset(o, 0, sizeof *o);
-}
-
-void tp_cli_run_opts_clear(tp_cli_run_opts *o) {
-  g_free(o->backend);
-  g_free(o->precision);
-  memset(o, 0, sizeof *o);
-}
-
-GOptionGroup *tp_cli_model_group(tp_cli_model_opts *o) {
-  GOptionEntry e[] = {
-      {"model", 0, 0, G_OPTION_ARG_STRING, &o->model,
-       "Preset (distilbert-base-uncased, distil_bert_base_en_uncased, bert-base-uncased, "
-       "bert_base_en_uncased) or a model folder (config.json + model.safetensors)", "NAME|DIR"},
-      {"weights", 0, 0, G_OPTION_ARG_FILENAME, &o->weights,
-       "Load weights from DIR/model.safetensors (a Hugging Face model folder)", "DIR"},
-      {"init", 0, 0, G_OPTION_ARG_STRING, &o->init,
-       "\"random\": initialise every weight randomly instead of loading any", "random"},
-      {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
-       "vocab.txt or tokenizer.json (default: the model folder's)", "FILE"},
-      {"layers", 0, 0, G_OPTION_ARG_INT, &o->layers, "Override the number of layers", "N"},
-      {"hidden", 0, 0, G_OPTION_ARG_INT, &o->hidden, "Override the hidden size", "N"},
-      {"heads", 0, 0, G_OPTION_ARG_INT, &o->heads, "Override the number of attention heads", "N"},
-      {"ffn", 0, 0, G_OPTION_ARG_INT, &o->ffn, "Override the feed-forward size", "N"},
-      {"max-positions", 0, 0, G_OPTION_ARG_INT, &o->max_positions,
-       "Override the number of position embeddings", "N"},
-      G_OPTION_ENTRY_NULL};
-  GOptionGroup *g = g_option_group_new("model", "Model options:", "Show the model options", NULL, NULL);
-  g_option_group_add_entries(g, e);
-  return g;
-}
-
-GOptionGroup *tp_cli_run_group(tp_cli_run_opts *o) {
-  GOptionEntry e[] = {
-      {"backend", 0, 0, G_OPTION_ARG_STRING, &o->backend,
-       "auto (CUDA, else a Vulkan GPU, else CPU), cpu, cuda or vulkan [auto]", "NAME"},
-      {"device", 0, 0, G_OPTION_ARG_INT, &o->device, "Device index within the backend [first]", "N"},
-      {"threads", 0, 0, G_OPTION_ARG_INT, &o->threads,
-       "Worker threads [$TENSORPLUG_NUM_THREADS, else all cores]", "N"},
-      {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision,
-       "Compute type of matrix products: auto, f32, bf16 or f16 (f32 master weights and "
-       "optimizer state; f16 adds dynamic loss scaling) [auto: the device's fastest: bf16 on "
-       "CUDA and on CPUs whose bf16 arithmetic outruns f32 (AMX), else f32]", "P"},
-      G_OPTION_ENTRY_NULL};
-  GOptionGroup *g = g_option_group_new("run", "Device options:", "Show the device options", NULL, NULL);
-  g_option_group_add_entries(g, e);
-  return g;
-}
-
-static bool check_run_opts(const tp_cli_run_opts *ro, GError **err) {
-  if (ro->threads < 0 || ro->threads > 4096) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--threads %d is out of range (1 to "
-                "4096)", ro->threads);
-    return false;
-  }
-  const char *p = ro->precision ? ro->precision : "auto";
-  if (strcmp(p, "auto") && strcmp(p, "f32") && strcmp(p, "bf16") && strcmp(p, "f16")) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--precision %s: use auto, f32, bf16 "
-                "or f16", p);
-    return false;
-  }
-  return true;
-}
+#include "tensorplug/fileio.h"
+#include "tensorplug/memory.h"
 
 /* The compute type of matrix products: --precision, else the device's own
  * choice (preferred_compute: the CPU says bf16 only where bf16 arithmetic
@@ -104,21 +30,11 @@ static tp_dtype precision_of(const tp_cli_run_opts *ro, const tp_backend *be) {
 
 bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const tp_cli_run_opts *ro,
                          uint64_t seed, bool need_vocab, GError **err) {
-  memset(s, 0, sizeof *s);
-  if (!check_run_opts(ro, err)) return false;
-  if (mo->init && strcmp(mo->init, "random") != 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--init %s: the only choice is "
-                "\"random\"", mo->init);
-    return false;
-  }
+  memset(s, 0, sizeof *s); /* the option values were validated by tp_cli_optset_check */
   tp_model_source src = {.model = mo->model, .weights_dir = mo->weights,
                          .init_random = mo->init != NULL,
                          .ov = {.layers = mo->layers, .hidden = mo->hidden, .heads = mo->heads,
                                 .ffn = mo->ffn, .max_positions = mo->max_positions}};
-  if (mo->layers < 0 || mo->hidden < 0 || mo->heads < 0 || mo->ffn < 0 || mo->max_positions < 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "model sizes must be positive");
-    return false;
-  }
   const tp_model_iface *iface = NULL;
   tp_model_config cfg;
   if (!tp_model_resolve(NULL, &src, &iface, &cfg, &s->weights_path, &s->model_dir, err))
@@ -131,8 +47,15 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
   if (s->vocab_path) {
     s->tok = tp_tokenizer_load(s->vocab_path, err);
     if (!s->tok) return false;
+    /* batches of texts of different lengths are padded with it */
+    if (tp_tokenizer_pad_id(s->tok) < 0) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the vocabulary %s has no [PAD] token (and "
+                  "declares no padding token): a model pads its batches with it; use the "
+                  "model's own vocab.txt or tokenizer.json", s->vocab_path);
+      return false;
+    }
     if (tp_tokenizer_vocab_size(s->tok) > cfg.vocab_size) {
-      g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "the vocabulary %s has %d tokens "
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the vocabulary %s has %d tokens "
                   "but the model only %d embeddings: use the model's own vocabulary",
                   s->vocab_path, tp_tokenizer_vocab_size(s->tok), cfg.vocab_size);
       return false;
@@ -151,6 +74,55 @@ bool tp_cli_session_open(tp_cli_session *s, const tp_cli_model_opts *mo, const t
       !tp_model_load_weights(s->model, s->ctx, s->weights_path, seed ^ 0x5eedu, &s->load, err))
     return false;
   return true;
+}
+
+bool tp_cli_check_max_len(const tp_cli_session *s, int *max_len_io, GError **err) {
+  int positions = s->model->cfg.max_positions, max_len = *max_len_io;
+  if (max_len == 0) *max_len_io = MIN(512, positions);
+  if (max_len <= positions) return true;
+  g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--max-len %d is more than the model's "
+              "%d positions: use --max-len %d or less", max_len, positions, positions);
+  return false;
+}
+
+int64_t tp_cli_longest(const tp_token_seqs *seqs) {
+  int64_t t = 1;
+  for (int64_t i = 0; i < seqs->n; i++) t = MAX(t, seqs->offsets[i + 1] - seqs->offsets[i]);
+  return t;
+}
+
+bool tp_cli_check_step_memory(const tp_cli_session *s, int64_t batch, int64_t seq, bool training,
+                              const char *batch_option, GError **err) {
+  uint64_t bytes = tp_model_step_bytes(&s->model->cfg, batch, seq, training);
+  uint64_t avail = tp_memory_device_available(s->be);
+  /* the CPU's available memory is read live (the parameters are already in
+   * use); a GPU reports its total, from which the parameters are taken */
+  if (!s->be->info.host_visible && avail != UINT64_MAX) {
+    uint64_t params = (uint64_t)tp_params_flat_floats(s->model->params) * sizeof(float) * 4;
+    avail = avail > params ? avail - params : 0;
+  }
+  if (bytes <= avail) return true;
+  char need[32], have[32];
+  g_set_error(err, TP_ERROR, TP_ERROR_OUT_OF_MEMORY, "not enough memory: one %s step of %s %lld "
+              "x %lld tokens needs about %s (an estimate) but only %s of memory on the %s device "
+              "are available: lower %s or --max-len", training ? "training" : "evaluation",
+              batch_option, (long long)batch, (long long)seq,
+              tp_memory_format(bytes, need, sizeof need), tp_memory_format(avail, have, sizeof have),
+              s->be->name, batch_option);
+  return false;
+}
+
+bool tp_cli_model_num_labels(const tp_cli_model_opts *mo, int *num_labels, GError **err) {
+  tp_model_source src = {.model = mo->model, .weights_dir = mo->weights,
+                         .init_random = mo->init != NULL};
+  const tp_model_iface *iface = NULL;
+  tp_model_config cfg;
+  char *wp = NULL, *md = NULL;
+  bool ok = tp_model_resolve(NULL, &src, &iface, &cfg, &wp, &md, err);
+  if (ok) *num_labels = cfg.num_labels;
+  g_free(wp);
+  g_free(md);
+  return ok;
 }
 
 void tp_cli_session_close(tp_cli_session *s) {
@@ -224,97 +196,10 @@ bool tp_cli_write_json(const char *path, JsonNode *root, GError **err) {
   json_generator_set_root(g, root);
   gsize len = 0;
   char *text = json_generator_to_data(g, &len);
-  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  bool ok = tp_file_write_durable(path, text, len, err);
   g_free(text);
   g_object_unref(g);
   return ok;
-}
-
-/* ---- token cache ---- */
-
-#define CACHE_MAGIC "TPTOKv1\n"
-
-static char *cache_dir(void) {
-  const char *e = g_getenv("TENSORPLUG_CACHE_DIR");
-  if (e && *e) return g_strdup(e);
-  return g_build_filename(g_get_user_cache_dir(), "tensorplug", NULL);
-}
-
-/* Key: SHA-256 over the vocabulary bytes, max_len and every text. */
-static char *cache_key(const char *vocab_path, char *const *texts, guint n, int max_len) {
-  GChecksum *c = g_checksum_new(G_CHECKSUM_SHA256);
-  char *vocab = NULL;
-  gsize vlen = 0;
-  if (g_file_get_contents(vocab_path, &vocab, &vlen, NULL)) g_checksum_update(c, (guchar *)vocab, vlen);
-  g_free(vocab);
-  char head[64];
-  g_snprintf(head, sizeof head, "|max_len=%d|n=%u|", max_len, n);
-  g_checksum_update(c, (guchar *)head, -1);
-  for (guint i = 0; i < n; i++) g_checksum_update(c, (guchar *)texts[i], (gssize)strlen(texts[i]) + 1);
-  char *k = g_strdup(g_checksum_get_string(c));
-  g_checksum_free(c);
-  return k;
-}
-
-static tp_token_seqs *cache_read(const char *path, guint n) {
-  GMappedFile *f = g_mapped_file_new(path, FALSE, NULL);
-  if (!f) return NULL;
-  const char *d = g_mapped_file_get_contents(f);
-  gsize len = g_mapped_file_get_length(f);
-  tp_token_seqs *s = NULL;
-  size_t head = strlen(CACHE_MAGIC) + sizeof(int64_t);
-  int64_t cnt = 0;
-  if (len >= head && memcmp(d, CACHE_MAGIC, strlen(CACHE_MAGIC)) == 0) {
-    memcpy(&cnt, d + strlen(CACHE_MAGIC), sizeof cnt);
-    size_t off_bytes = (size_t)(cnt + 1) * sizeof(int64_t);
-    if (cnt == (int64_t)n && len >= head + off_bytes) {
-      s = g_new0(tp_token_seqs, 1);
-      s->n = cnt;
-      s->offsets = g_new(int64_t, cnt + 1);
-      memcpy(s->offsets, d + head, off_bytes);
-      int64_t total = s->offsets[cnt];
-      if (total < 0 || len != head + off_bytes + (size_t)total * sizeof(int32_t)) {
-        g_free(s->offsets);
-        g_clear_pointer(&s, g_free);
-      } else {
-        s->ids = g_new(int32_t, total + 1);
-        memcpy(s->ids, d + head + off_bytes, (size_t)total * sizeof(int32_t));
-      }
-    }
-  }
-  g_mapped_file_unref(f);
-  return s;
-}
-
-static void cache_write(const char *path, const tp_token_seqs *s) {
-  GString *b = g_string_new(CACHE_MAGIC);
-  g_string_append_len(b, (const char *)&s->n, sizeof s->n);
-  g_string_append_len(b, (const char *)s->offsets, (gssize)((s->n + 1) * sizeof(int64_t)));
-  g_string_append_len(b, (const char *)s->ids, (gssize)(s->offsets[s->n] * sizeof(int32_t)));
-  /* a cache is an optimisation: failing to write it is not an error */
-  g_file_set_contents(path, b->str, (gssize)b->len, NULL);
-  g_string_free(b, TRUE);
-}
-
-tp_token_seqs *tp_cli_tokenize_cached(const tp_tokenizer *tok, const char *vocab_path,
-                                      char *const *texts, guint n, int max_len, int threads,
-                                      bool *cached, GError **err) {
-  (void)err;
-  char *dir = cache_dir();
-  char *key = cache_key(vocab_path, texts, n, max_len);
-  char *name = g_strdup_printf("tokens-%s.bin", key);
-  char *path = g_build_filename(dir, name, NULL);
-  tp_token_seqs *s = cache_read(path, n);
-  *cached = s != NULL;
-  if (!s) {
-    s = tp_tokenizer_encode_batch(tok, (const char *const *)texts, n, max_len, threads);
-    if (g_mkdir_with_parents(dir, 0755) == 0) cache_write(path, s);
-  }
-  g_free(dir);
-  g_free(key);
-  g_free(name);
-  g_free(path);
-  return s;
 }
 
 /* ---- progress ---- */

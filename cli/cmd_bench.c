@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "tensorplug/backend.h"
 #include "tensorplug/dataset.h"
 #include "tensorplug/error.h"
 #include "tensorplug/tokenizer.h"
@@ -13,11 +14,9 @@
 #define HF_SCRIPT "bench_tokenizer_hf.py"
 
 typedef struct bench_opts {
+  tp_cli_opts o; /* vocab, model folder, data, threads */
   gboolean tokenizer; /* mode: tokenizer throughput */
-  gboolean train;     /* mode: training steps (bench_train.c) */
-  char *vocab, *model;
-  char **data; /* --data, repeatable */
-  int threads, runs;
+  int runs;
   gboolean vs_hf;
   char *hf_script;
 } bench_opts;
@@ -26,13 +25,6 @@ typedef struct bench_result {
   int64_t items, tokens;
   double seconds; /* best run */
 } bench_result;
-
-static int default_threads(void) {
-  const char *env = g_getenv("TENSORPLUG_NUM_THREADS");
-  gint64 v;
-  if (env && g_ascii_string_to_signed(env, 10, 1, 4096, &v, NULL)) return (int)v;
-  return 0;
-}
 
 /* ---------------------------------------------------------------------- */
 /* --tokenizer                                                              */
@@ -104,12 +96,12 @@ static bool run_hf(const bench_opts *o, const char *vocab, bench_result *r, benc
   g_ptr_array_add(argv, g_strdup(script));
   g_ptr_array_add(argv, g_strdup("--tokenizer"));
   g_ptr_array_add(argv, g_strdup(vocab));
-  for (char **p = o->data; *p; p++) {
+  for (char **p = o->o.data; *p; p++) {
     g_ptr_array_add(argv, g_strdup("--data"));
     g_ptr_array_add(argv, g_strdup(*p));
   }
   g_ptr_array_add(argv, g_strdup("--threads"));
-  g_ptr_array_add(argv, g_strdup_printf("%d", o->threads));
+  g_ptr_array_add(argv, g_strdup_printf("%d", o->o.ro.threads));
   g_ptr_array_add(argv, g_strdup("--runs"));
   g_ptr_array_add(argv, g_strdup_printf("%d", o->runs));
   g_ptr_array_add(argv, NULL);
@@ -162,20 +154,20 @@ static int bench_tokenizer(const bench_opts *o) {
   tp_tokenizer *tok = NULL;
   tp_dataset *d = NULL;
   char *vocab = NULL;
-  if (!o->data || !o->data[0])
+  if (!o->o.data || !o->o.data[0])
     g_set_error(&err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                 "bench --tokenizer needs --data PATH (e.g. the IMDB folder)");
-  if (!err) vocab = tp_cli_resolve_vocab(o->vocab, o->model, &err);
+  if (!err) vocab = tp_cli_resolve_vocab(o->o.mo.vocab, o->o.mo.model, &err);
   if (!err) tok = tp_tokenizer_load(vocab, &err);
   gint64 t0 = g_get_monotonic_time();
-  if (!err) d = tp_dataset_load((const char *const *)o->data, false, &err);
+  if (!err) d = tp_dataset_load((const char *const *)o->o.data, o->o.skip_bad, &err);
   if (err) goto out;
   double load_s = (double)(g_get_monotonic_time() - t0) / 1e6;
-  int threads = o->threads > 0 ? o->threads : (int)g_get_num_processors();
+  int threads = o->o.ro.threads > 0 ? o->o.ro.threads : (int)g_get_num_processors();
   printf("tokenizer: %s\ndata: %u texts (loaded in %.2f s, not timed below)\n"
          "threads: %d, best of %d runs of encode_batch, untruncated\n",
          vocab, d->n, load_s, threads, o->runs);
-  bench_result ours = time_tokenizer(tok, d, o->threads, o->runs);
+  bench_result ours = time_tokenizer(tok, d, o->o.ro.threads, o->runs);
   print_result("tensorplug", &ours);
   fflush(stdout);
   if (o->vs_hf) {
@@ -204,86 +196,53 @@ out:
 
 /* ---------------------------------------------------------------------- */
 
+#define OFF(f) offsetof(bench_opts, f)
+static const tp_cli_opt bench_rows[] = {
+    {.name = "tokenizer", .kind = TP_OPT_FLAG, .offset = OFF(tokenizer),
+     .help = "Benchmark the WordPiece tokenizer over a dataset"},
+    {.name = "runs", .kind = TP_OPT_INT, .offset = OFF(runs), .arg = "N",
+     .help = "Timed runs; the best is reported", .min = 1, .max = 1000},
+    {.name = "vs-hf", .kind = TP_OPT_FLAG, .offset = OFF(vs_hf),
+     .help = "Also run Hugging Face tokenizers on the same data (benchmarks/" HF_SCRIPT
+             ", which sets up .venv-bench) and print the ratio"},
+    {.name = "hf-script", .kind = TP_OPT_PATH, .offset = OFF(hf_script), .arg = "FILE",
+     .help = "Path of " HF_SCRIPT, .shown_def = "found from the executable"},
+};
+#undef OFF
+
 int tp_cmd_bench(int argc, char **argv) {
-  bench_opts o = {.threads = default_threads(), .runs = 3};
-  tp_bench_train_opts bt = {.batch = 8, .max_len = 512, .steps = 5, .warmup = 1, .seed = 42};
-  tp_cli_model_opts mo;
-  tp_cli_run_opts ro;
-  tp_cli_model_opts_init(&mo);
-  tp_cli_run_opts_init(&ro);
-  gint64 seed = 42;
-  GOptionEntry entries[] = {
-      {"tokenizer", 0, 0, G_OPTION_ARG_NONE, &o.tokenizer,
-       "Benchmark the WordPiece tokenizer over a dataset", NULL},
-      {"train", 0, 0, G_OPTION_ARG_NONE, &o.train,
-       "Benchmark training steps of --model on reviews of --data (time per step, peak memory)",
-       NULL},
-      {"data", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &o.data,
-       "Dataset: an aclImdb or JSONL folder, a .jsonl[.gz], .csv or .tsv (repeatable)", "PATH"},
-      {"runs", 0, 0, G_OPTION_ARG_INT, &o.runs,
-       "--tokenizer: timed runs; the best is reported (default 3)", "N"},
-      {"batch", 0, 0, G_OPTION_ARG_INT, &bt.batch, "--train: examples per step [8]", "N"},
-      {"max-len", 0, 0, G_OPTION_ARG_INT, &bt.max_len, "--train: truncate reviews to N tokens "
-       "[512]", "N"},
-      {"steps", 0, 0, G_OPTION_ARG_INT, &bt.steps, "--train: timed steps [5]", "N"},
-      {"warmup", 0, 0, G_OPTION_ARG_INT, &bt.warmup, "--train: untimed steps first [1]", "N"},
-      {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "--train: seed of the initialisation and "
-       "dropout [42]", "N"},
-      {"vs-hf", 0, 0, G_OPTION_ARG_NONE, &o.vs_hf,
-       "Also run Hugging Face tokenizers on the same data (benchmarks/" HF_SCRIPT
-       ", which sets up .venv-bench) and print the ratio",
-       NULL},
-      {"hf-script", 0, 0, G_OPTION_ARG_FILENAME, &o.hf_script,
-       "Path of " HF_SCRIPT " (default: found from the executable)", "FILE"},
-      G_OPTION_ENTRY_NULL};
-  GOptionContext *oc = g_option_context_new("- measure speed");
-  g_option_context_set_summary(
-      oc, "Measures throughput. Modes:\n"
-          "  --tokenizer  encode every text of --data with encode_batch (best of --runs,\n"
-          "               loading excluded); prints texts, tokens, seconds and tokens/s.\n"
-          "               With --vs-hf, Hugging Face tokenizers does the same in the same\n"
-          "               run and the ratio tensorplug/HF is printed.\n"
-          "  --train      --warmup + --steps training steps (forward, backward, AdamW) of\n"
-          "               --model on reviews of --data, --batch per step, padded to the\n"
-          "               longest of each batch; prints ms/step, real tokens/s and the\n"
-          "               process's peak resident memory.");
-  g_option_context_set_description(
-      oc, "Example:\n  tensorplug bench --tokenizer --vocab vocab.txt --data ../shared/data/imdb "
-          "--vs-hf\n\nThe machine's other load changes the numbers: compare runs made "
-          "together.");
-  g_option_context_add_main_entries(oc, entries, NULL);
-  g_option_context_add_group(oc, tp_cli_model_group(&mo));
-  g_option_context_add_group(oc, tp_cli_run_group(&ro));
-  bool parsed = tp_cli_parse(oc, &argc, &argv);
-  g_option_context_free(oc);
-  /* the model options name the vocabulary of --tokenizer too */
-  o.vocab = g_strdup(mo.vocab);
-  o.model = g_strdup(mo.model);
-  if (ro.threads > 0) o.threads = ro.threads;
-  int rc;
-  if (!parsed) {
+  bool tokenizer = false;
+  for (int i = 1; i < argc; i++) tokenizer = tokenizer || strcmp(argv[i], "--tokenizer") == 0;
+  if (!tokenizer) return tp_cmd_bench_model(argc, argv); /* cli/cmd_bench_model.c */
+  bench_opts o = {.runs = 3};
+  tp_cli_opts_init(&o.o);
+  tp_cli_optset *set = tp_cli_optset_new(NULL,
+      "Measures throughput. Modes:\n"
+      "  --tokenizer  encode every text of --data with encode_batch (best of --runs,\n"
+      "               loading excluded); prints texts, tokens, seconds and tokens/s.\n"
+      "               With --vs-hf, Hugging Face tokenizers does the same in the same\n"
+      "               run and the ratio tensorplug/HF is printed.",
+      "Example:\n  tensorplug bench --tokenizer --vocab vocab.txt --data ../shared/data/imdb "
+      "--vs-hf\n\nThe machine's other load changes the numbers: compare runs made together.");
+  tp_cli_optset_add(set, "Options", bench_rows, 1, &o);
+  tp_cli_optset_add_vocab(set, &o.o);
+  tp_cli_optset_add_data(set, &o.o);
+  tp_cli_optset_add_threads(set, &o.o);
+  tp_cli_optset_add(set, "Options", bench_rows + 1, G_N_ELEMENTS(bench_rows) - 1, &o);
+  int rc = tp_cli_optset_parse(set, &argc, &argv);
+  tp_cli_optset_free(set);
+  if (rc < 0 && argc > 1) {
+    fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
     rc = TP_EXIT_USAGE;
-  } else if (o.threads < 0 || o.runs < 1) {
-    rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
-                                   "--threads must be >= 0 and --runs >= 1"));
-  } else if (o.tokenizer && o.train) {
-    rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
-                                   "choose one of --tokenizer and --train"));
-  } else if (o.tokenizer) {
-    rc = bench_tokenizer(&o);
-  } else if (o.train) {
-    bt.data = o.data;
-    bt.seed = (uint64_t)seed;
-    rc = tp_bench_train(&bt, &mo, &ro);
-  } else {
-    rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
-                                   "choose what to benchmark: --tokenizer or --train"));
+  } else if (rc < 0) {
+    if (!o.o.ro.threads) o.o.ro.threads = tp_default_threads(); /* $TENSORPLUG_NUM_THREADS */
+    if (o.tokenizer)
+      rc = bench_tokenizer(&o);
+    else
+      rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                                     "choose what to benchmark: --tokenizer"));
   }
-  g_free(o.vocab);
-  g_free(o.model);
-  g_strfreev(o.data);
+  tp_cli_opts_clear(&o.o);
   g_free(o.hf_script);
-  tp_cli_model_opts_clear(&mo);
-  tp_cli_run_opts_clear(&ro);
   return rc;
 }

@@ -5,11 +5,15 @@
 
 #include "cli.h"
 #include "tensorplug/backend.h"
+#include "tensorplug/collective_iface.h"
 #include "tensorplug/model.h"
 #include "tensorplug/registry.h"
 
 static const char *kind_name(int k) {
-  return k == TP_PLUGIN_BACKEND ? "backend" : k == TP_PLUGIN_MODEL ? "model" : "?";
+  return k == TP_PLUGIN_BACKEND      ? "backend"
+         : k == TP_PLUGIN_MODEL      ? "model"
+         : k == TP_PLUGIN_COLLECTIVE ? "collective"
+                                     : "?";
 }
 
 static char *size_str(uint64_t bytes) {
@@ -96,6 +100,7 @@ static void print_devices(const tp_backend_iface *b, JsonBuilder *jb) {
 }
 
 static void print_presets(const tp_model_iface *m, JsonBuilder *jb) {
+  const char *(*source)(const char *) = TP_MODEL_IFACE_SLOT(m, preset_source);
   if (jb) {
     json_builder_set_member_name(jb, "model_type");
     json_builder_add_string_value(jb, m->model_type);
@@ -103,12 +108,28 @@ static void print_presets(const tp_model_iface *m, JsonBuilder *jb) {
     json_builder_begin_array(jb);
     for (const char *const *p = m->presets; p && *p; p++) json_builder_add_string_value(jb, *p);
     json_builder_end_array(jb);
+    json_builder_set_member_name(jb, "weights");
+    json_builder_begin_object(jb); /* preset -> scripts/fetch-model.sh arguments */
+    for (const char *const *p = m->presets; p && *p; p++) {
+      json_builder_set_member_name(jb, *p);
+      json_builder_add_string_value(jb, source && source(*p) ? source(*p) : *p);
+    }
+    json_builder_end_object(jb);
     return;
   }
   printf("           model_type %s; presets:", m->model_type);
   for (const char *const *p = m->presets; p && *p; p++) printf(" %s", *p);
   printf("\n");
   if (m->description) printf("           %s\n", m->description);
+  /* where the weights come from, when not from the Hugging Face id itself;
+   * presets sharing a source share a line */
+  for (const char *const *p = m->presets; source && p && *p; p++) {
+    const char *src = source(*p);
+    if (!src || (p != m->presets && g_strcmp0(source(p[-1]), src) == 0)) continue;
+    printf("           weights of %s", *p);
+    for (const char *const *q = p + 1; *q && g_strcmp0(source(*q), src) == 0; q++) printf(", %s", *q);
+    printf(": scripts/fetch-model.sh %s DIR\n", src);
+  }
 }
 
 static void record_json(JsonBuilder *jb, const tp_plugin_record *r) {
@@ -128,6 +149,9 @@ static void record_json(JsonBuilder *jb, const tp_plugin_record *r) {
     json_builder_add_string_value(jb, r->why_not);
   } else if (r->plugin->kind == TP_PLUGIN_BACKEND) {
     print_devices(r->plugin->iface, jb);
+  } else if (r->plugin->kind == TP_PLUGIN_COLLECTIVE) {
+    json_builder_set_member_name(jb, "serves_backend");
+    json_builder_add_string_value(jb, ((const tp_collective_iface *)r->plugin->iface)->backend);
   } else {
     print_presets(r->plugin->iface, jb);
   }
@@ -135,19 +159,22 @@ static void record_json(JsonBuilder *jb, const tp_plugin_record *r) {
 }
 
 int tp_cmd_plugins(int argc, char **argv) {
-  gboolean json = FALSE;
-  GOptionEntry entries[] = {
-      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
-      G_OPTION_ENTRY_NULL};
-  GOptionContext *oc = g_option_context_new("- list plugins");
-  g_option_context_set_summary(oc,
+  tp_cli_opts o;
+  tp_cli_opts_init(&o);
+  tp_cli_optset *set = tp_cli_optset_new(NULL,
       "Lists every plugin found in the plugin folders: kind, name, version, whether it loaded\n"
       "and why not, each backend's devices and each model plugin's presets.\n"
-      "Folders: $TENSORPLUG_PLUGIN_PATH (colon list), the build tree, the install folder.");
-  g_option_context_add_main_entries(oc, entries, NULL);
-  bool ok = tp_cli_parse(oc, &argc, &argv);
-  g_option_context_free(oc);
-  if (!ok) return TP_EXIT_USAGE;
+      "Folders: $TENSORPLUG_PLUGIN_PATH (colon list), the build tree, the install folder.",
+      NULL);
+  tp_cli_optset_add_json(set, &o, "Print one JSON object");
+  int rc = tp_cli_optset_parse(set, &argc, &argv);
+  tp_cli_optset_free(set);
+  if (rc < 0 && argc > 1) {
+    fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
+    rc = TP_EXIT_USAGE;
+  }
+  if (rc >= 0) return rc;
+  bool json = o.json;
 
   tp_registry *reg = tp_registry_get_default();
   guint n = tp_registry_count(reg);
@@ -185,6 +212,9 @@ int tp_cmd_plugins(int argc, char **argv) {
            r->version ? r->version : "-", r->loaded ? "loaded" : "refused", r->path);
     if (!r->loaded) printf("           why: %s\n", r->why_not);
     else if (r->plugin->kind == TP_PLUGIN_BACKEND) print_devices(r->plugin->iface, NULL);
+    else if (r->plugin->kind == TP_PLUGIN_COLLECTIVE)
+      printf("           sums gradients of distributed runs in %s device memory\n",
+             ((const tp_collective_iface *)r->plugin->iface)->backend);
     else print_presets(r->plugin->iface, NULL);
   }
   if (n == 0) printf("(no plugins found: set TENSORPLUG_PLUGIN_PATH to the folder holding them)\n");

@@ -28,14 +28,18 @@ static void json_string(GString *out, const char *s) {
   json_node_unref(n);
 }
 
-static int run(const tp_cli_model_opts *mo, const tp_cli_run_opts *ro, int max_len, int batch,
-               bool json, char **argv, int argc) {
+static int run(const tp_cli_opts *o, char **argv, int argc) {
+  const tp_cli_model_opts *mo = &o->mo;
+  const tp_cli_run_opts *ro = &o->ro;
+  int max_len = o->max_len, batch = o->eval_batch;
+  bool json = o->json;
   GError *err = NULL;
   GPtrArray *texts = g_ptr_array_new_with_free_func(g_free);
   for (int i = 1; i < argc; i++) g_ptr_array_add(texts, g_strdup(argv[i]));
   if (argc <= 1 && !read_stdin_lines(texts, &err)) return tp_cli_report(err);
   tp_cli_session s;
-  bool ok = tp_cli_session_open(&s, mo, ro, 42, true, &err);
+  bool ok = tp_cli_session_open(&s, mo, ro, 42, true, &err) &&
+            tp_cli_check_max_len(&s, &max_len, &err);
   if (ok) tp_cli_warn_untrained_head(&s);
   guint n = texts->len;
   int c = ok ? s.model->cfg.num_labels : 2;
@@ -43,13 +47,15 @@ static int run(const tp_cli_model_opts *mo, const tp_cli_run_opts *ro, int max_l
   tp_token_seqs *seqs = NULL;
   if (ok && n > 0) {
     seqs = tp_tokenizer_encode_batch(s.tok, (const char *const *)texts->pdata, n, max_len, ro->threads);
+    ok = tp_cli_check_step_memory(&s, MIN((guint)batch, n), tp_cli_longest(seqs), false,
+                                  "--eval-batch", &err);
     int *labels = g_new0(int, n); /* unknown: only probabilities are used */
     guint *idx = g_new(guint, n);
     for (guint i = 0; i < n; i++) idx[i] = i;
     tp_labelled data = {.seqs = seqs, .labels = labels, .pad_id = tp_tokenizer_pad_id(s.tok)};
     tp_eval_result r;
-    ok = tp_evaluate(s.model, s.ctx, &data, idx, n, batch, probs, logits, NULL, NULL, "predict",
-                     &r, &err);
+    ok = ok && tp_evaluate(s.model, s.ctx, &data, idx, n, batch, probs, logits, NULL, NULL,
+                           "predict", &r, &err);
     g_free(labels);
     g_free(idx);
   }
@@ -86,34 +92,19 @@ static int run(const tp_cli_model_opts *mo, const tp_cli_run_opts *ro, int max_l
 }
 
 int tp_cmd_predict(int argc, char **argv) {
-  tp_cli_model_opts mo;
-  tp_cli_run_opts ro;
-  tp_cli_model_opts_init(&mo);
-  tp_cli_run_opts_init(&ro);
-  int max_len = 512, batch = 64;
-  gboolean json = FALSE;
-  GOptionEntry e[] = {
-      {"max-len", 0, 0, G_OPTION_ARG_INT, &max_len, "Truncate texts to N tokens [512]", "N"},
-      {"eval-batch", 0, 0, G_OPTION_ARG_INT, &batch, "Batch size [64]", "N"},
-      {"json", 0, 0, G_OPTION_ARG_NONE, &json,
-       "One JSON object per text: text, label, name, probs, logits", NULL},
-      G_OPTION_ENTRY_NULL};
-  GOptionContext *oc = g_option_context_new("[TEXT...] - label texts");
-  g_option_context_set_summary(oc,
+  tp_cli_opts o;
+  tp_cli_opts_init(&o);
+  tp_cli_optset *set = tp_cli_optset_new("[TEXT...]",
       "Prints, one line per text, the predicted label index, its name (from the model's\n"
-      "config) and its probability. Texts come from the arguments, else one per stdin line.");
-  g_option_context_add_main_entries(oc, e, NULL);
-  g_option_context_add_group(oc, tp_cli_model_group(&mo));
-  g_option_context_add_group(oc, tp_cli_run_group(&ro));
-  bool parsed = tp_cli_parse(oc, &argc, &argv);
-  g_option_context_free(oc);
-  int rc = TP_EXIT_USAGE;
-  if (parsed && (max_len < 3 || batch < 1))
-    rc = tp_cli_report(g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
-                                   "--max-len must be >= 3 and --eval-batch >= 1"));
-  else if (parsed)
-    rc = run(&mo, &ro, max_len, batch, json, argv, argc);
-  tp_cli_model_opts_clear(&mo);
-  tp_cli_run_opts_clear(&ro);
+      "config) and its probability. Texts come from the arguments, else one per stdin line.",
+      NULL);
+  tp_cli_optset_add_text(set, &o);
+  tp_cli_optset_add_json(set, &o, "One JSON object per text: text, label, name, probs, logits");
+  tp_cli_optset_add_model(set, &o);
+  tp_cli_optset_add_device(set, &o);
+  int rc = tp_cli_optset_parse(set, &argc, &argv);
+  if (rc < 0) rc = run(&o, argv, argc);
+  tp_cli_optset_free(set);
+  tp_cli_opts_clear(&o);
   return rc;
 }

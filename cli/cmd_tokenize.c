@@ -7,6 +7,7 @@
 #include <json-glib/json-glib.h>
 
 #include "cli.h"
+#include "tensorplug/backend.h"
 #include "tensorplug/error.h"
 #include "tensorplug/tokenizer.h"
 
@@ -16,9 +17,8 @@
 #define BATCH_BYTES (16u << 20)
 
 typedef struct tokenize_opts {
-  char *vocab, *model;
-  int max_len, threads;
-  gboolean json, jsonl;
+  tp_cli_opts o; /* vocab, model folder, threads, json; max_len 0 = no limit */
+  gboolean jsonl;
 } tokenize_opts;
 
 /* A batch of texts with explicit lengths (JSONL texts may hold NUL). */
@@ -27,14 +27,6 @@ typedef struct text_batch {
   GArray *lens;     /* size_t */
   size_t bytes;
 } text_batch;
-
-/* --threads default: $TENSORPLUG_NUM_THREADS, else 0 (all cores). */
-static int default_threads(void) {
-  const char *env = g_getenv("TENSORPLUG_NUM_THREADS");
-  gint64 v;
-  if (env && g_ascii_string_to_signed(env, 10, 1, 4096, &v, NULL)) return (int)v;
-  return 0;
-}
 
 static void append_int(GString *out, int32_t v) {
   char buf[16];
@@ -73,8 +65,8 @@ static bool encode_and_print(const tp_tokenizer *tok, const tokenize_opts *o, te
   if (b->texts->len == 0) return true;
   tp_token_seqs *s = tp_tokenizer_encode_batch_len(
       tok, (const char *const *)b->texts->pdata, (const size_t *)b->lens->data,
-      (int64_t)b->texts->len, o->max_len, o->threads);
-  bool ok = print_seqs(s, o->json);
+      (int64_t)b->texts->len, o->o.max_len, o->o.ro.threads);
+  bool ok = print_seqs(s, o->o.json);
   tp_token_seqs_free(s);
   g_ptr_array_set_size(b->texts, 0);
   g_array_set_size(b->lens, 0);
@@ -217,54 +209,49 @@ static bool tokenize_args(const tp_tokenizer *tok, const tokenize_opts *o, int a
   return ok;
 }
 
+static const tp_cli_opt tokenize_rows[] = {
+    {.name = "max-len", .kind = TP_OPT_INT, .offset = offsetof(tokenize_opts, o.max_len),
+     .arg = "N", .help = "Truncate to N tokens, [CLS] and [SEP] (or <s> and </s>) included", .min = 3,
+     .max = 1 << 16, .flags = TP_OPT_AUTO, .auto_value = 0, .shown_def = "no limit"},
+    {.name = "jsonl", .kind = TP_OPT_FLAG, .offset = offsetof(tokenize_opts, jsonl),
+     .help = "Read stdin as JSON Lines: one object with a \"text\" string per line"},
+};
+
 int tp_cmd_tokenize(int argc, char **argv) {
-  tokenize_opts o = {.threads = default_threads()};
-  GOptionEntry entries[] = {
-      {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o.vocab, "Vocabulary: a vocab.txt or tokenizer.json",
-       "FILE"},
-      {"model", 0, 0, G_OPTION_ARG_FILENAME, &o.model,
-       "Model folder holding vocab.txt or tokenizer.json", "DIR"},
-      {"max-len", 0, 0, G_OPTION_ARG_INT, &o.max_len,
-       "Truncate to N tokens, [CLS] and [SEP] included (default: no limit)", "N"},
-      {"json", 0, 0, G_OPTION_ARG_NONE, &o.json, "Print each text's ids as a JSON array", NULL},
-      {"jsonl", 0, 0, G_OPTION_ARG_NONE, &o.jsonl,
-       "Read stdin as JSON Lines: one object with a \"text\" string per line", NULL},
-      {"threads", 0, 0, G_OPTION_ARG_INT, &o.threads,
-       "Worker threads (default: $TENSORPLUG_NUM_THREADS, else all cores)", "N"},
-      G_OPTION_ENTRY_NULL};
-  GOptionContext *oc = g_option_context_new("[TEXT...] - print the token ids of texts");
-  g_option_context_set_summary(
-      oc, "Tokenizes each TEXT, or each line of stdin when no TEXT is given, with BERT's\n"
-          "uncased WordPiece (ids identical to Hugging Face tokenizers), and prints one\n"
-          "line per text: its ids from [CLS] to [SEP], space-separated or as a JSON array.");
-  g_option_context_set_description(
-      oc, "Examples:\n"
-          "  tensorplug tokenize --vocab vocab.txt \"Hello, World!\"\n"
-          "      101 7592 1010 2088 999 102\n"
-          "  zcat train.jsonl.gz | tensorplug tokenize --model models/bert-base-uncased --jsonl --json\n\n"
-          "Special tokens written in the text ([CLS], [SEP], [MASK], [PAD], [UNK]) are read\n"
-          "as those tokens. Invalid UTF-8 bytes are dropped (each becomes U+FFFD, which the\n"
-          "BERT normalizer removes). With --jsonl, texts may hold any character, escaped\n"
-          "(\\n, \\u0000); a malformed line stops with an error naming its line number.\n\n"
-          "Exit status: 0 success, 1 unreadable vocabulary or input, 2 bad usage.");
-  g_option_context_add_main_entries(oc, entries, NULL);
-  bool parsed = tp_cli_parse(oc, &argc, &argv);
-  g_option_context_free(oc);
-  int rc = TP_EXIT_OK;
+  tokenize_opts o = {0};
+  tp_cli_opts_init(&o.o);
+  o.o.max_len = 0; /* no limit */
+  tp_cli_optset *set = tp_cli_optset_new("[TEXT...]",
+      "Tokenizes each TEXT, or each line of stdin when no TEXT is given, with a BERT-style\n"
+      "WordPiece tokenizer (BERT, DistilBERT, MPNet; ids identical to Hugging Face\n"
+      "tokenizers), and prints one line per text: its ids from [CLS] to [SEP] (<s> to </s>\n"
+      "for MPNet), space-separated or as a JSON array.",
+      "Examples:\n"
+      "  tensorplug tokenize --vocab vocab.txt \"Hello, World!\"\n"
+      "      101 7592 1010 2088 999 102\n"
+      "  zcat train.jsonl.gz | tensorplug tokenize --model models/bert-base-uncased --jsonl --json\n\n"
+      "Special tokens written in the text ([CLS], [SEP], [MASK], [PAD], [UNK]; MPNet's <s>,\n"
+      "</s>, <pad>, <mask>, [UNK] and, in any case, <unk>) are read as those tokens.\n"
+      "Invalid UTF-8 bytes are dropped (each becomes U+FFFD, which the\n"
+      "BERT normalizer removes). With --jsonl, texts may hold any character, escaped\n"
+      "(\\n, \\u0000); a malformed line stops with an error naming its line number.\n\n"
+      "Exit status: 0 success, 1 unreadable vocabulary or input, 2 bad usage.");
+  tp_cli_optset_add_vocab(set, &o.o);
+  tp_cli_optset_add(set, "Options", tokenize_rows, G_N_ELEMENTS(tokenize_rows), &o);
+  tp_cli_optset_add_json(set, &o.o, "Print each text's ids as a JSON array");
+  tp_cli_optset_add_threads(set, &o.o);
+  int rc = tp_cli_optset_parse(set, &argc, &argv);
+  tp_cli_optset_free(set);
   GError *err = NULL;
   tp_tokenizer *tok = NULL;
   char *path = NULL;
-  if (!parsed) {
-    rc = TP_EXIT_USAGE;
-    goto out;
-  }
-  if (o.max_len < 0 || o.threads < 0)
-    g_set_error(&err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "%s must be >= 0 (got %d)",
-                o.max_len < 0 ? "--max-len" : "--threads", o.max_len < 0 ? o.max_len : o.threads);
-  else if (o.jsonl && argc > 1)
+  if (rc >= 0) goto out;
+  rc = TP_EXIT_OK;
+  if (!o.o.ro.threads) o.o.ro.threads = tp_default_threads(); /* $TENSORPLUG_NUM_THREADS */
+  if (o.jsonl && argc > 1)
     g_set_error(&err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                 "--jsonl reads the texts from stdin: give no TEXT arguments");
-  if (!err) path = tp_cli_resolve_vocab(o.vocab, o.model, &err);
+  if (!err) path = tp_cli_resolve_vocab(o.o.mo.vocab, o.o.mo.model, &err);
   if (!err) tok = tp_tokenizer_load(path, &err);
   if (!err) {
     if (argc > 1) tokenize_args(tok, &o, argc, argv, &err);
@@ -274,7 +261,6 @@ int tp_cmd_tokenize(int argc, char **argv) {
 out:
   tp_tokenizer_free(tok);
   g_free(path);
-  g_free(o.vocab);
-  g_free(o.model);
+  tp_cli_opts_clear(&o.o);
   return rc;
 }

@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "tp_commit.h"
 #include "tensorplug/dataset.h"
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
 
 static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM: stop after this step */
 
@@ -22,35 +24,32 @@ static void on_signal(int sig) {
 }
 
 typedef struct train_cfg {
-  tp_cli_model_opts mo;
-  tp_cli_run_opts ro;
-  char **data;
+  tp_cli_opts o; /* model, device, data, max_len, eval_batch */
   char *out, *resume, *optimizer, *schedule;
-  int max_len, batch, eval_batch, epochs, patience;
+  int batch, epochs, patience;
   double lr, weight_decay, warmup, clip_norm, subset;
   gint64 seed;
-  gboolean skip_bad;
+  gboolean overwrite;
+  int grad_accum; /* 0: not given (1, or the checkpoint's on --resume) */
+  gboolean distributed;
+  double dist_timeout;
 } train_cfg;
 
 static void cfg_defaults(train_cfg *c) {
   memset(c, 0, sizeof *c);
-  tp_cli_model_opts_init(&c->mo);
-  tp_cli_run_opts_init(&c->ro);
-  c->max_len = 512;
+  tp_cli_opts_init(&c->o);
   c->batch = 8;
-  c->eval_batch = 64;
   c->epochs = 3;
   c->patience = 2;
   c->lr = 1e-5;
   c->weight_decay = 0.01;
   c->subset = 1.0;
   c->seed = 42;
+  c->dist_timeout = 300;
 }
 
 static void cfg_clear(train_cfg *c) {
-  tp_cli_model_opts_clear(&c->mo);
-  tp_cli_run_opts_clear(&c->ro);
-  g_strfreev(c->data);
+  tp_cli_opts_clear(&c->o);
   g_free(c->out);
   g_free(c->resume);
   g_free(c->optimizer);
@@ -77,22 +76,23 @@ static void put_dbl(JsonBuilder *b, const char *k, double v) {
 static JsonNode *cfg_to_json(const train_cfg *c) {
   JsonBuilder *b = json_builder_new();
   json_builder_begin_object(b);
-  put_str(b, "model", c->mo.model);
-  put_str(b, "weights", c->mo.weights);
-  put_str(b, "init", c->mo.init ? c->mo.init : "pretrained");
-  put_str(b, "vocab", c->mo.vocab);
-  put_int(b, "layers", c->mo.layers);
-  put_int(b, "hidden", c->mo.hidden);
-  put_int(b, "heads", c->mo.heads);
-  put_int(b, "ffn", c->mo.ffn);
-  put_int(b, "max_positions", c->mo.max_positions);
+  put_str(b, "model", c->o.mo.model);
+  put_str(b, "weights", c->o.mo.weights);
+  put_str(b, "init", c->o.mo.init ? c->o.mo.init : "pretrained");
+  put_str(b, "vocab", c->o.mo.vocab);
+  put_int(b, "layers", c->o.mo.layers);
+  put_int(b, "hidden", c->o.mo.hidden);
+  put_int(b, "heads", c->o.mo.heads);
+  put_int(b, "ffn", c->o.mo.ffn);
+  put_int(b, "max_positions", c->o.mo.max_positions);
   json_builder_set_member_name(b, "data");
   json_builder_begin_array(b);
-  for (char **d = c->data; d && *d; d++) json_builder_add_string_value(b, *d);
+  for (char **d = c->o.data; d && *d; d++) json_builder_add_string_value(b, *d);
   json_builder_end_array(b);
-  put_int(b, "max_len", c->max_len);
+  put_int(b, "max_len", c->o.max_len);
   put_int(b, "batch", c->batch);
-  put_int(b, "eval_batch", c->eval_batch);
+  put_int(b, "grad_accum", MAX(1, c->grad_accum));
+  put_int(b, "eval_batch", c->o.eval_batch);
   put_int(b, "epochs", c->epochs);
   put_dbl(b, "lr", c->lr);
   put_str(b, "optimizer", c->optimizer ? c->optimizer : "adam");
@@ -104,11 +104,11 @@ static JsonNode *cfg_to_json(const train_cfg *c) {
   put_dbl(b, "subset", c->subset);
   put_int(b, "seed", c->seed);
   json_builder_set_member_name(b, "skip_bad");
-  json_builder_add_boolean_value(b, c->skip_bad);
-  put_str(b, "backend", c->ro.backend ? c->ro.backend : "auto");
-  put_int(b, "device", c->ro.device);
-  put_int(b, "threads", c->ro.threads);
-  put_str(b, "precision", c->ro.precision ? c->ro.precision : "auto");
+  json_builder_add_boolean_value(b, c->o.skip_bad);
+  put_str(b, "backend", c->o.ro.backend ? c->o.ro.backend : "auto");
+  put_int(b, "device", c->o.ro.device);
+  put_int(b, "threads", c->o.ro.threads);
+  put_str(b, "precision", c->o.ro.precision ? c->o.ro.precision : "auto");
   put_str(b, "out", c->out);
   json_builder_end_object(b);
   JsonNode *n = json_builder_get_root(b);
@@ -116,85 +116,158 @@ static JsonNode *cfg_to_json(const train_cfg *c) {
   return n;
 }
 
-static char *dup_str(JsonObject *o, const char *k) {
-  JsonNode *n = json_object_get_member(o, k);
-  return n && JSON_NODE_HOLDS_VALUE(n) ? g_strdup(json_node_get_string(n)) : NULL;
+/* Typed reads of the options a checkpoint recorded: an absent member keeps
+ * the default, a member of the wrong type is an error naming it (never a
+ * json-glib warning and a made-up value). */
+typedef struct opts_reader {
+  JsonObject *o;
+  const char *path;
+  GError **err;
+  bool ok;
+} opts_reader;
+
+static JsonNode *opt_member(opts_reader *r, const char *k, GType want, const char *what) {
+  JsonNode *n = r->ok ? json_object_get_member(r->o, k) : NULL;
+  if (!n || JSON_NODE_HOLDS_NULL(n)) return NULL;
+  GType t = JSON_NODE_HOLDS_VALUE(n) ? json_node_get_value_type(n) : G_TYPE_INVALID;
+  if (t == want || (want == G_TYPE_DOUBLE && t == G_TYPE_INT64)) return n;
+  g_set_error(r->err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"%s\" must be %s; the "
+              "checkpoint is damaged (start the run again with --overwrite)", r->path, k, what);
+  r->ok = false;
+  return NULL;
 }
 
-/* Restores every option of the interrupted run (only --threads may differ). */
-static bool cfg_from_json(train_cfg *c, JsonNode *node, GError **err) {
+static char *opt_str(opts_reader *r, const char *k) {
+  JsonNode *n = opt_member(r, k, G_TYPE_STRING, "a string");
+  return n ? g_strdup(json_node_get_string(n)) : NULL;
+}
+
+static void opt_int(opts_reader *r, const char *k, int *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_INT64, "an integer");
+  if (!n) return;
+  gint64 v = json_node_get_int(n);
+  if (v < G_MININT || v > G_MAXINT) {
+    g_set_error(r->err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"%s\" = %" G_GINT64_FORMAT
+                " is out of range; the checkpoint is damaged (start the run again with --overwrite)", r->path, k, v);
+    r->ok = false;
+    return;
+  }
+  *out = (int)v;
+}
+
+static void opt_int64(opts_reader *r, const char *k, gint64 *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_INT64, "an integer");
+  if (n) *out = json_node_get_int(n);
+}
+
+static void opt_num(opts_reader *r, const char *k, double *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_DOUBLE, "a number");
+  if (n) *out = json_node_get_double(n);
+}
+
+static void opt_bool(opts_reader *r, const char *k, gboolean *out) {
+  JsonNode *n = opt_member(r, k, G_TYPE_BOOLEAN, "true or false");
+  if (n) *out = json_node_get_boolean(n);
+}
+
+/* Restores every option of the interrupted run, --grad-accum included
+ * (only --threads and the distributed options may differ: neither changes
+ * the results beyond summation order; run() applies a --grad-accum given
+ * with --resume once the restored options are checked). */
+static bool cfg_from_json(train_cfg *c, JsonNode *node, const char *path, GError **err) {
   if (!node || !JSON_NODE_HOLDS_OBJECT(node)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the checkpoint does not record its run's options");
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: the checkpoint does not record its run's "
+                "options (no \"extra\" object)", path);
     return false;
   }
-  JsonObject *o = json_node_get_object(node);
-  int threads = c->ro.threads;
+  opts_reader r = {.o = json_node_get_object(node), .path = path, .err = err, .ok = true};
+  int threads = c->o.ro.threads;
+  gboolean distributed = c->distributed;
+  double timeout = c->dist_timeout;
   char *resume = g_steal_pointer(&c->resume);
   cfg_clear(c);
   cfg_defaults(c);
   c->resume = resume;
-  c->mo.model = dup_str(o, "model");
-  c->mo.weights = dup_str(o, "weights");
-  char *init = dup_str(o, "init");
-  if (init && strcmp(init, "random") == 0) c->mo.init = init;
+  c->distributed = distributed;
+  c->dist_timeout = timeout;
+  c->o.mo.model = opt_str(&r, "model");
+  c->o.mo.weights = opt_str(&r, "weights");
+  char *init = opt_str(&r, "init");
+  if (init && strcmp(init, "random") == 0) c->o.mo.init = init;
   else g_free(init);
-  c->mo.vocab = dup_str(o, "vocab");
-  c->mo.layers = (int)json_object_get_int_member_with_default(o, "layers", 0);
-  c->mo.hidden = (int)json_object_get_int_member_with_default(o, "hidden", 0);
-  c->mo.heads = (int)json_object_get_int_member_with_default(o, "heads", 0);
-  c->mo.ffn = (int)json_object_get_int_member_with_default(o, "ffn", 0);
-  c->mo.max_positions = (int)json_object_get_int_member_with_default(o, "max_positions", 0);
-  JsonArray *d = json_object_get_array_member(o, "data");
+  c->o.mo.vocab = opt_str(&r, "vocab");
+  opt_int(&r, "layers", &c->o.mo.layers);
+  opt_int(&r, "hidden", &c->o.mo.hidden);
+  opt_int(&r, "heads", &c->o.mo.heads);
+  opt_int(&r, "ffn", &c->o.mo.ffn);
+  opt_int(&r, "max_positions", &c->o.mo.max_positions);
+  JsonNode *dn = r.ok ? json_object_get_member(r.o, "data") : NULL;
+  JsonArray *d = dn && JSON_NODE_HOLDS_ARRAY(dn) ? json_node_get_array(dn) : NULL;
   guint nd = d ? json_array_get_length(d) : 0;
-  c->data = g_new0(char *, nd + 1);
-  for (guint i = 0; i < nd; i++) c->data[i] = g_strdup(json_array_get_string_element(d, i));
-  c->max_len = (int)json_object_get_int_member_with_default(o, "max_len", c->max_len);
-  c->batch = (int)json_object_get_int_member_with_default(o, "batch", c->batch);
-  c->eval_batch = (int)json_object_get_int_member_with_default(o, "eval_batch", c->eval_batch);
-  c->epochs = (int)json_object_get_int_member_with_default(o, "epochs", c->epochs);
-  c->lr = json_object_get_double_member_with_default(o, "lr", c->lr);
-  c->optimizer = dup_str(o, "optimizer");
-  c->weight_decay = json_object_get_double_member_with_default(o, "weight_decay", c->weight_decay);
-  c->warmup = json_object_get_double_member_with_default(o, "warmup", 0);
-  c->schedule = dup_str(o, "schedule");
-  c->clip_norm = json_object_get_double_member_with_default(o, "clip_norm", 0);
-  c->patience = (int)json_object_get_int_member_with_default(o, "patience", c->patience);
-  c->subset = json_object_get_double_member_with_default(o, "subset", 1.0);
-  c->seed = json_object_get_int_member_with_default(o, "seed", 42);
-  c->skip_bad = json_object_get_boolean_member_with_default(o, "skip_bad", FALSE);
-  c->ro.backend = dup_str(o, "backend");
-  c->ro.device = (int)json_object_get_int_member_with_default(o, "device", -1);
-  c->ro.threads = threads ? threads : (int)json_object_get_int_member_with_default(o, "threads", 0);
-  c->ro.precision = dup_str(o, "precision");
-  c->out = dup_str(o, "out");
-  return true;
+  c->o.data = g_new0(char *, nd + 1);
+  for (guint i = 0; r.ok && i < nd; i++) {
+    JsonNode *e = json_array_get_element(d, i);
+    if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"data\"[%u] must be a "
+                  "path string; the checkpoint is damaged (start the run again with --overwrite)", path, i);
+      r.ok = false;
+    } else {
+      c->o.data[i] = g_strdup(json_node_get_string(e));
+    }
+  }
+  if (r.ok && dn && !d) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: \"extra\".\"data\" must be an array of "
+                "paths; the checkpoint is damaged (start the run again with --overwrite)", path);
+    r.ok = false;
+  }
+  opt_int(&r, "max_len", &c->o.max_len);
+  opt_int(&r, "batch", &c->batch);
+  c->grad_accum = 1; /* runs that recorded none split no batch */
+  opt_int(&r, "grad_accum", &c->grad_accum);
+  opt_int(&r, "eval_batch", &c->o.eval_batch);
+  opt_int(&r, "epochs", &c->epochs);
+  opt_num(&r, "lr", &c->lr);
+  c->optimizer = opt_str(&r, "optimizer");
+  opt_num(&r, "weight_decay", &c->weight_decay);
+  opt_num(&r, "warmup", &c->warmup);
+  c->schedule = opt_str(&r, "schedule");
+  opt_num(&r, "clip_norm", &c->clip_norm);
+  opt_int(&r, "patience", &c->patience);
+  opt_num(&r, "subset", &c->subset);
+  opt_int64(&r, "seed", &c->seed);
+  opt_bool(&r, "skip_bad", &c->o.skip_bad);
+  c->o.ro.backend = opt_str(&r, "backend");
+  opt_int(&r, "device", &c->o.ro.device);
+  opt_int(&r, "threads", &c->o.ro.threads);
+  if (threads) c->o.ro.threads = threads;
+  c->o.ro.precision = opt_str(&r, "precision");
+  c->out = opt_str(&r, "out");
+  return r.ok;
 }
 
-static bool cfg_check(const train_cfg *c, tp_train_options *to, GError **err) {
+/* Checks what the option table cannot (values needed together), then every
+ * value against its row (tp_cli_optset_check): also after --resume restored
+ * the options from a checkpoint. */
+static bool cfg_check(const train_cfg *c, const tp_cli_optset *set, tp_train_options *to,
+                      GError **err) {
 #define BAD(...) (g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, __VA_ARGS__), false)
-  if (!c->data || !c->data[0]) return BAD("no data: pass --data PATH (a folder or file; "
-                                          "scripts/get-imdb.sh downloads IMDB)");
-  if (!c->mo.model) return BAD("no model: pass --model PRESET or --model DIR");
-  if (c->max_len < 3 || c->max_len > 1 << 16) return BAD("--max-len %d: use 3 to 65536", c->max_len);
-  if (c->batch < 1 || c->batch > 1 << 16) return BAD("--batch %d: use 1 or more", c->batch);
-  if (c->eval_batch < 1 || c->eval_batch > 1 << 16) return BAD("--eval-batch %d: use 1 or more", c->eval_batch);
-  if (c->epochs < 1 || c->epochs > 100000) return BAD("--epochs %d: use 1 or more", c->epochs);
-  if (c->patience < 0) return BAD("--patience %d: use 0 (off) or more", c->patience);
-  if (!(c->lr > 0 && c->lr < 10)) return BAD("--lr %g: use a positive rate below 10", c->lr);
-  if (!(c->subset > 0 && c->subset <= 1)) return BAD("--subset %g: use a fraction in (0, 1]", c->subset);
-  if (c->warmup < 0 || c->clip_norm < 0 || c->weight_decay < 0)
-    return BAD("--warmup, --clip-norm and --weight-decay must not be negative");
+  if (!c->o.data || !c->o.data[0]) return BAD("no data: pass --data PATH (a folder or file; "
+                                              "scripts/get-imdb.sh downloads IMDB)");
+  if (!c->o.mo.model) return BAD("no model: pass --model PRESET or --model DIR");
+  if (!tp_cli_optset_check(set, err)) return false;
+  if (c->grad_accum > c->batch)
+    return BAD("--grad-accum %d: use 1 to --batch (%d) micro-batches per step", c->grad_accum,
+               c->batch);
+#undef BAD
   const char *opt = c->optimizer ? c->optimizer : "adam";
   const char *sch = c->schedule ? c->schedule : "constant";
-  if (strcmp(opt, "adam") && strcmp(opt, "adamw")) return BAD("--optimizer %s: use adam or adamw", opt);
-  if (strcmp(sch, "constant") && strcmp(sch, "linear")) return BAD("--schedule %s: use constant or linear", sch);
-#undef BAD
-  *to = (tp_train_options){.batch = c->batch, .eval_batch = c->eval_batch, .epochs = c->epochs,
+  *to = (tp_train_options){.batch = c->batch, .eval_batch = c->o.eval_batch, .epochs = c->epochs,
                            .patience = c->patience, .lr = c->lr,
                            .optimizer = strcmp(opt, "adamw") ? TP_ADAM_KERAS : TP_ADAM_W,
                            .weight_decay = c->weight_decay, .warmup = c->warmup,
                            .schedule = strcmp(sch, "linear") ? TP_SCHEDULE_CONSTANT : TP_SCHEDULE_LINEAR,
-                           .clip_norm = c->clip_norm, .seed = (uint64_t)c->seed, .stop = &g_stop};
+                           .clip_norm = c->clip_norm, .seed = (uint64_t)c->seed, .stop = &g_stop,
+                           .grad_accum = MAX(1, c->grad_accum)};
   return true;
 }
 
@@ -205,6 +278,8 @@ typedef struct run_ctx {
   const char *vocab_path;
   JsonNode *cfg_json;
   tp_cli_progress progress;
+  int raise_signal;     /* test hook: signal to raise ... */
+  int64_t raise_step;   /* ... once this many training steps are done (0: never) */
 } run_ctx;
 
 static bool save_best(tp_model *m, tp_ctx *ctx, int epoch, void *user, GError **err) {
@@ -228,6 +303,78 @@ static bool checkpoint(tp_model *m, tp_ctx *ctx, const tp_train_state *s, void *
 
 static void on_progress(const tp_progress *p, void *user) {
   tp_cli_progress_cb(p, &((run_ctx *)user)->progress);
+}
+
+static void on_step(int64_t steps_done, void *user) {
+  run_ctx *r = user;
+  if (r->raise_step > 0 && steps_done == r->raise_step) {
+    fflush(stdout);
+    raise(r->raise_signal);
+  }
+}
+
+/* Test hook: TENSORPLUG_TEST_RAISE=SIG@STEP raises signal number SIG right
+ * after training step STEP (counted over all epochs, from 1), so that tests
+ * interrupt or kill a run at an exact point instead of racing a timer. */
+static void read_raise_hook(run_ctx *r) {
+  const char *e = g_getenv("TENSORPLUG_TEST_RAISE");
+  int sig = 0;
+  long long step = 0;
+  if (e && sscanf(e, "%d@%lld", &sig, &step) == 2 && sig > 0 && sig < NSIG && step > 0) {
+    r->raise_signal = sig;
+    r->raise_step = step;
+  }
+}
+
+/* The files a run writes into its folder (and their temporary siblings). */
+static const char *const run_files[] = {"results.json", "model", "model.tmp", "model.old",
+                                        "checkpoint", "checkpoint.tmp", "checkpoint.old",
+                                        "split", NULL};
+
+static bool remove_tree(const char *path, GError **err) {
+  if (g_file_test(path, G_FILE_TEST_IS_DIR) && !g_file_test(path, G_FILE_TEST_IS_SYMLINK)) {
+    GDir *d = g_dir_open(path, 0, err);
+    if (!d) return false;
+    const char *n;
+    bool ok = true;
+    while (ok && (n = g_dir_read_name(d))) {
+      char *p = g_build_filename(path, n, NULL);
+      ok = remove_tree(p, err);
+      g_free(p);
+    }
+    g_dir_close(d);
+    if (!ok) return false;
+  }
+  if (g_remove(path) != 0 && errno != ENOENT) {
+    int e = errno;
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot remove %s: %s", path, g_strerror(e));
+    return false;
+  }
+  return true;
+}
+
+/* A new run never lands beside the files of another one: an --out folder that
+ * is not empty is refused unless --overwrite, which first removes what an
+ * earlier run wrote (and only that). */
+static bool prepare_out(const char *out, bool overwrite, GError **err) {
+  GDir *d = g_dir_open(out, 0, NULL);
+  if (!d) return true; /* absent: created later */
+  bool empty = g_dir_read_name(d) == NULL;
+  g_dir_close(d);
+  if (empty) return true;
+  if (!overwrite) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--out %s already exists and is not "
+                "empty (an earlier run?): pass --overwrite to replace that run, --resume %s to "
+                "continue it, or another --out folder", out, out);
+    return false;
+  }
+  for (const char *const *f = run_files; *f; f++) {
+    char *p = g_build_filename(out, *f, NULL);
+    bool ok = remove_tree(p, err);
+    g_free(p);
+    if (!ok) return false;
+  }
+  return tp_dir_sync(out, err);
 }
 
 /* ---- results.json ---- */
@@ -254,14 +401,27 @@ static void put_split(JsonBuilder *b, const tp_dataset *d, const tp_split *s) {
   json_builder_end_object(b);
 }
 
+/* How the run was spread: "distributed": {ranks, transport, gradient_sum}. */
+static void put_distributed(JsonBuilder *b, tp_collective *coll, const char *how) {
+  json_builder_set_member_name(b, "distributed");
+  json_builder_begin_object(b);
+  put_int(b, "world_size", coll ? tp_collective_size(coll) : 1);
+  put_str(b, "transport", coll ? tp_collective_name(coll) : "single");
+  put_str(b, "gradient_sum", how ? how : "none");
+  json_builder_end_object(b);
+}
+
 static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_cli_session *s,
                               const tp_dataset *d, const tp_split *sp, const tp_train_state *st,
-                              const tp_eval_result *test, double elapsed, double tok_s) {
+                              const tp_eval_result *test, double elapsed, double tok_s,
+                              tp_collective *coll, const char *how) {
   JsonBuilder *b = json_builder_new();
   json_builder_begin_object(b);
   json_builder_set_member_name(b, "config");
   json_builder_add_value(b, json_node_copy(cfg_json));
   put_str(b, "version", TP_VERSION);
+  put_str(b, "commit", TP_COMMIT);
+  put_distributed(b, coll, how);
   put_str(b, "backend", s->be->name);
   put_str(b, "device", s->be->info.name);
   put_str(b, "device_description", s->be->info.description);
@@ -349,7 +509,7 @@ static bool write_split_ids(const char *out, const tp_dataset *d, const tp_split
     for (guint j = 0; j < n[i]; j++) g_string_append_printf(s, "%s\n", d->ids[idx[i][j]]);
     char *name = g_strdup_printf("%s.txt", names[i]);
     char *path = g_build_filename(dir, name, NULL);
-    ok = g_file_set_contents(path, s->str, (gssize)s->len, err);
+    ok = tp_file_write_durable(path, s->str, s->len, err);
     g_free(path);
     g_free(name);
     g_string_free(s, TRUE);
@@ -360,49 +520,77 @@ static bool write_split_ids(const char *out, const tp_dataset *d, const tp_split
 
 /* ---- the command ---- */
 
-static GOptionContext *make_options(train_cfg *c) {
-  GOptionEntry e[] = {
-      {"data", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &c->data,
-       "Dataset: an aclImdb folder, a folder of .jsonl[.gz], or .jsonl[.gz]/.csv/.tsv files "
-       "(repeatable)", "PATH"},
-      {"max-len", 0, 0, G_OPTION_ARG_INT, &c->max_len, "Truncate reviews to N tokens [512]", "N"},
-      {"batch", 0, 0, G_OPTION_ARG_INT, &c->batch, "Training batch size [8]", "N"},
-      {"eval-batch", 0, 0, G_OPTION_ARG_INT, &c->eval_batch, "Evaluation batch size [64]", "N"},
-      {"epochs", 0, 0, G_OPTION_ARG_INT, &c->epochs, "Epochs [3]", "N"},
-      {"lr", 0, 0, G_OPTION_ARG_DOUBLE, &c->lr, "Learning rate [1e-5]", "LR"},
-      {"optimizer", 0, 0, G_OPTION_ARG_STRING, &c->optimizer,
-       "adam (Keras: eps 1e-7) or adamw (PyTorch: eps 1e-8) [adam]", "NAME"},
-      {"weight-decay", 0, 0, G_OPTION_ARG_DOUBLE, &c->weight_decay, "AdamW weight decay [0.01]", "W"},
-      {"warmup", 0, 0, G_OPTION_ARG_DOUBLE, &c->warmup,
-       "Linear warmup: a fraction of all steps (< 1) or a step count [0]", "W"},
-      {"schedule", 0, 0, G_OPTION_ARG_STRING, &c->schedule, "constant or linear decay [constant]", "S"},
-      {"clip-norm", 0, 0, G_OPTION_ARG_DOUBLE, &c->clip_norm, "Clip the global gradient norm [off]", "N"},
-      {"patience", 0, 0, G_OPTION_ARG_INT, &c->patience,
-       "Early stopping: epochs without a better validation loss [2]; 0 = off", "N"},
-      {"subset", 0, 0, G_OPTION_ARG_DOUBLE, &c->subset, "Stratified fraction of the data [1.0]", "F"},
-      {"seed", 0, 0, G_OPTION_ARG_INT64, &c->seed, "Seed of the split, init, shuffles, dropout [42]", "N"},
-      {"skip-bad", 0, 0, G_OPTION_ARG_NONE, &c->skip_bad, "Skip malformed records (and count them)", NULL},
-      {"out", 0, 0, G_OPTION_ARG_FILENAME, &c->out, "Run folder [runs/DATE-TIME-MODEL]", "DIR"},
-      {"resume", 0, 0, G_OPTION_ARG_FILENAME, &c->resume,
-       "Continue the interrupted run in DIR with its own options", "DIR"},
-      G_OPTION_ENTRY_NULL};
-  GOptionContext *oc = g_option_context_new("- fine-tune a classifier");
-  g_option_context_set_summary(oc,
+#define OFF(f) offsetof(train_cfg, f)
+static const tp_cli_opt train_rows[] = {
+    {.name = "batch", .kind = TP_OPT_INT, .offset = OFF(batch), .arg = "N",
+     .help = "Training batch size (the global batch: all ranks of --distributed together)",
+     .min = 1, .max = 1 << 16},
+    {.name = "grad-accum", .kind = TP_OPT_INT, .offset = OFF(grad_accum), .arg = "K",
+     .help = "Compute each batch in K micro-batches whose gradients add up (same results, a "
+             "K-th of the activation memory); at most --batch",
+     .min = 1, .max = 1 << 16, .flags = TP_OPT_AUTO, .auto_value = 0, .shown_def = "1"},
+    {.name = "epochs", .kind = TP_OPT_INT, .offset = OFF(epochs), .arg = "N", .help = "Epochs",
+     .min = 1, .max = 100000},
+    {.name = "lr", .kind = TP_OPT_DOUBLE, .offset = OFF(lr), .arg = "LR", .help = "Learning rate",
+     .min = 0, .max = 10, .flags = TP_OPT_MIN_OPEN | TP_OPT_MAX_OPEN},
+    {.name = "optimizer", .kind = TP_OPT_STRING, .offset = OFF(optimizer), .arg = "NAME",
+     .help = "adam (Keras: eps 1e-7) or adamw (PyTorch: eps 1e-8)", .choices = "adam|adamw",
+     .shown_def = "adam"},
+    {.name = "weight-decay", .kind = TP_OPT_DOUBLE, .offset = OFF(weight_decay), .arg = "W",
+     .help = "AdamW weight decay", .min = 0, .max = 1},
+    {.name = "warmup", .kind = TP_OPT_DOUBLE, .offset = OFF(warmup), .arg = "W",
+     .help = "Linear warmup: a fraction of all steps (< 1) or a step count", .min = 0, .max = 1e9},
+    {.name = "schedule", .kind = TP_OPT_STRING, .offset = OFF(schedule), .arg = "S",
+     .help = "constant or linear decay", .choices = "constant|linear", .shown_def = "constant"},
+    {.name = "clip-norm", .kind = TP_OPT_DOUBLE, .offset = OFF(clip_norm), .arg = "N",
+     .help = "Clip the global gradient norm; 0 = off", .min = 0, .max = 1e9},
+    {.name = "patience", .kind = TP_OPT_INT, .offset = OFF(patience), .arg = "N",
+     .help = "Early stopping: epochs without a better validation loss; 0 = off", .min = 0,
+     .max = 100000},
+    {.name = "subset", .kind = TP_OPT_DOUBLE, .offset = OFF(subset), .arg = "F",
+     .help = "Stratified fraction of the data", .min = 0, .max = 1, .flags = TP_OPT_MIN_OPEN},
+    {.name = "seed", .kind = TP_OPT_INT64, .offset = OFF(seed), .arg = "N",
+     .help = "Seed of the split, init, shuffles, dropout", .min = (double)G_MININT64,
+     .max = (double)G_MAXINT64},
+    {.name = "out", .kind = TP_OPT_PATH, .offset = OFF(out), .arg = "DIR", .help = "Run folder",
+     .shown_def = "runs/DATE-TIME-MODEL"},
+    {.name = "resume", .kind = TP_OPT_PATH, .offset = OFF(resume), .arg = "DIR",
+     .help = "Continue the interrupted run in DIR with its own options"},
+    {.name = "overwrite", .kind = TP_OPT_FLAG, .offset = OFF(overwrite),
+     .help = "Replace the earlier run in --out (its results, model, checkpoint and split are "
+             "removed first)"},
+};
+
+static const tp_cli_opt dist_rows[] = {
+    {.name = "distributed", .kind = TP_OPT_FLAG, .offset = OFF(distributed),
+     .help = "Data-parallel training: one rank per process started by mpirun -np N (or srun "
+             "--mpi=pmix); docs/distributed.md"},
+    {.name = "dist-timeout", .kind = TP_OPT_DOUBLE, .offset = OFF(dist_timeout), .arg = "S",
+     .help = "End the job when a rank waits this long for the others (a hung or unreachable "
+             "rank); 0 = wait forever",
+     .min = 0, .max = 1e9},
+};
+#undef OFF
+
+static tp_cli_optset *make_options(train_cfg *c) {
+  tp_cli_optset *set = tp_cli_optset_new(NULL,
       "Fine-tunes a model on labelled texts: the homework's seeded stratified split (80/20\n"
       "train+val/test, then 12.5% of train+val as validation: 70/10/20), Adam, early stopping\n"
       "on validation loss with restore-best, then test accuracy, F1 and confusion matrix.\n"
       "Writes DIR/results.json, DIR/model/ (best weights, a Hugging Face model folder),\n"
       "DIR/split/{train,val,test}.txt (record ids) and DIR/checkpoint/ (each epoch;\n"
-      "--resume DIR continues an interrupted run).");
-  g_option_context_set_description(oc,
+      "--resume DIR continues an interrupted run).",
       "Example (a small BERT from scratch on IMDB):\n"
       "  tensorplug train --model bert-base-uncased --init random --layers 2 --hidden 128 \\\n"
       "    --heads 2 --ffn 512 --vocab ../shared/data/bert-base-uncased/vocab.txt \\\n"
-      "    --data ../shared/data/imdb --max-len 256 --batch 32 --lr 1e-3 --epochs 2\n");
-  g_option_context_add_main_entries(oc, e, NULL);
-  g_option_context_add_group(oc, tp_cli_model_group(&c->mo));
-  g_option_context_add_group(oc, tp_cli_run_group(&c->ro));
-  return oc;
+      "    --data ../shared/data/imdb --max-len 256 --batch 32 --lr 1e-3 --epochs 2");
+  tp_cli_optset_add_data(set, &c->o);
+  tp_cli_optset_add_text(set, &c->o);
+  tp_cli_optset_add(set, "Options", train_rows, G_N_ELEMENTS(train_rows), c);
+  tp_cli_optset_add_model(set, &c->o);
+  tp_cli_optset_add_device(set, &c->o);
+  tp_cli_optset_add(set, "Distributed options", dist_rows, G_N_ELEMENTS(dist_rows), c);
+  return set;
 }
 
 static char *default_out(const char *model) {
@@ -418,46 +606,250 @@ static char *default_out(const char *model) {
   return out;
 }
 
-static int run(train_cfg *c) {
+/* ---- a distributed run's ranks ---- */
+
+typedef struct ranks {
+  tp_collective *coll; /* NULL: this process alone */
+  int rank;
+  char *how;           /* how gradients are summed ("host", "nccl") */
+} ranks;
+
+/* Whether every rank's step succeeded (alone: ok). On failure every rank
+ * gets the lowest failing rank's error in *err (rank 0 reports it). */
+static bool agree(const ranks *r, bool ok, GError **err) {
+  if (!r->coll) return ok;
+  GError *local = ok ? NULL : g_steal_pointer(err);
+  return tp_collective_agree(r->coll, ok, local, err);
+}
+
+/* A rank other than 0: the same exit status as rank 0, which reports. */
+static int quiet(GError *err) {
+  int rc = TP_EXIT_FAILED;
+  if (err && err->domain == TP_ERROR) {
+    if (err->code == TP_ERROR_INVALID_ARGUMENT || err->code == TP_ERROR_UNAVAILABLE)
+      rc = TP_EXIT_USAGE;
+    else if (err->code == TP_ERROR_INTERRUPTED)
+      rc = TP_EXIT_INTERRUPTED;
+  }
+  g_clear_error(&err);
+  return rc;
+}
+
+/* Rank 0 (or the process alone) reports the error; every rank exits alike. */
+static int fail(const ranks *r, GError *err) {
+  return r->rank == 0 ? tp_cli_report(err) : quiet(err);
+}
+
+/* Rank 0's part of --resume: the checkpoint's state read strictly (core/
+ * train_state.c); *x gets the options it records, *sj the file's name. */
+static bool read_resume(const char *ck, const char *resume, JsonNode **x, char **sj,
+                        GError **err) {
+  tp_train_state probe;
+  tp_train_state_init(&probe);
+  bool ok = tp_checkpoint_read_state(ck, &probe, x, err);
+  tp_train_state_clear(&probe);
+  char *dir = tp_existing_dir(ck);
+  if (!ok && !dir) {
+    g_clear_error(err);
+    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
+                "writes one at the end of each epoch)", resume);
+  }
+  if (ok) *sj = g_build_filename(dir, "state.json", NULL);
+  g_free(dir);
+  return ok;
+}
+
+/* The options of the run to resume, read on rank 0 and sent to the others;
+ * every rank restores and checks them alike. A --grad-accum given with
+ * --resume replaces the checkpoint's once those are checked. */
+static bool resume_options(train_cfg *c, const tp_cli_optset *set, const ranks *r,
+                           tp_train_options *to, GError **err) {
+  char *ck = g_build_filename(c->resume, "checkpoint", NULL), *sj = NULL, *text = NULL;
+  JsonNode *x = NULL;
+  bool ok = r->rank != 0 || read_resume(ck, c->resume, &x, &sj, err);
+  ok = agree(r, ok, err);
+  if (ok && r->coll) {
+    if (r->rank == 0 && x) text = json_to_string(x, FALSE);
+    ok = tp_collective_bcast_string(r->coll, &text, 0, err) &&
+         tp_collective_bcast_string(r->coll, &sj, 0, err);
+    if (ok && r->rank != 0 && text) ok = (x = json_from_string(text, err)) != NULL;
+  }
+  int accum = c->grad_accum; /* given on the command line; 0: not */
+  if (ok) ok = cfg_from_json(c, x, sj, err);
+  if (ok) {
+    g_free(c->out);
+    c->out = g_strdup(c->resume);
+    /* options out of range in a checkpoint are a damaged file, not a usage error */
+    if (!cfg_check(c, set, to, err)) {
+      g_prefix_error(err, "%s records options that are out of range: ", sj);
+      (*err)->code = TP_ERROR_FORMAT;
+      ok = false;
+    }
+  }
+  if (ok && accum) c->grad_accum = accum; /* the same batches, split differently */
+  if (x) json_node_unref(x);
+  g_free(text);
+  g_free(sj);
+  g_free(ck);
+  return ok;
+}
+
+/* The device this rank opens: under --distributed without --device, its
+ * local rank's GPU (tp_cli_rank_device). The run's recorded options keep
+ * what was asked, so that a resumed run spreads again. */
+static bool open_session(const train_cfg *c, const ranks *r, tp_cli_session *s, GError **err) {
+  tp_cli_run_opts ro = c->o.ro;
+  ro.backend = g_strdup(ro.backend);
+  if (r->coll) tp_cli_rank_device(&ro);
+  bool ok = tp_cli_session_open(s, &c->o.mo, &ro, (uint64_t)c->seed, true, err);
+  g_free(ro.backend);
+  return ok;
+}
+
+/* Rank 0 tokenizes (or reads its cache); the others get its sequences. */
+static tp_token_seqs *tokenize(const train_cfg *c, const ranks *r, const tp_cli_session *s,
+                               const tp_dataset *d, double *tok_s, GError **err) {
+  tp_token_seqs *seqs = NULL;
+  if (r->rank == 0) {
+    gint64 tt = g_get_monotonic_time();
+    bool cached = false;
+    seqs = tp_cli_tokenize_cached(s->tok, s->vocab_path, d->texts, d->n, c->o.max_len,
+                                  c->o.ro.threads, &cached, err);
+    double sec = (double)(g_get_monotonic_time() - tt) / 1e6;
+    if (seqs) {
+      *tok_s = (double)seqs->offsets[seqs->n] / fmax(sec, 1e-9);
+      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->o.max_len,
+             (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
+      fflush(stdout);
+    }
+  }
+  if (!agree(r, r->rank != 0 || seqs, err)) return NULL;
+  if (r->coll && !tp_cli_bcast_seqs(r->coll, &seqs, err)) {
+    if (seqs) tp_token_seqs_free(seqs);
+    return NULL;
+  }
+  return seqs;
+}
+
+/* Steps that cannot fit are refused before the first one runs, on every
+ * rank's device. One forward pass of a rank takes its share of the batch in
+ * --grad-accum micro-batches: at most this many rows. */
+static bool check_memory(const train_cfg *c, const ranks *r, const tp_cli_session *s,
+                         const tp_split *sp, const tp_token_seqs *seqs, GError **err) {
+  int64_t batch = MIN((guint)c->batch, sp->n_train);
+  int64_t n = r->coll ? tp_collective_size(r->coll) : 1, k = MAX(1, c->grad_accum);
+  int64_t rows = ((batch + n - 1) / n + k - 1) / k, longest = tp_cli_longest(seqs);
+  bool ok = tp_cli_check_step_memory(s, rows, longest, true,
+                                     rows == batch ? "--batch"
+                                                   : "micro-batch rows (raise --grad-accum or "
+                                                     "lower --batch)",
+                                     err) &&
+            tp_cli_check_step_memory(s, MIN((guint)c->o.eval_batch, MAX(sp->n_val, sp->n_test)),
+                                     longest, false, "--eval-batch", err);
+  return agree(r, ok, err);
+}
+
+/* The checkpoint, read on rank 0: weights, optimizer and state to all. */
+static bool resume_state(const train_cfg *c, const ranks *r, tp_cli_session *s,
+                         tp_train_state *st, GError **err) {
+  JsonNode *extra = NULL;
+  bool ok = true;
+  if (r->rank == 0) {
+    char *ck = g_build_filename(c->out, "checkpoint", NULL);
+    ok = tp_checkpoint_read(ck, s->model, s->ctx, st, &extra, err);
+    g_free(ck);
+  }
+  if (extra) json_node_unref(extra);
+  ok = agree(r, ok, err);
+  if (ok && r->coll)
+    ok = tp_cli_bcast_params(r->coll, s->model, s->ctx, true, err) &&
+         tp_cli_bcast_state(r->coll, st, err);
+  if (ok && r->rank == 0)
+    printf("Resuming after epoch %d of %d (step %lld)\n", st->epochs_done, c->epochs,
+           (long long)st->global_step);
+  return ok;
+}
+
+/* restore-best: the weights of the best validation epoch, read on rank 0. */
+static bool restore_best(const train_cfg *c, const ranks *r, tp_cli_session *s,
+                         const tp_train_state *st, GError **err) {
+  bool ok = true;
+  if (r->rank == 0) {
+    char *best = g_build_filename(c->out, "model", "model.safetensors", NULL);
+    tp_load_report rep = {0};
+    ok = tp_model_load_weights(s->model, s->ctx, best, 0, &rep, err);
+    tp_load_report_clear(&rep);
+    g_free(best);
+    if (ok) printf("Restored the weights of epoch %d (best validation loss %.4f)%s\n",
+                   st->best_epoch, st->best_val_loss, st->stopped_early ? "; stopped early" : "");
+  }
+  ok = agree(r, ok, err);
+  return ok && (!r->coll || tp_cli_bcast_params(r->coll, s->model, s->ctx, false, err));
+}
+
+/* The ranks of --distributed: MPI, one identical model everywhere, and the
+ * way gradients are summed on this backend. */
+static bool ranks_start(const train_cfg *c, ranks *r, tp_cli_session *s, GError **err) {
+  if (!r->coll) return true;
+  bool ok = tp_cli_bcast_params(r->coll, s->model, s->ctx, false, err);
+  char *why = NULL;
+  ok = ok && tp_collective_use_device(r->coll, s->be, &r->how, &why, err);
+  if (ok && r->rank == 0) {
+    int n = tp_collective_size(r->coll), k = MAX(1, c->grad_accum);
+    char parts[64] = "";
+    if (k > 1) g_snprintf(parts, sizeof parts, " in %d micro-batches", k);
+    printf("Distributed: %d ranks (%s); global batch %d, %s%d per rank%s; gradients summed %s\n",
+           n, tp_collective_name(r->coll), c->batch, c->batch % n ? "about " : "",
+           (c->batch + n - 1) / n, parts,
+           strcmp(r->how, "host") == 0 ? "through host memory, in rank order"
+                                       : "in device memory");
+    if (why) printf("note: %s\n", why);
+  }
+  g_free(why);
+  return ok;
+}
+
+static int run(train_cfg *c, const tp_cli_optset *set, ranks *r) {
   GError *err = NULL;
   gint64 t0 = g_get_monotonic_time();
+  bool lead = r->rank == 0;
   tp_train_options to;
+  /* the options first (the model is built from them), the weights below */
+  if (c->resume && !resume_options(c, set, r, &to, &err)) return fail(r, err);
+  if (!cfg_check(c, set, &to, &err)) return fail(r, err);
+  to.coll = r->coll;
+  if (!c->out) c->out = default_out(c->o.mo.model);
+  /* rank 0's folder (its clock names the default one); only rank 0 writes */
+  if (r->coll && !tp_collective_bcast_string(r->coll, &c->out, 0, &err)) return fail(r, err);
+  bool ok = c->resume || !lead || prepare_out(c->out, c->overwrite, &err);
+  if (!agree(r, ok, &err)) return fail(r, err);
+  JsonNode *cfg_json = NULL; /* once --max-len is resolved against the model */
+
   tp_train_state st;
   tp_train_state_init(&st);
-  JsonNode *resume_cfg = NULL;
-  if (c->resume) {
-    char *ck = g_build_filename(c->resume, "checkpoint", NULL);
-    /* the options first (the model is built from them), the weights below */
-    JsonNode *x = tp_checkpoint_read_extra(ck, &err);
-    if (x && cfg_from_json(c, x, &err)) {
-      g_free(c->out);
-      c->out = g_strdup(c->resume);
-    }
-    if (x) json_node_unref(x);
-    g_free(ck);
-    if (err) return tp_cli_report(err);
-  }
-  if (!cfg_check(c, &to, &err)) return tp_cli_report(err);
-  if (!c->out) c->out = default_out(c->mo.model);
-  JsonNode *cfg_json = cfg_to_json(c);
-
   tp_cli_session s;
   tp_dataset *d = NULL;
   tp_split sp = {0};
   tp_token_seqs *seqs = NULL;
   int rc = TP_EXIT_OK;
-  /* data first: a bad path or record fails before a large model is built */
+  /* data first: a bad path or record fails before a large model is built.
+   * Every rank reads the data and builds the model. */
   memset(&s, 0, sizeof s);
-  d = tp_dataset_load((const char *const *)c->data, c->skip_bad, &err);
-  bool ok = d != NULL;
-  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err);
-  if (ok) ok = tp_cli_session_open(&s, &c->mo, &c->ro, (uint64_t)c->seed, true, &err);
-  if (ok) {
+  d = tp_dataset_load((const char *const *)c->o.data, c->o.skip_bad, &err);
+  ok = d != NULL;
+  int num_labels = 0;
+  /* the labels meet the model once, here: each one must be a label of it */
+  if (ok) ok = tp_cli_model_num_labels(&c->o.mo, &num_labels, &err) &&
+               tp_dataset_check_labels(d, num_labels, c->o.skip_bad, &err);
+  if (ok) ok = tp_split_make(d, c->subset, (uint64_t)c->seed, &sp, &err) &&
+               tp_split_check_classes(d, &sp, num_labels, &err);
+  if (ok) ok = open_session(c, r, &s, &err) && tp_cli_check_max_len(&s, &c->o.max_len, &err);
+  ok = agree(r, ok, &err);
+  cfg_json = cfg_to_json(c);
+  if (ok && lead) {
     char *desc = tp_cli_session_describe(&s);
     printf("Model %s\n", desc);
     g_free(desc);
-  }
-  if (ok) {
     printf("Data: %u records%s; split train %u / val %u / test %u (subset %g, seed %lld)\n", d->n,
            d->n_skipped ? " (malformed ones skipped)" : "", sp.n_train, sp.n_val, sp.n_test,
            c->subset, (long long)c->seed);
@@ -466,35 +858,20 @@ static int run(train_cfg *c) {
     if (!ok) g_set_error(&err, TP_ERROR, TP_ERROR_IO, "cannot create %s: %s", c->out, g_strerror(errno));
     if (ok) ok = write_split_ids(c->out, d, &sp, &err);
   }
+  if (r->coll) ok = agree(r, ok, &err) && ranks_start(c, r, &s, &err);
   double tok_s = 0;
-  if (ok) {
-    gint64 tt = g_get_monotonic_time();
-    bool cached = false;
-    seqs = tp_cli_tokenize_cached(s.tok, s.vocab_path, d->texts, d->n, c->max_len, c->ro.threads,
-                                  &cached, &err);
-    ok = seqs != NULL;
-    double sec = (double)(g_get_monotonic_time() - tt) / 1e6;
-    if (ok) {
-      tok_s = (double)seqs->offsets[seqs->n] / fmax(sec, 1e-9);
-      printf("Tokenized %u texts (max length %d): %lld tokens in %.1f s%s\n", d->n, c->max_len,
-             (long long)seqs->offsets[seqs->n], sec, cached ? " (from the cache)" : "");
-    }
-  }
-  if (ok && c->resume) {
-    char *ck = g_build_filename(c->out, "checkpoint", NULL);
-    ok = tp_checkpoint_read(ck, s.model, s.ctx, &st, &resume_cfg, &err);
-    g_free(ck);
-    if (ok) printf("Resuming after epoch %d of %d (step %lld)\n", st.epochs_done, c->epochs,
-                   (long long)st.global_step);
-  }
-  if (ok) printf("Run folder: %s\n", c->out);
+  if (ok) ok = (seqs = tokenize(c, r, &s, d, &tok_s, &err)) != NULL;
+  if (ok) ok = check_memory(c, r, &s, &sp, seqs, &err);
+  if (ok && c->resume) ok = resume_state(c, r, &s, &st, &err);
+  if (ok && lead) printf("Run folder: %s\n", c->out);
   fflush(stdout);
-  run_ctx r = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
-               .progress = {.tty = isatty(STDOUT_FILENO)}};
+  run_ctx rx = {.out = c->out, .vocab_path = s.vocab_path, .cfg_json = cfg_json,
+                .progress = {.tty = isatty(STDOUT_FILENO)}};
+  read_raise_hook(&rx);
   tp_labelled data = {.seqs = seqs, .labels = d ? d->labels : NULL,
                       .pad_id = s.tok ? tp_tokenizer_pad_id(s.tok) : 0};
   tp_train_hooks hooks = {.save_best = save_best, .checkpoint = checkpoint,
-                          .progress = on_progress, .user = &r};
+                          .progress = on_progress, .step_done = on_step, .user = &rx};
   struct sigaction sa = {0}, old_int, old_term;
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, &old_int);
@@ -505,25 +882,24 @@ static int run(train_cfg *c) {
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
   if (!ok && err && err->domain == TP_ERROR &&
-      (err->code == TP_ERROR_INTERRUPTED || err->code == TP_ERROR_NON_FINITE))
-    g_prefix_error(&err, "%s; the last completed epoch is saved in %s/checkpoint — continue "
-                   "with `tensorplug train --resume %s`: ", "training stopped", c->out, c->out);
-  tp_eval_result test = {0};
-  if (ok) {
-    /* restore-best: the weights of the best validation epoch */
-    char *best = g_build_filename(c->out, "model", "model.safetensors", NULL);
-    tp_load_report rep = {0};
-    ok = tp_model_load_weights(s.model, s.ctx, best, 0, &rep, &err);
-    tp_load_report_clear(&rep);
-    if (ok) printf("Restored the weights of epoch %d (best validation loss %.4f)%s\n",
-                   st.best_epoch, st.best_val_loss, st.stopped_early ? "; stopped early" : "");
-    g_free(best);
+      (err->code == TP_ERROR_INTERRUPTED || err->code == TP_ERROR_NON_FINITE)) {
+    if (st.epochs_done > 0)
+      g_prefix_error(&err, "training stopped; epoch %d (the last completed one) is saved in "
+                     "%s/checkpoint — continue with `tensorplug train --resume %s`: ",
+                     st.epochs_done, c->out, c->out);
+    else
+      g_prefix_error(&err, "training stopped before its first epoch ended, so nothing was "
+                     "saved and there is nothing to resume — run the same command again (with "
+                     "--overwrite) to start over: ");
   }
-  if (ok) ok = tp_evaluate(s.model, s.ctx, &data, sp.test, sp.n_test, c->eval_batch, NULL, NULL,
-                           on_progress, &r, "test", &test, &err);
-  if (ok) {
+  tp_eval_result test = {0};
+  if (ok) ok = restore_best(c, r, &s, &st, &err);
+  if (ok) ok = tp_evaluate_on(r->coll, s.model, s.ctx, &data, sp.test, sp.n_test, c->o.eval_batch,
+                              NULL, NULL, on_progress, &rx, "test", &test, &err);
+  if (ok && lead) {
     double elapsed = (double)(g_get_monotonic_time() - t0) / 1e6;
-    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, tok_s);
+    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, tok_s, r->coll,
+                                 r->how);
     char *rp = g_build_filename(c->out, "results.json", NULL);
     ok = tp_cli_write_json(rp, res, &err);
     json_node_unref(res);
@@ -531,13 +907,13 @@ static int run(train_cfg *c) {
     if (ok) printf("\nResults: %s\nModel: %s/model\n", rp, c->out);
     g_free(rp);
   }
+  if (r->coll) ok = agree(r, ok, &err);
   if (!ok) {
-    printf("\n");
+    if (lead) printf("\n");
     fflush(stdout); /* the progress lines come before the error */
-    rc = tp_cli_report(err);
+    rc = fail(r, err);
   }
-  if (resume_cfg) json_node_unref(resume_cfg);
-  json_node_unref(cfg_json);
+  if (cfg_json) json_node_unref(cfg_json);
   tp_train_state_clear(&st);
   if (seqs) tp_token_seqs_free(seqs);
   tp_split_clear(&sp);
@@ -546,18 +922,89 @@ static int run(train_cfg *c) {
   return rc;
 }
 
+/* --distributed: the supervisor, then MPI; without it, refuse to run as one
+ * of several processes (each would train alone and write the same files). */
+static int run_ranks(train_cfg *c, const tp_cli_optset *set) {
+  int size = 1;
+  if (!c->distributed) {
+    if (tp_collective_launched(&size)) {
+      fprintf(stderr, "tensorplug: error: started by an MPI launcher as rank %s of %d without "
+              "--distributed: every process would train alone and write the same files; add "
+              "--distributed (docs/distributed.md)\n", tp_cli_launcher_rank(), size);
+      return TP_EXIT_USAGE;
+    }
+    ranks alone = {0};
+    return run(c, set, &alone);
+  }
+  GError *err = NULL;
+  if (!tp_collective_mpi_built()) {
+    tp_collective_mpi_new(0, &err);
+    return tp_cli_report(err);
+  }
+  int sup = tp_cli_supervise();
+  if (sup >= 0) return sup; /* the supervisor, after its rank ended */
+  ranks r = {0};
+  r.coll = tp_collective_mpi_new(c->dist_timeout, &err);
+  if (!r.coll) return tp_cli_report(err);
+  r.rank = tp_collective_rank(r.coll);
+  int rc = run(c, set, &r);
+  tp_collective_free(r.coll);
+  g_free(r.how);
+  return rc;
+}
+
 int tp_cmd_train(int argc, char **argv) {
   train_cfg c;
   cfg_defaults(&c);
-  GOptionContext *oc = make_options(&c);
-  bool parsed = tp_cli_parse(oc, &argc, &argv);
-  g_option_context_free(oc);
-  int rc = TP_EXIT_USAGE;
-  if (parsed && argc > 1) {
+  tp_cli_optset *set = make_options(&c);
+  int rc = tp_cli_optset_parse(set, &argc, &argv);
+  if (rc < 0 && argc > 1) {
     fprintf(stderr, "tensorplug: error: unexpected argument \"%s\"\n", argv[1]);
-  } else if (parsed) {
-    rc = run(&c);
+    rc = TP_EXIT_USAGE;
+  } else if (rc < 0) {
+    rc = run_ranks(&c, set);
   }
+  tp_cli_optset_free(set);
   cfg_clear(&c);
   return rc;
+}
+
+bool tp_cmd_train_check_args(int argc, char **argv, GError **err) {
+  train_cfg c;
+  cfg_defaults(&c);
+  tp_cli_optset *set = make_options(&c);
+  bool help = false;
+  tp_train_options to;
+  bool ok = tp_cli_optset_parse_quiet(set, &argc, &argv, &help, err);
+  if (ok && argc > 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "unexpected argument \"%s\"", argv[1]);
+    ok = false;
+  }
+  if (ok && !c.resume) ok = cfg_check(&c, set, &to, err);
+  tp_cli_optset_free(set);
+  cfg_clear(&c);
+  return ok;
+}
+
+char *tp_cmd_train_default_text(const char *name) {
+  train_cfg c;
+  cfg_defaults(&c);
+  const tp_cli_opt *r = NULL;
+  for (size_t i = 0; i < G_N_ELEMENTS(train_rows) && !r; i++)
+    if (strcmp(train_rows[i].name, name) == 0) r = &train_rows[i];
+  char *v = NULL;
+  if (r && r->kind == TP_OPT_INT) v = g_strdup_printf("%d", *(int *)((char *)&c + r->offset));
+  else if (r && r->kind == TP_OPT_DOUBLE) v = g_strdup_printf("%g", *(double *)((char *)&c + r->offset));
+  cfg_clear(&c);
+  return v;
+}
+
+const tp_cli_opt *tp_cmd_train_find_option(const char *name) {
+  train_cfg c;
+  cfg_defaults(&c);
+  tp_cli_optset *set = make_options(&c);
+  const tp_cli_opt *r = tp_cli_optset_find(set, name); /* rows are static */
+  tp_cli_optset_free(set);
+  cfg_clear(&c);
+  return r;
 }

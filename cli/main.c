@@ -14,6 +14,8 @@ static const command commands[] = {
     {"train", tp_cmd_train, "fine-tune a model on a labelled text dataset"},
     {"eval", tp_cmd_eval, "accuracy, F1 and confusion matrix of a model on a dataset"},
     {"predict", tp_cmd_predict, "label texts with a fine-tuned model"},
+    {"sweep", tp_cmd_sweep, "run an experiment spec: many train runs, resumable, shardable"},
+    {"report", tp_cmd_report, "tables, plots and the homework's answers from run folders"},
     {"tokenize", tp_cmd_tokenize, "print the token ids a model sees for texts"},
     {"bench", tp_cmd_bench, "measure tokenizer and training speed"},
     {"plugins", tp_cmd_plugins, "list backend and model plugins, their devices and presets"},

@@ -11,7 +11,9 @@
 
 #include <errno.h>
 #include <gio/gio.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +23,11 @@
 /* Labels are small non-negative integers; a larger number is far more likely
  * a wrong column (a star rating, an id) than a real class. */
 #define TP_MAX_LABEL 999
+/* The longest line (JSONL), record (CSV) or review file (aclImdb) read: far
+ * above any review, low enough that a file without line ends or with an
+ * unclosed quote fails clearly instead of filling memory. */
+#define TP_MAX_RECORD_BYTES ((gsize)64 << 20)
+#define TP_MAX_RECORD_TEXT "64 MiB"
 
 /* ---------------------------------------------------------------- builder */
 
@@ -35,17 +42,22 @@ static void builder_init(ds_builder *b) {
   b->cap = 0;
 }
 
+/* A record of file `path` that starts on line `line` (0: a whole file). */
 static void builder_add(ds_builder *b, const char *text, gsize text_len, int label,
-                        const char *id, gsize id_len) {
+                        const char *id, gsize id_len, const char *path, guint64 line) {
   tp_dataset *d = b->d;
   if (d->n == b->cap) {
     b->cap = b->cap ? b->cap * 2 : 1024;
     d->texts = g_renew(char *, d->texts, b->cap);
     d->labels = g_renew(int, d->labels, b->cap);
     d->ids = g_renew(char *, d->ids, b->cap);
+    d->where = g_renew(char *, d->where, b->cap);
   }
   d->texts[d->n] = g_string_chunk_insert_len(d->strings, text, (gssize)text_len);
   d->ids[d->n] = g_string_chunk_insert_len(d->strings, id, (gssize)id_len);
+  char *w = line ? g_strdup_printf("%s:%" G_GUINT64_FORMAT, path, line) : g_strdup(path);
+  d->where[d->n] = g_string_chunk_insert(d->strings, w);
+  g_free(w);
   d->labels[d->n] = label;
   if (label + 1 > d->n_labels) d->n_labels = label + 1;
   d->n++;
@@ -56,6 +68,7 @@ void tp_dataset_free(tp_dataset *d) {
   g_free(d->texts);
   g_free(d->labels);
   g_free(d->ids);
+  g_free(d->where);
   if (d->strings) g_string_chunk_free(d->strings);
   g_free(d);
 }
@@ -96,8 +109,11 @@ static bool record_problem(tp_dataset *d, bool skip_bad, GError **err, const cha
     d->n_skipped++;
     return true;
   }
-  g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s:%" G_GUINT64_FORMAT ": %s; %s", file, line,
-              what, TP_SKIP_HINT);
+  if (line)
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s:%" G_GUINT64_FORMAT ": %s; %s", file, line,
+                what, TP_SKIP_HINT);
+  else /* a whole file */
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: %s; %s", file, what, TP_SKIP_HINT);
   return false;
 }
 
@@ -407,10 +423,29 @@ static fast_result fast_object(const char *p, const char *end, json_rec *rec) {
   }
 }
 
+/* An escaped NUL (\u0000, not \\u0000) somewhere in a JSON line. */
+static bool has_nul_escape(const char *p, gsize len) {
+  for (gsize i = 0; i < len; i++) {
+    if (p[i] != '\\') continue;
+    gsize run = 0;
+    while (i + run < len && p[i + run] == '\\') run++;
+    i += run;
+    if (run % 2 == 1 && len - i >= 5 && memcmp(p + i, "u0000", 5) == 0) return true;
+  }
+  return false;
+}
+
 /* The json-glib path: fills rec from a parsed line, or says what is wrong. */
 static bool slow_object(JsonParser *parser, const char *line, gsize len, json_rec *rec,
                         char **what) {
   GError *e = NULL;
+  /* json-glib ends a string at \u0000: the rest of the review would be lost
+   * without a word */
+  if (has_nul_escape(line, len)) {
+    *what = g_strdup("a string holds \\u0000 (a NUL character), which would cut the text "
+                     "short; remove it");
+    return false;
+  }
   if (!json_parser_load_from_data(parser, line, (gssize)len, &e)) {
     *what = g_strdup_printf("invalid JSON (%s)", e->message);
     g_error_free(e);
@@ -442,8 +477,14 @@ static bool slow_object(JsonParser *parser, const char *line, gsize len, json_re
       rec->has_label = true;
     } else if (ty == G_TYPE_DOUBLE) {
       double v = json_node_get_double(l);
-      /* 1.0 written by a float column still names class 1. */
-      rec->label_num = (v >= 0 && v <= TP_MAX_LABEL && v == (double)(gint64)v) ? (gint64)v : -1;
+      /* 1.0 written by a float column still names class 1; anything else is
+       * reported as written (never as a made-up -1). */
+      if (!(v >= 0 && v <= TP_MAX_LABEL && v == floor(v))) {
+        *what = g_strdup_printf("unknown label %.17g (expected 0/1, pos/neg or positive/negative)",
+                                v);
+        return false;
+      }
+      rec->label_num = (gint64)v;
       rec->has_label = true;
     } else {
       *what = g_strdup("\"label\" must be 0/1 or \"pos\"/\"neg\"/\"positive\"/\"negative\"");
@@ -527,7 +568,7 @@ static bool jsonl_line(load_ctx *c, JsonParser *parser, json_rec *rec, const cha
     goto bad;
   }
   builder_add(c->b, rec->text->str, strlen(rec->text->str), label, rec->id->str,
-              strlen(rec->id->str));
+              strlen(rec->id->str), c->path, lineno);
   return true;
 bad:
   ok = record_problem(c->b->d, c->skip_bad, err, c->path, lineno, what);
@@ -549,6 +590,13 @@ static bool load_jsonl(load_ctx *c, bool gz, GError **err) {
     char *nl = memchr(start + scanned, '\n', r.len - r.pos - scanned);
     if (!nl && !r.eof) {
       scanned = r.len - r.pos;
+      if (scanned > TP_MAX_RECORD_BYTES) {
+        g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s:%" G_GUINT64_FORMAT ": a line longer "
+                    "than " TP_MAX_RECORD_TEXT " (the limit for one record): is this a JSON "
+                    "Lines file, one object per line?", c->path, lineno);
+        ok = false;
+        break;
+      }
       ok = reader_fill(&r, err);
       continue;
     }
@@ -643,6 +691,55 @@ static csv_result csv_record(const char *p, gsize n, bool eof, char sep, GString
   }
 }
 
+/* Where a record ends, found by one pass that can stop at the end of the
+ * buffer and resume there after a refill: csv_record then parses the record
+ * once, instead of again from its start after every refill (which made a
+ * long quoted field quadratic). Offsets are relative to the record's start. */
+typedef enum { SCAN_FIELD_START, SCAN_UNQUOTED, SCAN_QUOTED, SCAN_QUOTE_SEEN } scan_mode;
+typedef struct {
+  gsize at;
+  scan_mode mode;
+} csv_scan;
+
+/* TRUE once p[0, n) holds the record's ending newline. */
+static bool csv_find_end(const char *p, gsize n, char sep, csv_scan *s) {
+  while (s->at < n) {
+    char c = p[s->at];
+    switch (s->mode) {
+    case SCAN_QUOTED: {
+      const char *q = memchr(p + s->at, '"', n - s->at);
+      if (!q) {
+        s->at = n;
+        return false;
+      }
+      s->at = (gsize)(q - p) + 1;
+      s->mode = SCAN_QUOTE_SEEN;
+      continue;
+    }
+    case SCAN_QUOTE_SEEN:
+      s->at++;
+      if (c == '"') s->mode = SCAN_QUOTED; /* "" inside a quoted field */
+      else if (c == '\n') return true;
+      else s->mode = c == sep ? SCAN_FIELD_START : SCAN_UNQUOTED;
+      continue;
+    case SCAN_FIELD_START:
+      if (c == '"') {
+        s->at++;
+        s->mode = SCAN_QUOTED;
+        continue;
+      }
+      s->mode = SCAN_UNQUOTED;
+      continue;
+    case SCAN_UNQUOTED:
+      s->at++;
+      if (c == '\n') return true;
+      if (c == sep) s->mode = SCAN_FIELD_START;
+      continue;
+    }
+  }
+  return false;
+}
+
 /* On a bad record with skip_bad: resume after the line it started on. */
 static gsize csv_resync(const char *p, gsize n) {
   const char *nl = memchr(p, '\n', n);
@@ -674,13 +771,27 @@ static bool load_csv(load_ctx *c, bool gz, char sep, GError **err) {
   guint ncols = 0;
   bool header = true;
   bool ok = reader_skip_bom(&r, err);
+  csv_scan scan = {0, SCAN_FIELD_START};
   while (ok) {
     gsize consumed = 0;
     guint newlines = 0;
     const char *what = NULL;
+    if (!r.eof && !csv_find_end(r.buf + r.pos, r.len - r.pos, sep, &scan)) {
+      if (r.len - r.pos > TP_MAX_RECORD_BYTES) {
+        g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s:%" G_GUINT64_FORMAT ": a record longer "
+                    "than " TP_MAX_RECORD_TEXT " (the limit for one record or field): is a "
+                    "quote never closed? (a lone \" in a text must be written as \"\")",
+                    c->path, lineno);
+        ok = false;
+        break;
+      }
+      ok = reader_fill(&r, err);
+      continue;
+    }
     csv_result res = csv_record(r.buf + r.pos, r.len - r.pos, r.eof, sep, scratch, offs,
                                 &consumed, &newlines, &what);
-    if (res == CSV_NEED_MORE) {
+    scan = (csv_scan){0, SCAN_FIELD_START}; /* the next record starts a new scan */
+    if (res == CSV_NEED_MORE) { /* only before the end of the file: cannot happen */
       ok = reader_fill(&r, err);
       continue;
     }
@@ -741,7 +852,7 @@ static bool load_csv(load_ctx *c, bool gz, char sep, GError **err) {
       continue;
     }
     g_string_printf(id, "%s:%" G_GUINT64_FORMAT, c->basename, rec_line);
-    builder_add(c->b, text, strlen(text), label, id->str, id->len);
+    builder_add(c->b, text, strlen(text), label, id->str, id->len, c->path, rec_line);
   }
   if (ok && header) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
@@ -766,8 +877,12 @@ static int cmp_bytes(gconstpointer a, gconstpointer b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Names in dir that end with one of suffixes, sorted as byte strings. */
-static GPtrArray *list_dir(const char *dir, const char *const *suffixes, GError **err) {
+/* Names in dir that end with one of suffixes, sorted as byte strings. Only
+ * regular files (or links to them) are data: reading a FIFO would wait
+ * forever, a device has no end. Anything else is a record problem (an error,
+ * or skipped and counted with skip_bad). */
+static GPtrArray *list_dir(ds_builder *b, bool skip_bad, const char *dir,
+                           const char *const *suffixes, GError **err) {
   GError *e = NULL;
   GDir *d = g_dir_open(dir, 0, &e);
   if (!d) {
@@ -777,15 +892,26 @@ static GPtrArray *list_dir(const char *dir, const char *const *suffixes, GError 
   }
   GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
   const char *name;
-  while ((name = g_dir_read_name(d))) {
+  bool ok = true;
+  while (ok && (name = g_dir_read_name(d))) {
     for (const char *const *s = suffixes; *s; s++) {
-      if (has_suffix_ci(name, *s)) {
+      if (!has_suffix_ci(name, *s)) continue;
+      char *path = g_build_filename(dir, name, NULL);
+      if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
         g_ptr_array_add(names, g_strdup(name));
-        break;
-      }
+      else
+        ok = record_problem(b->d, skip_bad, err, path, 0, "not a regular file (a FIFO, device, "
+                            "socket or folder): a data folder may only hold regular files; "
+                            "remove it");
+      g_free(path);
+      break;
     }
   }
   g_dir_close(d);
+  if (!ok) {
+    g_ptr_array_unref(names);
+    return NULL;
+  }
   g_ptr_array_sort(names, cmp_bytes);
   return names;
 }
@@ -817,7 +943,7 @@ static bool load_acl_imdb(ds_builder *b, const char *dir, bool skip_bad, GError 
         g_free(sub);
         continue;
       }
-      GPtrArray *names = list_dir(sub, txt, err);
+      GPtrArray *names = list_dir(b, skip_bad, sub, txt, err);
       if (!names) ok = false;
       for (guint i = 0; ok && i < names->len; i++) {
         const char *name = g_ptr_array_index(names, i);
@@ -825,7 +951,11 @@ static bool load_acl_imdb(ds_builder *b, const char *dir, bool skip_bad, GError 
         char *text = NULL;
         gsize len = 0;
         GError *e = NULL;
-        if (!g_file_get_contents(path, &text, &len, &e)) {
+        GStatBuf st;
+        if (g_stat(path, &st) == 0 && (guint64)st.st_size > TP_MAX_RECORD_BYTES) {
+          ok = record_problem(b->d, skip_bad, err, path, 0, "larger than " TP_MAX_RECORD_TEXT
+                              " (the limit for one review)");
+        } else if (!g_file_get_contents(path, &text, &len, &e)) {
           g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot read %s: %s", path, e->message);
           g_error_free(e);
           ok = false;
@@ -834,7 +964,7 @@ static bool load_acl_imdb(ds_builder *b, const char *dir, bool skip_bad, GError 
           if (check_utf8(text, len, &what, "the text")) {
             g_string_printf(id, "%s/%s/%.*s", splits[s], labels[lab],
                             (int)(strlen(name) - 4), name);
-            builder_add(b, text, len, lab, id->str, id->len);
+            builder_add(b, text, len, lab, id->str, id->len, path, 0);
           } else {
             ok = record_problem(b->d, skip_bad, err, path, 1, what);
             g_free(what);
@@ -877,7 +1007,7 @@ static bool load_dir(ds_builder *b, const char *dir, bool skip_bad, GError **err
   }
   g_free(inner);
   static const char *const sfx[] = {".jsonl", ".jsonl.gz", NULL};
-  GPtrArray *names = list_dir(dir, sfx, err);
+  GPtrArray *names = list_dir(b, skip_bad, dir, sfx, err);
   if (!names) return false;
   if (names->len == 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
@@ -958,4 +1088,34 @@ tp_dataset *tp_dataset_load(const char *const *paths, bool skip_bad, GError **er
     return NULL;
   }
   return b.d;
+}
+
+bool tp_dataset_check_labels(tp_dataset *d, int num_labels, bool skip_bad, GError **err) {
+  guint kept = 0;
+  for (guint i = 0; i < d->n; i++) {
+    if (d->labels[i] >= 0 && d->labels[i] < num_labels) {
+      d->texts[kept] = d->texts[i];
+      d->labels[kept] = d->labels[i];
+      d->ids[kept] = d->ids[i];
+      d->where[kept] = d->where[i];
+      kept++;
+      continue;
+    }
+    if (!skip_bad) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: label %d is not one of the model's %d "
+                  "labels (0 to %d); %s", d->where[i], d->labels[i], num_labels, num_labels - 1,
+                  TP_SKIP_HINT);
+      return false;
+    }
+    d->n_skipped++;
+  }
+  d->n = kept;
+  d->n_labels = 0;
+  for (guint i = 0; i < d->n; i++) d->n_labels = MAX(d->n_labels, d->labels[i] + 1);
+  if (d->n == 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "no usable records: every record's label is "
+                "outside the model's %d labels (%u skipped)", num_labels, d->n_skipped);
+    return false;
+  }
+  return true;
 }

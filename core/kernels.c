@@ -257,36 +257,36 @@ void tp_k_count_correct(tp_backend *be, tp_mem out, tp_mem logits, tp_mem labels
 
 /* ---- embedding: ranges of ids times ranges of table rows ---- */
 
-void tp_k_embedding_fwd(tp_backend *be, tp_mem out, tp_mem table, tp_mem ids, int n, int h,
-                        int vocab) {
+typedef void (*embedding_fn)(tp_backend_dev *d, tp_mem a, tp_mem b, tp_mem ids, int n, int h,
+                             int row0, int rows, int vocab);
+
+/* Ranges of table rows, and inside each range ranges of ids in order (so
+ * repeated ids still add in the order of i). The forward's first argument is
+ * per id (out), the backward's per table row (dtable). */
+static void embedding_split(tp_backend *be, const char *kernel, embedding_fn fn, bool fwd,
+                            tp_mem table, tp_mem per_id, tp_mem ids, int n, int h, int vocab) {
   if (unlimited(be)) {
-    K(be)->embedding_fwd(be->dev, out, table, ids, n, h, 0, vocab, vocab);
+    fn(be->dev, fwd ? per_id : table, fwd ? table : per_id, ids, n, h, 0, vocab, vocab);
     return;
   }
-  int64_t trows = rows_per_call(be, "embedding_fwd", (uint64_t)h * 4);
-  int64_t irows = rows_per_call(be, "embedding_fwd", (uint64_t)h * 4);
-  for (int64_t t0 = 0; trows > 0 && t0 < vocab; t0 += trows)
-    for (int64_t i0 = 0; i0 < n; i0 += irows)
-      K(be)->embedding_fwd(be->dev, at(out, i0 * h, 4), at(table, t0 * h, 4), at(ids, i0, 4),
-                           (int)MIN(irows, n - i0), h, (int)t0, (int)MIN(trows, vocab - t0),
-                           vocab);
+  int64_t rows = rows_per_call(be, kernel, (uint64_t)h * 4);
+  for (int64_t t0 = 0; rows > 0 && t0 < vocab; t0 += rows)
+    for (int64_t i0 = 0; i0 < n; i0 += rows) {
+      tp_mem t = at(table, t0 * h, 4), p = at(per_id, i0 * h, 4);
+      fn(be->dev, fwd ? p : t, fwd ? t : p, at(ids, i0, 4), (int)MIN(rows, n - i0), h, (int)t0,
+         (int)MIN(rows, vocab - t0), vocab);
+    }
+}
+
+void tp_k_embedding_fwd(tp_backend *be, tp_mem out, tp_mem table, tp_mem ids, int n, int h,
+                        int vocab) {
+  embedding_split(be, "embedding_fwd", K(be)->embedding_fwd, true, table, out, ids, n, h, vocab);
 }
 
 void tp_k_embedding_bwd(tp_backend *be, tp_mem dtable, tp_mem dout, tp_mem ids, int n, int h,
                         int vocab) {
-  if (unlimited(be)) {
-    K(be)->embedding_bwd(be->dev, dtable, dout, ids, n, h, 0, vocab, vocab);
-    return;
-  }
-  int64_t trows = rows_per_call(be, "embedding_bwd", (uint64_t)h * 4);
-  int64_t irows = rows_per_call(be, "embedding_bwd", (uint64_t)h * 4);
-  /* id chunks in order inside each table range: repeated ids still add in
-   * the order of i */
-  for (int64_t t0 = 0; trows > 0 && t0 < vocab; t0 += trows)
-    for (int64_t i0 = 0; i0 < n; i0 += irows)
-      K(be)->embedding_bwd(be->dev, at(dtable, t0 * h, 4), at(dout, i0 * h, 4), at(ids, i0, 4),
-                           (int)MIN(irows, n - i0), h, (int)t0, (int)MIN(trows, vocab - t0),
-                           vocab);
+  embedding_split(be, "embedding_bwd", K(be)->embedding_bwd, false, dtable, dout, ids, n, h,
+                  vocab);
 }
 
 /* ---- GEMM: batch halves, then halves of the dimension an oversized operand
@@ -420,6 +420,7 @@ bool tp_k_has_attention(tp_backend *be, const tp_attention_args *a) {
   if (!TP_IFACE_HAS(be->iface, attention_fwd) || !TP_IFACE_HAS(be->iface, attention_bwd))
     return false;
   if (!(be->info.gemm_compute & TP_DTYPE_BIT(a->compute))) return false;
+  if (be->info.max_head_dim && (uint32_t)a->head_dim > be->info.max_head_dim) return false;
   if (unlimited(be) || attention_fits(be, a)) return true;
   tp_attention_args e = attention_entry(a, 0);
   return attention_fits(be, &e);

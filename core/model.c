@@ -3,9 +3,12 @@
 
 #include <errno.h>
 #include <glib/gstdio.h>
+#include <math.h>
 #include <string.h>
 
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
+#include "tensorplug/memory.h"
 #include "tensorplug/safetensors.h"
 
 /* ---- config helpers for plugins ---- */
@@ -28,6 +31,21 @@ bool tp_config_get_int(JsonObject *o, const char *key, bool required, int *out, 
     return false;
   }
   *out = (int)v;
+  return true;
+}
+
+bool tp_config_get_string(JsonObject *o, const char *key, const char *fallback,
+                          const char **out, GError **err) {
+  JsonNode *n = json_object_get_member(o, key);
+  if (!n || JSON_NODE_HOLDS_NULL(n)) {
+    *out = fallback;
+    return true;
+  }
+  if (json_node_get_value_type(n) != G_TYPE_STRING) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "config.json: \"%s\" must be a string", key);
+    return false;
+  }
+  *out = json_node_get_string(n);
   return true;
 }
 
@@ -127,6 +145,33 @@ tp_tensor *tp_position_ids(tp_ctx *ctx, int64_t batch, int64_t seq) {
   return p;
 }
 
+tp_tensor *tp_position_ids_from_ids(tp_ctx *ctx, tp_tensor *ids, int32_t padding_idx) {
+  if (!tp_ctx_ok(ctx) || !ids) return NULL;
+  if (ids->dtype != TP_I32 || ids->ndim != 2) {
+    tp_ctx_fail(ctx, g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+                                 "position ids: ids must be [B, T] i32"));
+    return NULL;
+  }
+  int64_t batch = ids->shape[0], seq = ids->shape[1];
+  int32_t *h = g_new(int32_t, MAX(batch * seq, 1));
+  GError *e = NULL;
+  if (!tp_tensor_to_host(ctx, ids, h, &e)) {
+    tp_ctx_fail(ctx, e);
+    g_free(h);
+    return NULL;
+  }
+  for (int64_t b = 0; b < batch; b++) {
+    int32_t rank = 0;
+    for (int64_t t = 0; t < seq; t++) {
+      int32_t *x = &h[b * seq + t];
+      *x = *x == padding_idx ? padding_idx : padding_idx + ++rank;
+    }
+  }
+  tp_tensor *p = tp_tensor_from_host(ctx, TP_I32, 2, ids->shape, h);
+  g_free(h);
+  return p;
+}
+
 /* ---- configs ---- */
 
 bool tp_model_config_apply(tp_model_config *cfg, const tp_model_overrides *ov, GError **err) {
@@ -139,18 +184,58 @@ bool tp_model_config_apply(tp_model_config *cfg, const tp_model_overrides *ov, G
     if (ov->vocab_size > 0) cfg->vocab_size = ov->vocab_size;
     if (ov->num_labels > 0) cfg->num_labels = ov->num_labels;
   }
-  if (cfg->layers < 1 || cfg->hidden < 1 || cfg->heads < 1 || cfg->ffn < 1 ||
-      cfg->max_positions < 1 || cfg->vocab_size < 2) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
-                "model sizes must be positive (layers %d, hidden %d, heads %d, ffn %d, "
-                "max positions %d, vocabulary %d)", cfg->layers, cfg->hidden, cfg->heads,
-                cfg->ffn, cfg->max_positions, cfg->vocab_size);
+  return tp_model_config_check(cfg, err);
+}
+
+/* Largest sizes accepted: far above any real BERT-family model, low enough
+ * that every product of them (parameter counts, bytes) fits in 64 bits. */
+#define MAX_LAYERS 1024
+#define MAX_HIDDEN 65536
+#define MAX_FFN (1 << 20)
+#define MAX_POSITIONS (1 << 20)
+#define MAX_VOCAB (1 << 24)
+#define MAX_TYPE_VOCAB 65536
+
+static bool int_in(int v, int lo, int hi, const char *what, GError **err) {
+  if (v >= lo && v <= hi) return true;
+  g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "%s %d is out of range (%d to %d)", what,
+              v, lo, hi);
+  return false;
+}
+
+static bool float_ok(bool ok, float v, const char *what, const char *range, GError **err) {
+  if (ok && isfinite(v)) return true;
+  g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "%s %g is out of range: expected %s",
+              what, (double)v, range);
+  return false;
+}
+
+bool tp_model_config_check(const tp_model_config *c, GError **err) {
+  if (!int_in(c->layers, 1, MAX_LAYERS, "number of layers", err) ||
+      !int_in(c->hidden, 1, MAX_HIDDEN, "hidden size", err) ||
+      !int_in(c->heads, 1, c->hidden, "number of attention heads", err) ||
+      !int_in(c->ffn, 1, MAX_FFN, "feed-forward size", err) ||
+      !int_in(c->max_positions, 1, MAX_POSITIONS, "number of positions", err) ||
+      !int_in(c->vocab_size, 2, MAX_VOCAB, "vocabulary size", err) ||
+      !int_in(c->type_vocab_size, 0, MAX_TYPE_VOCAB, "type_vocab_size", err) ||
+      !int_in(c->num_labels, 1, TP_MAX_LABELS, "number of labels", err) ||
+      !int_in(c->pad_token_id, 0, c->vocab_size - 1, "pad_token_id (a row of the embedding table)",
+              err) ||
+      !float_ok(c->layer_norm_eps > 0 && c->layer_norm_eps < 1, c->layer_norm_eps,
+                "layer_norm_eps", "a number above 0 and below 1", err) ||
+      !float_ok(c->hidden_dropout >= 0 && c->hidden_dropout < 1, c->hidden_dropout,
+                "hidden dropout", "a probability from 0 up to (not including) 1", err) ||
+      !float_ok(c->attention_dropout >= 0 && c->attention_dropout < 1, c->attention_dropout,
+                "attention dropout", "a probability from 0 up to (not including) 1", err) ||
+      !float_ok(c->classifier_dropout >= 0 && c->classifier_dropout < 1, c->classifier_dropout,
+                "classifier dropout", "a probability from 0 up to (not including) 1", err) ||
+      !float_ok(c->initializer_range >= 0 && c->initializer_range <= 1, c->initializer_range,
+                "initializer_range", "a standard deviation from 0 to 1", err))
     return false;
-  }
-  if (cfg->hidden % cfg->heads != 0) {
+  if (c->hidden % c->heads != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                 "hidden size %d is not divisible by %d heads: pick --heads dividing --hidden",
-                cfg->hidden, cfg->heads);
+                c->hidden, c->heads);
     return false;
   }
   return true;
@@ -195,7 +280,12 @@ bool tp_model_config_load(tp_registry *reg, const char *path, const tp_model_ifa
     goto out;
   }
   *iface = m;
-  ok = tp_model_config_apply(cfg, NULL, err);
+  ok = tp_model_config_apply(cfg, NULL, &e);
+  if (!ok) {
+    /* a value of the file, not of the command line */
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: %s", path, e->message);
+    g_clear_error(&e);
+  }
 out:
   g_object_unref(p);
   return ok;
@@ -219,7 +309,7 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
     char *cp = g_build_filename(cfg_dir, "config.json", NULL);
     bool ok = g_file_test(cp, G_FILE_TEST_IS_REGULAR);
     if (!ok)
-      g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "%s has no config.json: a model "
+      g_set_error(err, TP_ERROR, TP_ERROR_IO, "%s has no config.json: a model "
                   "folder holds config.json and model.safetensors (scripts/fetch-model.sh "
                   "makes one)", cfg_dir);
     ok = ok && tp_model_config_load(reg, cp, iface, cfg, err);
@@ -243,15 +333,17 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
   if (src->init_random) return true;
   const char *wdir = src->weights_dir ? src->weights_dir : *model_dir;
   if (!wdir) {
+    const char *(*source)(const char *) = TP_MODEL_IFACE_SLOT(*iface, preset_source);
+    const char *how = source ? source(src->model) : NULL;
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
                 "preset \"%s\" has no weights here: download them with `scripts/fetch-model.sh "
                 "%s DIR` and pass --weights DIR (or --model DIR), or pass --init random to "
-                "train from random initialisation", src->model, src->model);
+                "train from random initialisation", src->model, how ? how : src->model);
     return false;
   }
   *weights_path = g_build_filename(wdir, "model.safetensors", NULL);
   if (!g_file_test(*weights_path, G_FILE_TEST_IS_REGULAR)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+    g_set_error(err, TP_ERROR, TP_ERROR_IO,
                 "%s not found: the model folder needs its weights (scripts/fetch-model.sh), "
                 "or pass --init random", *weights_path);
     g_clear_pointer(weights_path, g_free);
@@ -262,14 +354,41 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
 
 /* ---- model objects ---- */
 
+uint64_t tp_model_step_bytes(const tp_model_config *c, int64_t batch, int64_t seq,
+                            bool training) {
+  /* Activations a step keeps in the arena, in floats per token: the
+   * embeddings (about 8 H), then per layer Q, K, V and their per-head copies,
+   * context, output, residuals and norms (about 16 H), the FFN (2 F), and the
+   * scores, softmax and dropout of every head (3 x heads x T). Backward
+   * allocates about as much again for the gradients of these activations.
+   * Measured against the arena of BERT steps it is an upper bound within
+   * 2.5x (docs/architecture.md). */
+  uint64_t h = (uint64_t)c->hidden, per_layer = 16 * h + 2 * (uint64_t)c->ffn +
+                                                 3 * (uint64_t)c->heads * (uint64_t)seq;
+  uint64_t per_token = 8 * h + (uint64_t)c->layers * per_layer * (training ? 2 : 1);
+  return per_token * (uint64_t)batch * (uint64_t)seq * sizeof(float);
+}
+
+/* Parameters, gradients and both Adam moments: four buffers of the same
+ * size, checked together against the device before any is allocated. */
+static bool check_params_memory(const tp_model *m, tp_ctx *ctx, GError **err) {
+  uint64_t bytes = (uint64_t)tp_params_flat_floats(m->params) * sizeof(float) * 4;
+  char what[160];
+  g_snprintf(what, sizeof what, "the %s model (%lld parameters: values, gradients and two Adam "
+             "moments)", m->cfg.model_type, (long long)tp_params_numel(m->params));
+  if (tp_memory_check_device(tp_ctx_backend(ctx), bytes, what, err)) return true;
+  g_prefix_error(err, "the model does not fit: ");
+  return false;
+}
+
 tp_model *tp_model_new(const tp_model_iface *iface, const tp_model_config *cfg, tp_ctx *ctx,
                        uint64_t seed, GError **err) {
   tp_model *m = g_new0(tp_model, 1);
   m->iface = iface;
   m->cfg = *cfg;
   m->params = tp_params_new();
-  if (!iface->declare(&m->cfg, m->params, err) ||
-      !tp_params_materialize(m->params, ctx, seed, err)) {
+  if (!tp_model_config_check(&m->cfg, err) || !iface->declare(&m->cfg, m->params, err) ||
+      !check_params_memory(m, ctx, err) || !tp_params_materialize(m->params, ctx, seed, err)) {
     tp_model_free(m);
     return NULL;
   }
@@ -280,6 +399,15 @@ void tp_model_free(tp_model *m) {
   if (!m) return;
   tp_params_free(m->params);
   g_free(m);
+}
+
+double tp_model_flops(const tp_model_config *c, int64_t batch, int64_t seq, bool training) {
+  double tok = (double)batch * (double)seq, h = c->hidden, f = c->ffn;
+  /* per layer: q, k, v, output projections and the FFN, then q k^T and p v */
+  double layer = 2.0 * tok * (4.0 * h * h + 2.0 * h * f) + 4.0 * (double)batch * seq * seq * h;
+  double head = 2.0 * (double)batch * (h * h + h * c->num_labels); /* pooler + classifier */
+  double fwd = c->layers * layer + head;
+  return training ? 3.0 * fwd : fwd; /* backward: twice the forward's products */
 }
 
 tp_tensor *tp_model_forward(tp_model *m, tp_ctx *ctx, tp_tensor *ids, tp_tensor *mask) {
@@ -410,7 +538,7 @@ static bool write_config(tp_model *m, const char *path, GError **err) {
   json_generator_set_root(g, root);
   gsize len = 0;
   char *text = json_generator_to_data(g, &len);
-  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  bool ok = tp_file_write_durable(path, text, len, err);
   g_free(text);
   json_node_unref(root);
   g_object_unref(g);
@@ -422,7 +550,7 @@ static bool copy_file(const char *src, const char *dst, GError **err) {
   char *data = NULL;
   gsize len = 0;
   bool ok = g_file_get_contents(src, &data, &len, err) &&
-            g_file_set_contents(dst, data, (gssize)len, err);
+            tp_file_write_durable(dst, data, len, err);
   g_free(data);
   return ok;
 }

@@ -312,6 +312,14 @@ bool tp_params_write_flat(tp_params *p, tp_ctx *ctx, int which, const float *src
   return ok;
 }
 
+int tp_params_buffers(tp_params *p, int which, tp_mem *mems, int64_t *floats, int max) {
+  for (guint g = 0; g < p->groups->len && (int)g < max; g++) {
+    mems[g] = (tp_mem){group_at(p, g)->buf[which], 0};
+    floats[g] = group_at(p, g)->floats;
+  }
+  return (int)p->groups->len;
+}
+
 /* fill / sumsq / adam over every group's buffers */
 static void fill_all(tp_params *p, int which) {
   for (guint g = 0; g < p->groups->len; g++) {

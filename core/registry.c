@@ -5,7 +5,12 @@
 
 #include <dlfcn.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <errno.h>
+
+#include "tensorplug/collective_iface.h"
 #include "tensorplug/error.h"
 #include "tensorplug/model.h"
 
@@ -41,7 +46,8 @@ static char **default_dirs(void) {
     g_strfreev(parts);
   }
   if (running_from_build_tree()) {
-    static const char *const sub[] = {"plugins/cpu", "plugins/cuda", "plugins/vulkan", "models"};
+    static const char *const sub[] = {"plugins/cpu", "plugins/cuda", "plugins/vulkan",
+                                      "plugins/nccl", "models"};
     for (size_t i = 0; i < G_N_ELEMENTS(sub); i++)
       g_ptr_array_add(dirs, g_build_filename(TP_BUILD_ROOT, sub[i], NULL));
   }
@@ -59,7 +65,44 @@ static bool record_is_loaded_name(const tp_registry *r, const char *name) {
 }
 
 static const char *kind_word(uint32_t k) {
-  return k == TP_PLUGIN_BACKEND ? "backend" : k == TP_PLUGIN_MODEL ? "model" : "unknown";
+  return k == TP_PLUGIN_BACKEND      ? "backend"
+         : k == TP_PLUGIN_MODEL      ? "model"
+         : k == TP_PLUGIN_COLLECTIVE ? "collective"
+                                     : "unknown";
+}
+
+/* Every base slot and every kernel a backend must fill. The kernels are
+ * walked as an array of pointer-sized slots, so that the check covers each
+ * kernel tp_kernels will ever have without being edited; optional slots only
+ * come after k. */
+static char *validate_backend(const tp_backend_iface *b) {
+  static const struct {
+    const char *name;
+    size_t off;
+  } base[] = {
+#define SLOT(s) {#s, offsetof(tp_backend_iface, s)}
+      SLOT(probe), SLOT(open), SLOT(close), SLOT(buffer_alloc), SLOT(buffer_free),
+      SLOT(upload), SLOT(download), SLOT(copy), SLOT(synchronize),
+#undef SLOT
+  };
+  typedef void (*any_fn)(void);
+  for (size_t i = 0; i < G_N_ELEMENTS(base); i++) {
+    any_fn f;
+    memcpy(&f, (const char *)b + base[i].off, sizeof f);
+    if (!f)
+      return g_strdup_printf("its backend interface has no %s function (a NULL slot): every "
+                             "required slot must be filled", base[i].name);
+  }
+  G_STATIC_ASSERT(sizeof(tp_kernels) % sizeof(any_fn) == 0);
+  const size_t n = sizeof(tp_kernels) / sizeof(any_fn);
+  for (size_t i = 0; i < n; i++) {
+    any_fn f;
+    memcpy(&f, (const char *)&b->k + i * sizeof f, sizeof f);
+    if (!f)
+      return g_strdup_printf("kernel %zu of %zu in its tp_kernels table is NULL (counting from 0 "
+                             "in the order of backend_iface.h): every kernel is required", i, n);
+  }
+  return NULL;
 }
 
 /* Checks the entry's contents; returns a reason to refuse, or NULL. */
@@ -70,27 +113,82 @@ static char *validate_entry(const tp_plugin *p) {
                            "%u: rebuild the plugin against this tensorplug's headers",
                            p->abi_version, TP_VERSION, TP_PLUGIN_ABI_VERSION);
   if (!p->name || !*p->name) return g_strdup("the plugin has no name");
-  if (p->kind != TP_PLUGIN_BACKEND && p->kind != TP_PLUGIN_MODEL)
-    return g_strdup_printf("unknown plugin kind %u (expected %d backend or %d model)", p->kind,
-                           TP_PLUGIN_BACKEND, TP_PLUGIN_MODEL);
+  if (p->kind != TP_PLUGIN_BACKEND && p->kind != TP_PLUGIN_MODEL &&
+      p->kind != TP_PLUGIN_COLLECTIVE)
+    return g_strdup_printf("unknown plugin kind %u (expected %d backend, %d model or %d "
+                           "collective)", p->kind, TP_PLUGIN_BACKEND, TP_PLUGIN_MODEL,
+                           TP_PLUGIN_COLLECTIVE);
   if (!p->iface) return g_strdup("the plugin has no interface");
   if (p->kind == TP_PLUGIN_BACKEND) {
     const tp_backend_iface *b = p->iface;
     if (b->struct_size < sizeof(tp_backend_iface))
       return g_strdup_printf("backend interface of %zu bytes, expected at least %zu: rebuild "
                              "the plugin", b->struct_size, sizeof(tp_backend_iface));
+    return validate_backend(b);
+  } else if (p->kind == TP_PLUGIN_COLLECTIVE) {
+    const tp_collective_iface *c = p->iface;
+    if (c->struct_size < sizeof(tp_collective_iface))
+      return g_strdup_printf("collective interface of %zu bytes, expected at least %zu: rebuild "
+                             "the plugin", c->struct_size, sizeof(tp_collective_iface));
+    if (!c->backend || !c->open || !c->sum_f32 || !c->close)
+      return g_strdup("collective interface lacks backend, open, sum_f32 or close");
   } else {
     const tp_model_iface *m = p->iface;
-    if (m->struct_size < sizeof(tp_model_iface))
+    /* Optional slots at the end may be missing (older plugins): core reads
+     * them through TP_MODEL_IFACE_SLOT. */
+    if (m->struct_size < TP_MODEL_IFACE_MIN_SIZE)
       return g_strdup_printf("model interface of %zu bytes, expected at least %zu: rebuild "
-                             "the plugin", m->struct_size, sizeof(tp_model_iface));
-    if (!m->model_type || !m->forward || !m->declare || !m->config_from_json)
-      return g_strdup("model interface lacks model_type, declare, forward or config_from_json");
+                             "the plugin", m->struct_size, (size_t)TP_MODEL_IFACE_MIN_SIZE);
+    const char *missing = !m->model_type || !*m->model_type ? "model_type"
+                          : !m->config_from_json                ? "config_from_json"
+                          : !m->config_to_json                  ? "config_to_json"
+                          : !m->declare                         ? "declare"
+                          : !m->forward                         ? "forward"
+                                                                : NULL;
+    if (missing)
+      return g_strdup_printf("its model interface has no %s (a NULL slot): model_type, "
+                             "config_from_json, config_to_json, declare and forward are "
+                             "required", missing);
   }
   return NULL;
 }
 
+/* Plugins are code run with the user's rights: a file or folder that someone
+ * else could have written is refused before anything of it runs (dlopen runs
+ * a library's constructors). Trusted: the user and root, and a group-writable
+ * entry only when the group is the user's own or root's. */
+static char *untrusted_reason(const char *path, const char *what) {
+  struct stat st;
+  if (stat(path, &st) != 0) return g_strdup_printf("cannot stat the %s: %s", what, g_strerror(errno));
+  if (st.st_uid != 0 && st.st_uid != geteuid())
+    return g_strdup_printf("the %s %s is owned by another user (uid %u): plugins are only loaded "
+                           "from files and folders of this user or root", what, path,
+                           (unsigned)st.st_uid);
+  if ((st.st_mode & S_IWOTH) ||
+      ((st.st_mode & S_IWGRP) && st.st_gid != 0 && st.st_gid != getegid()))
+    return g_strdup_printf("the %s %s is writable by other users (mode %04o): plugins are only "
+                           "loaded from files and folders that only this user or root can "
+                           "change (chmod go-w)", what, path, (unsigned)(st.st_mode & 07777));
+  return NULL;
+}
+
+static tp_plugin_record *add_refusal(tp_registry *r, const char *path, char *why) {
+  tp_plugin_record *rec = g_new0(tp_plugin_record, 1);
+  rec->path = g_strdup(path);
+  rec->name = g_path_get_basename(path);
+  rec->why_not = why;
+  g_ptr_array_add(r->records, rec);
+  return rec;
+}
+
 static void load_one(tp_registry *r, const char *path) {
+  char *why = untrusted_reason(path, "plugin file");
+  if (!why && !g_file_test(path, G_FILE_TEST_IS_REGULAR))
+    why = g_strdup("not a regular file");
+  if (why) {
+    add_refusal(r, path, why);
+    return;
+  }
   tp_plugin_record *rec = g_new0(tp_plugin_record, 1);
   rec->path = g_strdup(path);
   g_ptr_array_add(r->records, rec);
@@ -132,8 +230,21 @@ static gint cmp_str(gconstpointer a, gconstpointer b) {
 }
 
 static void scan_dir(tp_registry *r, const char *dir) {
+  if (!g_path_is_absolute(dir)) {
+    add_refusal(r, dir, g_strdup_printf("the plugin folder \"%s\" is not an absolute path "
+                                        "(TENSORPLUG_PLUGIN_PATH): plugins are only loaded "
+                                        "from absolute folders, never relative to the current "
+                                        "folder", dir));
+    return;
+  }
+  if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) return; /* absent folders are normal */
+  char *why = untrusted_reason(dir, "plugin folder");
+  if (why) {
+    add_refusal(r, dir, why);
+    return;
+  }
   GDir *d = g_dir_open(dir, 0, NULL);
-  if (!d) return; /* absent folders are normal (no CUDA build, not installed) */
+  if (!d) return;
   GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
   const char *n;
   while ((n = g_dir_read_name(d)))
@@ -254,5 +365,19 @@ const tp_model_iface *tp_registry_find_model(const tp_registry *r, const char *n
               "unknown model \"%s\": not a folder with config.json, nor a preset of a loaded "
               "model plugin (presets: %s)", name, known->len ? known->str : "none loaded");
   g_string_free(known, TRUE);
+  return NULL;
+}
+
+const tp_collective_iface *tp_registry_find_collective(const tp_registry *r, const char *backend,
+                                                       const char **name) {
+  for (guint i = 0; i < r->records->len; i++) {
+    const tp_plugin_record *x = g_ptr_array_index(r->records, i);
+    if (!x->loaded || x->plugin->kind != TP_PLUGIN_COLLECTIVE) continue;
+    const tp_collective_iface *c = x->plugin->iface;
+    if (strcmp(c->backend, backend) == 0) {
+      if (name) *name = x->name;
+      return c;
+    }
+  }
   return NULL;
 }

@@ -8,6 +8,7 @@
 #include "tensorplug/safetensors.h"
 
 #include "tensorplug/error.h"
+#include "tensorplug/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -279,26 +280,46 @@ static int st_cmp_by_offset(const void *a, const void *b) {
   return x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes;
 }
 
-/* Sorted by start, two non-empty ranges overlap iff one starts before the
- * previous one ends. Empty tensors own no bytes and cannot overlap. */
-static bool st_check_overlaps(tp_safetensors *st, const uint8_t *data, GError **err) {
+/* As strict as the reference implementation: the byte ranges, sorted by
+ * start (whatever the order of the header's entries), tile the data section
+ * exactly — each starts where the previous one ended, the first at 0, the
+ * last ends at the end of the file: no gap, no overlap, nothing left over. */
+static bool st_check_tiling(tp_safetensors *st, const uint8_t *data, uint64_t data_size,
+                            GError **err) {
   tp_st_tensor **sorted = g_new(tp_st_tensor *, st->n ? st->n : 1);
-  guint m = 0;
-  for (guint i = 0; i < st->n; i++)
-    if (st->tensors[i].nbytes > 0) sorted[m++] = &st->tensors[i];
-  qsort(sorted, m, sizeof *sorted, st_cmp_by_offset);
+  for (guint i = 0; i < st->n; i++) sorted[i] = &st->tensors[i];
+  qsort(sorted, st->n, sizeof *sorted, st_cmp_by_offset);
+  uint64_t at = 0;
+  const tp_st_tensor *prev = NULL;
   bool ok = true;
-  for (guint i = 1; i < m && ok; i++) {
-    const tp_st_tensor *a = sorted[i - 1], *b = sorted[i];
-    size_t a_begin = (size_t)((const uint8_t *)a->data - data), a_end = a_begin + a->nbytes;
-    size_t b_begin = (size_t)((const uint8_t *)b->data - data), b_end = b_begin + b->nbytes;
-    if (a_end > b_begin) {
+  for (guint i = 0; i < st->n && ok; i++) {
+    const tp_st_tensor *t = sorted[i];
+    uint64_t begin = (uint64_t)((const uint8_t *)t->data - data);
+    if (begin < at) {
       g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
-                  "%s: tensors \"%s\" [%zu, %zu] and \"%s\" [%zu, %zu] overlap in the data "
-                  "section; expected disjoint data_offsets. " HINT_REEXPORT,
-                  st->path, a->name, a_begin, a_end, b->name, b_begin, b_end);
+                  "%s: tensors \"%s\" [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT "] and \"%s\" "
+                  "[%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT "] overlap in the data section; "
+                  "expected disjoint data_offsets. " HINT_REEXPORT,
+                  st->path, prev->name, at - prev->nbytes, at, t->name, begin,
+                  begin + t->nbytes);
+      ok = false;
+    } else if (begin > at) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
+                  "%s: %" G_GUINT64_FORMAT " unused bytes [%" G_GUINT64_FORMAT ", %"
+                  G_GUINT64_FORMAT ") before tensor \"%s\"; expected the tensors to fill the "
+                  "data section without gaps. " HINT_REEXPORT,
+                  st->path, begin - at, at, begin, t->name);
       ok = false;
     }
+    at = begin + t->nbytes;
+    prev = t;
+  }
+  if (ok && at != data_size) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
+                "%s: the data section has %" G_GUINT64_FORMAT " bytes but the tensors cover %"
+                G_GUINT64_FORMAT "; expected no bytes left over. " HINT_CORRUPT,
+                st->path, data_size, at);
+    ok = false;
   }
   g_free(sorted);
   return ok;
@@ -335,10 +356,28 @@ static bool st_check_sizes(const tp_safetensors *st, const uint8_t *buf, size_t 
   return true;
 }
 
+/* json-glib keeps the last of duplicate keys silently; the reference
+ * implementation refuses them. Counting the members parsed into each object
+ * finds the first duplicate: the object's size stops growing. */
+typedef struct {
+  GHashTable *counts; /* JsonObject* -> members parsed so far */
+  char *dup;          /* the first key seen twice in one object */
+} st_dup_finder;
+
+static void st_on_member(JsonParser *p, JsonObject *o, const char *name, gpointer user) {
+  (void)p;
+  st_dup_finder *f = user;
+  guint n = GPOINTER_TO_UINT(g_hash_table_lookup(f->counts, o)) + 1;
+  g_hash_table_insert(f->counts, o, GUINT_TO_POINTER(n));
+  if (!f->dup && n != json_object_get_size(o)) f->dup = g_strdup(name);
+}
+
 static JsonParser *st_parse_header(const tp_safetensors *st, const char *json, uint64_t n,
                                    GError **err) {
   JsonParser *parser = json_parser_new_immutable();
   GError *jerr = NULL;
+  st_dup_finder dups = {g_hash_table_new(g_direct_hash, g_direct_equal), NULL};
+  g_signal_connect(parser, "object-member", G_CALLBACK(st_on_member), &dups);
   /* A NUL inside the header would make json-glib stop early or misreport;
    * a real header is plain UTF-8 JSON padded with spaces. */
   if (memchr(json, '\0', n)) {
@@ -351,14 +390,23 @@ static JsonParser *st_parse_header(const tp_safetensors *st, const char *json, u
                 "%s: the %" G_GUINT64_FORMAT "-byte header is not valid JSON: %s. " HINT_CORRUPT,
                 st->path, n, jerr->message);
     g_error_free(jerr);
+  } else if (dups.dup) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
+                "%s: the header names \"%s\" twice in one object; expected unique tensor "
+                "names and keys. " HINT_REEXPORT,
+                st->path, dups.dup);
   } else if (!json_parser_get_root(parser) || !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
     JsonNode *root = json_parser_get_root(parser);
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
                 "%s: the header must be a JSON object, found %s. " HINT_CORRUPT, st->path,
                 st_node_kind(root));
   } else {
+    g_signal_handlers_disconnect_by_func(parser, st_on_member, &dups);
+    g_hash_table_unref(dups.counts);
     return parser;
   }
+  g_hash_table_unref(dups.counts);
+  g_free(dups.dup);
   g_object_unref(parser);
   return NULL;
 }
@@ -394,7 +442,7 @@ static bool st_load(tp_safetensors *st, GError **err) {
   }
   g_list_free(members);
   g_object_unref(parser);
-  return ok && st_check_overlaps(st, data, err);
+  return ok && st_check_tiling(st, data, data_size, err);
 }
 
 tp_safetensors *tp_safetensors_open_bytes(GBytes *bytes, const char *name, GError **err) {
@@ -565,26 +613,22 @@ static char *st_build_header(const tp_st_write_item *items, guint n, const size_
   return json;
 }
 
-static bool st_write_all(int fd, const void *buf, size_t len) {
-  const uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t w = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    len -= (size_t)w;
-  }
-  return true;
-}
+typedef struct {
+  const char *header;
+  size_t hlen;
+  const tp_st_write_item *items;
+  guint n;
+  const size_t *nbytes;
+} st_write_job;
 
 /* Streams header and tensors into fd; errno is left set on failure. */
-static bool st_write_stream(int fd, const char *header, size_t hlen,
-                            const tp_st_write_item *items, guint n, const size_t *nbytes) {
-  uint64_t le = GUINT64_TO_LE((uint64_t)hlen);
-  if (!st_write_all(fd, &le, 8) || !st_write_all(fd, header, hlen)) return false;
-  for (guint i = 0; i < n; i++)
-    if (nbytes[i] && !st_write_all(fd, items[i].data, nbytes[i])) return false;
-  return fsync(fd) == 0;
+static bool st_write_stream(int fd, void *user) {
+  const st_write_job *j = user;
+  uint64_t le = GUINT64_TO_LE((uint64_t)j->hlen);
+  if (!tp_fd_write_all(fd, &le, 8) || !tp_fd_write_all(fd, j->header, j->hlen)) return false;
+  for (guint i = 0; i < j->n; i++)
+    if (j->nbytes[i] && !tp_fd_write_all(fd, j->items[i].data, j->nbytes[i])) return false;
+  return true;
 }
 
 static bool st_check_unique(const tp_st_write_item *items, guint n, GError **err) {
@@ -618,25 +662,10 @@ bool tp_safetensors_write(const char *path, const tp_st_write_item *items, guint
   size_t hlen;
   char *header = st_build_header(items, n, nbytes, metadata, &hlen);
 
-  /* Temp file in the destination folder so that rename() is atomic: a
-   * reader sees the old file or the complete new one, never a partial one. */
-  char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
-  int fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0666);
-  bool ok = fd >= 0;
-  int saved = errno;
-  if (ok) {
-    ok = st_write_stream(fd, header, hlen, items, n, nbytes);
-    saved = errno;
-    if (close(fd) != 0 && ok) ok = false, saved = errno;
-    if (ok && g_rename(tmp, path) != 0) ok = false, saved = errno;
-    if (!ok) g_unlink(tmp);
-  }
-  if (!ok)
-    g_set_error(err, TP_ERROR, TP_ERROR_IO,
-                "%s: cannot write the safetensors file: %s. Check that the folder exists, is "
-                "writable and has free space.",
-                path, g_strerror(saved));
-  g_free(tmp);
+  /* A reader sees the old file or the complete new one, never a partial one,
+   * and the new one survives a power cut once this returns. */
+  st_write_job job = {header, hlen, items, n, nbytes};
+  bool ok = tp_file_write_durable_with(path, st_write_stream, &job, err);
   g_free(header);
   g_free(nbytes);
   return ok;

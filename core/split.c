@@ -61,7 +61,7 @@ static bool stratified_take(const tp_dataset *d, split_rng *r, const guint *idx,
     if (count[c] == 0) continue;
     classes++;
     if (count[c] < 2) {
-      g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
                   "%s: label %d has only %u record, too few for a stratified split (at "
                   "least 2 per label); use more data or a larger --subset",
                   stage, c, count[c]);
@@ -70,7 +70,7 @@ static bool stratified_take(const tp_dataset *d, split_rng *r, const guint *idx,
     }
   }
   if (k < classes || (check_rest && n - k < classes)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
                 "%s: %u of %u records would go to a part smaller than the number of labels "
                 "(%u), which a stratified split cannot fill; use more data or a larger "
                 "--subset",
@@ -136,7 +136,7 @@ bool tp_split_make(const tp_dataset *d, double subset, uint64_t seed, tp_split *
   }
   for (guint i = 0; i < d->n; i++) {
     if (d->labels[i] < 0 || d->labels[i] >= d->n_labels) {
-      g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
                   "record %u (%s) has label %d outside 0..%d", i, d->ids[i], d->labels[i],
                   d->n_labels - 1);
       return false;
@@ -149,7 +149,7 @@ bool tp_split_make(const tp_dataset *d, double subset, uint64_t seed, tp_split *
   guint n_keep = subset >= 1.0 ? n : (guint)floor(subset * n * (1.0 + 1e-12));
   if (n_keep > n) n_keep = n;
   if (n_keep < 3) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT,
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
                 "--subset %g of %u records keeps %u, too few for train, validation and test "
                 "splits; use more data or a larger --subset", subset, n, n_keep);
     return false;
@@ -212,4 +212,28 @@ void tp_split_ids_sha256(const tp_dataset *d, const guint *idx, guint n, char ou
   }
   g_strlcpy(out, g_checksum_get_string(ck), 65);
   g_checksum_free(ck);
+}
+
+bool tp_split_check_classes(const tp_dataset *d, const tp_split *s, int num_labels,
+                            GError **err) {
+  const char *names[3] = {"train", "validation", "test"};
+  const guint *idx[3] = {s->train, s->val, s->test};
+  guint n[3] = {s->n_train, s->n_val, s->n_test};
+  bool ok = true;
+  for (int p = 0; p < 3; p++)
+    for (int c = 0; c < num_labels; c++) ok = ok && tp_split_count_label(d, idx[p], n[p], c) > 0;
+  if (ok) return true;
+  GString *counts = g_string_new(NULL);
+  for (int p = 0; p < 3; p++) {
+    g_string_append_printf(counts, "%s%s:", p ? "; " : "", names[p]);
+    for (int c = 0; c < num_labels; c++)
+      g_string_append_printf(counts, "%s label %d: %u", c ? "," : "", c,
+                             tp_split_count_label(d, idx[p], n[p], c));
+  }
+  g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "the data does not hold every label of the model "
+              "in each part of the split (%s): training would succeed but its accuracy and F1 "
+              "would mean nothing; use data with records of every label (more of the rare "
+              "ones, or a larger --subset)", counts->str);
+  g_string_free(counts, TRUE);
+  return false;
 }

@@ -23,6 +23,7 @@ struct tp_ctx {
   tp_dtype precision; /* compute type of matrix products */
   bool unfused;       /* compose every op of basic kernels (tp_ctx_set_fused) */
   uint64_t rng_seed, rng_counter;
+  int64_t share_row0, share_rows, share_batch; /* tp_ctx_set_batch_share (rows 0: none) */
   GError *error; /* sticky: the first failure */
 
   /* Device arena: chunks of at most max_alloc_bytes, bump-allocated in
@@ -120,7 +121,27 @@ void tp_ctx_take_rng(tp_ctx *c, int64_t n, uint64_t *seed, uint64_t *offset);
 void tp_ctx_take_rng(tp_ctx *c, int64_t n, uint64_t *seed, uint64_t *offset) {
   *seed = c->rng_seed;
   *offset = c->rng_counter;
+  if (c->share_rows > 0) { /* the whole batch's range; these rows' part of it */
+    if (n % c->share_rows != 0) {
+      tp_ctx_fail(c, g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "dropout over %lld "
+                                 "elements in a share of %lld batch rows: its tensor does not "
+                                 "have the batch as leading axis", (long long)n,
+                                 (long long)c->share_rows));
+      return;
+    }
+    int64_t per_row = n / c->share_rows;
+    *offset += (uint64_t)(c->share_row0 * per_row);
+    c->rng_counter += (uint64_t)(c->share_batch * per_row);
+    return;
+  }
   c->rng_counter += (uint64_t)n;
+}
+
+void tp_ctx_set_batch_share(tp_ctx *c, int64_t row0, int64_t rows, int64_t batch_rows) {
+  bool whole = rows <= 0 || (row0 == 0 && rows == batch_rows);
+  c->share_row0 = whole ? 0 : row0;
+  c->share_rows = whole ? 0 : rows;
+  c->share_batch = whole ? 0 : batch_rows;
 }
 
 static size_t chunk_limit(const tp_ctx *c) {

@@ -1,6 +1,8 @@
-/* core/tokenizer.c — BERT WordPiece with the exact behaviour of Hugging Face
- * `tokenizers` (BertNormalizer + BertPreTokenizer + WordPiece + added special
- * tokens matched in the raw text).
+/* core/tokenizer.c — BERT-style WordPiece with the exact behaviour of Hugging
+ * Face `tokenizers` (BertNormalizer + BertPreTokenizer + WordPiece + added
+ * tokens matched in the raw text, or in the normalized text when they say
+ * "normalized": true; the start/end tokens of the post-processor: [CLS]/[SEP]
+ * for BERT, <s>/</s> for MPNet).
  *
  * Design (see docs/tokenizer.md):
  *  - One pass over the raw bytes. ASCII bytes are classified by a 128-entry
@@ -28,10 +30,14 @@
 #include <json-glib/json-glib.h>
 
 #include "tensorplug/error.h"
+#include "tensorplug/memory.h"
+#include "tokenizer_code_id.h"
 #include "tokenizer_unicode.h"
 
-/* Byte classes of the ASCII fast path. */
-enum { BC_WORD = 0, BC_SPACE, BC_PUNCT, BC_DROP, BC_NONASCII, BC_ADDED };
+/* Byte classes of the ASCII fast path. BC_SLOW is not in the tables: it
+ * sends one character through the normalized path while a normalized added
+ * token may be under way. */
+enum { BC_WORD = 0, BC_SPACE, BC_PUNCT, BC_DROP, BC_NONASCII, BC_ADDED, BC_SLOW };
 
 #define HASH_SEED 0xcbf29ce484222325ULL
 #define HASH_MUL 0x100000001b3ULL
@@ -66,6 +72,9 @@ struct tp_tokenizer {
   int32_t cls_id, sep_id, pad_id, unk_id;
   added_token *added; /* matched in the raw text before normalization */
   int n_added;
+  added_token *norm_added; /* "normalized": true: matched in the normalized text */
+  int n_norm_added;
+  size_t norm_max_len; /* longest normalized added token, bytes */
   uint8_t byte_class[256];
   uint8_t ascii_class[128]; /* the class behind BC_ADDED bytes */
   uint8_t ascii_norm[128];  /* lowercased when lowercase */
@@ -252,6 +261,9 @@ typedef struct encoder {
   int wchars;
   uint64_t *prefix_hash; /* max key length + 1 */
   int32_t *word_ids;     /* pieces of the current word */
+  uint8_t *pend;         /* normalized text that may start a normalized added token */
+  size_t plen;
+  GString *collect;      /* set: normalized characters go here (normalizing a token) */
 } encoder;
 
 static void encoder_init(encoder *e, const tp_tokenizer *t) {
@@ -264,12 +276,14 @@ static void encoder_init(encoder *e, const tp_tokenizer *t) {
   size_t keys = MAX(t->words.max_key, t->conts.max_key);
   e->prefix_hash = g_new(uint64_t, keys + 1);
   e->word_ids = g_new(int32_t, e->wcap + 1);
+  e->pend = g_malloc(t->norm_max_len + 8);
 }
 
 static void encoder_clear(encoder *e) {
   g_free(e->word);
   g_free(e->prefix_hash);
   g_free(e->word_ids);
+  g_free(e->pend);
   g_free(e->ids);
 }
 
@@ -351,6 +365,71 @@ static void pretokenize_char(encoder *e, gunichar c) {
   }
 }
 
+/* Longest token of list at s (leftmost-longest, like HF's matcher), or 0. */
+static size_t match_in(const added_token *list, int count, const uint8_t *s, size_t n,
+                       int32_t *id) {
+  size_t best = 0;
+  for (int i = 0; i < count; i++) {
+    const added_token *a = &list[i];
+    if (a->len > best && a->len <= n && memcmp(a->text, s, a->len) == 0) {
+      best = a->len;
+      *id = a->id;
+    }
+  }
+  return best;
+}
+
+/* Whether some normalized added token is longer than p and starts with it. */
+static bool norm_may_grow(const tp_tokenizer *t, const uint8_t *p, size_t n) {
+  for (int i = 0; i < t->n_norm_added; i++)
+    if (t->norm_added[i].len > n && memcmp(t->norm_added[i].text, p, n) == 0) return true;
+  return false;
+}
+
+/* Settles the pending normalized text: a normalized added token at its start
+ * (the longest) becomes that token, else its first character goes on to the
+ * pre-tokenizer; repeated until what is left may still grow into a token
+ * (or, when final, until nothing is left). */
+static void norm_resolve(encoder *e, bool final) {
+  const tp_tokenizer *t = e->tok;
+  while (e->plen > 0) {
+    if (!final && norm_may_grow(t, e->pend, e->plen)) return;
+    int32_t id = -1;
+    size_t take = match_in(t->norm_added, t->n_norm_added, e->pend, e->plen, &id);
+    if (take) {
+      flush_word(e); /* an added token is a word boundary */
+      emit(e, id);
+    } else {
+      take = (size_t)(g_utf8_next_char(e->pend) - (char *)e->pend);
+      pretokenize_char(e, g_utf8_get_char((const char *)e->pend));
+    }
+    memmove(e->pend, e->pend + take, e->plen - take);
+    e->plen -= take;
+  }
+}
+
+/* One character of the normalized text. Normalized added tokens are matched
+ * here, between the normalizer and the pre-tokenizer, as HF splits them off
+ * the normalized text before pre-tokenizing. */
+static void norm_char(encoder *e, gunichar c) {
+  if (G_UNLIKELY(e->collect)) {
+    g_string_append_unichar(e->collect, c);
+    return;
+  }
+  if (G_LIKELY(e->tok->n_norm_added == 0)) {
+    pretokenize_char(e, c);
+    return;
+  }
+  e->plen += (size_t)g_unichar_to_utf8(c, (char *)e->pend + e->plen);
+  norm_resolve(e, false);
+}
+
+/* End of a stretch of normalized text (end of the text, or a raw added token). */
+static void norm_end(encoder *e) {
+  norm_resolve(e, true);
+  flush_word(e);
+}
+
 /* strip_accents (NFD, drop Mn) and lowercase of one character, as HF: NFD
  * then Rust's char::to_lowercase, whose only multi-character result is
  * U+0130 -> "i\u0307". */
@@ -374,14 +453,14 @@ static void normalize_char(encoder *e, gunichar c) {
     if (t->strip_accents && !keep && g_unichar_type(d) == G_UNICODE_NON_SPACING_MARK) continue;
     if (t->lowercase) {
       if (d == 0x130) {
-        pretokenize_char(e, 'i');
-        pretokenize_char(e, 0x307);
+        norm_char(e, 'i');
+        norm_char(e, 0x307);
         continue;
       }
       const uni_exception *xd = d == c ? x : find_exception(d);
       d = xd && xd->lower ? xd->lower : g_unichar_tolower(d);
     }
-    pretokenize_char(e, d);
+    norm_char(e, d);
   }
 }
 
@@ -389,30 +468,45 @@ static void normalize_char(encoder *e, gunichar c) {
 static void slow_char(encoder *e, gunichar c) {
   const tp_tokenizer *t = e->tok;
   if (t->clean_text && (c == 0 || c == 0xFFFD || is_control(c))) return;
-  if (is_white(c)) {
-    flush_word(e);
+  if (is_white(c)) { /* clean_text makes it a space */
+    norm_char(e, t->clean_text ? ' ' : c);
     return;
   }
-  if (t->handle_chinese && is_chinese(c)) {
-    flush_word(e);
+  if (t->handle_chinese && is_chinese(c)) { /* padded with spaces */
+    norm_char(e, ' ');
     normalize_char(e, c);
-    flush_word(e);
+    norm_char(e, ' ');
     return;
   }
   normalize_char(e, c);
 }
 
-/* Longest added token at s (leftmost-longest, like HF's matcher), or 0. */
-static size_t match_added(const tp_tokenizer *t, const uint8_t *s, size_t n, int32_t *id) {
-  size_t best = 0;
-  for (int i = 0; i < t->n_added; i++) {
-    const added_token *a = &t->added[i];
-    if (a->len > best && a->len <= n && memcmp(a->text, s, a->len) == 0) {
-      best = a->len;
-      *id = a->id;
-    }
+/* The normalized path for one ASCII byte (what the fast path does inline). */
+static void ascii_char(encoder *e, uint8_t c) {
+  const tp_tokenizer *t = e->tok;
+  switch (t->ascii_class[c]) {
+  case BC_WORD: norm_char(e, t->ascii_norm[c]); break;
+  case BC_SPACE: norm_char(e, t->clean_text ? ' ' : c); break;
+  case BC_PUNCT: norm_char(e, c); break;
+  default: break; /* dropped */
   }
-  return best;
+}
+
+/* One character of the raw text through the normalized path; returns bytes used. */
+static size_t one_char(encoder *e, const uint8_t *s, size_t n) {
+  if (s[0] < 0x80) {
+    ascii_char(e, s[0]);
+    return 1;
+  }
+  gunichar cp;
+  size_t used = utf8_decode(s, n, &cp);
+  slow_char(e, cp);
+  return used;
+}
+
+/* Longest raw (not normalized) added token at s, or 0. */
+static size_t match_added(const tp_tokenizer *t, const uint8_t *s, size_t n, int32_t *id) {
+  return match_in(t->added, t->n_added, s, n, id);
 }
 
 /* Appends [CLS] pieces... [SEP] of one text. */
@@ -423,11 +517,15 @@ static void encode_text(encoder *e, const uint8_t *s, size_t n, int max_len) {
   e->limit = max_len > 0 ? (size_t)MAX(max_len - 2, 0) : SIZE_MAX;
   e->wlen = 0;
   e->wchars = 0;
+  e->plen = 0;
   out_push(e, t->cls_id);
   size_t i = 0;
   while (i < n && !e->done) {
     uint8_t c = s[i];
-    switch (t->byte_class[c]) {
+    int cls = t->byte_class[c];
+    /* A normalized added token may be under way: character by character. */
+    if (G_UNLIKELY(e->plen) && cls != BC_ADDED) cls = BC_SLOW;
+    switch (cls) {
     case BC_WORD:
       /* The hot loop: a run of plain ASCII word bytes. */
       do {
@@ -453,24 +551,17 @@ static void encode_text(encoder *e, const uint8_t *s, size_t n, int max_len) {
       int32_t id;
       size_t m = match_added(t, s + i, n - i, &id);
       if (m > 0) {
-        flush_word(e);
+        norm_end(e); /* raw added tokens split the text before normalization */
         emit(e, id);
         i += m;
-      } else if (c < 0x80) {
-        switch (t->ascii_class[c]) {
-        case BC_WORD: word_push_char(e, t->ascii_norm[c]); break;
-        case BC_SPACE: flush_word(e); break;
-        case BC_PUNCT: flush_word(e); emit(e, t->ascii_punct_id[c]); break;
-        default: break;
-        }
-        i++;
       } else {
-        gunichar cp;
-        i += utf8_decode(s + i, n - i, &cp);
-        slow_char(e, cp);
+        i += one_char(e, s + i, n - i);
       }
       break;
     }
+    case BC_SLOW:
+      i += one_char(e, s + i, n - i);
+      break;
     default: { /* BC_NONASCII */
       gunichar cp;
       i += utf8_decode(s + i, n - i, &cp);
@@ -479,7 +570,7 @@ static void encode_text(encoder *e, const uint8_t *s, size_t n, int max_len) {
     }
     }
   }
-  if (!e->done) flush_word(e);
+  if (!e->done) norm_end(e);
   out_push(e, t->sep_id);
 }
 
@@ -613,6 +704,8 @@ void tp_tokenizer_free(tp_tokenizer *tok) {
   g_free(tok->conts.slots);
   for (int i = 0; i < tok->n_added; i++) g_free(tok->added[i].text);
   g_free(tok->added);
+  for (int i = 0; i < tok->n_norm_added; i++) g_free(tok->norm_added[i].text);
+  g_free(tok->norm_added);
   if (tok->pool) g_string_chunk_free(tok->pool);
   g_free(tok);
 }
@@ -622,11 +715,25 @@ static void set_id_token(tp_tokenizer *t, int32_t id, const char *token) {
   t->id_lens[id] = (uint32_t)strlen(token);
 }
 
-/* Builds the id array and both tables from the vocabulary entries. */
-static void build_vocab(tp_tokenizer *t, const vocab_entry *v, size_t n, const char *prefix) {
+/* Builds the id array and both tables from the vocabulary entries. The id
+ * array has one slot per id up to the largest, so an absurd id in a file is
+ * checked against the memory it would take before anything is allocated. */
+static bool build_vocab(tp_tokenizer *t, const vocab_entry *v, size_t n, const char *prefix,
+                        const char *path, GError **err) {
   int32_t max_id = -1;
-  for (size_t i = 0; i < n; i++) max_id = MAX(max_id, v[i].id);
-  for (int i = 0; i < t->n_added; i++) max_id = MAX(max_id, t->added[i].id);
+  const char *max_token = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (v[i].id > max_id) max_id = v[i].id, max_token = v[i].token;
+  for (int i = 0; i < t->n_added; i++)
+    if (t->added[i].id > max_id) max_id = t->added[i].id, max_token = t->added[i].text;
+  for (int i = 0; i < t->n_norm_added; i++)
+    if (t->norm_added[i].id > max_id) max_id = t->norm_added[i].id, max_token = t->norm_added[i].text;
+  uint64_t bytes = ((uint64_t)max_id + 1) * (sizeof(char *) + sizeof(uint32_t));
+  char what[256];
+  g_snprintf(what, sizeof what, "vocabulary '%s': the largest token id, %d (\"%.40s\"), makes "
+             "a table of %lld ids that", path, max_id, max_token ? max_token : "",
+             (long long)max_id + 1);
+  if (!tp_memory_check_host(bytes, what, err)) return false;
   t->n_ids = max_id + 1;
   t->id_tokens = g_new0(char *, MAX(t->n_ids, 1));
   t->id_lens = g_new0(uint32_t, MAX(t->n_ids, 1));
@@ -637,6 +744,9 @@ static void build_vocab(tp_tokenizer *t, const vocab_entry *v, size_t n, const c
   }
   for (int i = 0; i < t->n_added; i++)
     if (!t->id_tokens[t->added[i].id]) set_id_token(t, t->added[i].id, t->added[i].text);
+  for (int i = 0; i < t->n_norm_added; i++)
+    if (!t->id_tokens[t->norm_added[i].id])
+      set_id_token(t, t->norm_added[i].id, t->norm_added[i].text);
   table_init(&t->words, n, 0);
   table_init(&t->conts, n_cont, plen);
   for (size_t i = 0; i < n; i++) {
@@ -644,11 +754,39 @@ static void build_vocab(tp_tokenizer *t, const vocab_entry *v, size_t n, const c
     if (plen && t->id_lens[v[i].id] > plen && strncmp(v[i].token, prefix, plen) == 0)
       table_insert(t, &t->conts, v[i].id);
   }
+  return true;
 }
 
 static void add_added(tp_tokenizer *t, const char *text, int32_t id) {
   t->added = g_renew(added_token, t->added, t->n_added + 1);
   t->added[t->n_added++] = (added_token){g_strdup(text), strlen(text), id};
+}
+
+/* A "normalized": true added token; its text is normalized in build_tables. */
+static void add_norm_added(tp_tokenizer *t, const char *text, int32_t id) {
+  t->norm_added = g_renew(added_token, t->norm_added, t->n_norm_added + 1);
+  t->norm_added[t->n_norm_added++] = (added_token){g_strdup(text), strlen(text), id};
+}
+
+/* HF matches a normalized added token by its normalized content. */
+static void normalize_norm_added(tp_tokenizer *t, encoder *e) {
+  int kept = 0;
+  for (int i = 0; i < t->n_norm_added; i++) {
+    added_token *a = &t->norm_added[i];
+    e->collect = g_string_new(NULL);
+    for (size_t j = 0; j < a->len;) j += one_char(e, (const uint8_t *)a->text + j, a->len - j);
+    g_free(a->text);
+    a->len = e->collect->len;
+    a->text = g_string_free(e->collect, FALSE);
+    e->collect = NULL;
+    if (a->len == 0) { /* nothing left to match */
+      g_free(a->text);
+      continue;
+    }
+    t->norm_added[kept++] = *a;
+    t->norm_max_len = MAX(t->norm_max_len, a->len);
+  }
+  t->n_norm_added = kept;
 }
 
 /* The ASCII tables give, per byte, what the Unicode path would give. */
@@ -677,24 +815,60 @@ static void build_tables(tp_tokenizer *t) {
       t->ascii_punct_id[c] = e.ids[0];
     }
   }
+  normalize_norm_added(t, &e);
   encoder_clear(&e);
   for (int c = 0; c < 256; c++) t->byte_class[c] = c < 128 ? t->ascii_class[c] : BC_NONASCII;
   for (int i = 0; i < t->n_added; i++)
     if (t->added[i].len) t->byte_class[(uint8_t)t->added[i].text[0]] = BC_ADDED;
+  /* ASCII bytes whose normalized form can start a normalized added token
+   * leave the fast path (non-ASCII characters always take the Unicode path). */
+  for (int i = 0; i < t->n_norm_added; i++) {
+    uint8_t first = (uint8_t)t->norm_added[i].text[0];
+    for (int c = 0; c < 128; c++) {
+      uint8_t cls = t->ascii_class[c];
+      uint8_t norm = cls == BC_SPACE && t->clean_text ? ' ' : t->ascii_norm[c];
+      if (cls != BC_DROP && norm == first) t->byte_class[c] = BC_ADDED;
+    }
+  }
 }
 
-/* The ids the encoder needs; [PAD] may be absent (pad_id -1). */
+/* The special tokens of a vocabulary's family: BERT's [CLS] ... [SEP], or
+ * <s> ... </s> (MPNet, RoBERTa-style) when the vocabulary has <s> and </s>
+ * (MPNet's also has BERT's [CLS] and [SEP], as ordinary tokens). */
+typedef struct specials_style {
+  const char *cls, *sep, *pad;
+} specials_style;
+
+static const specials_style bert_style = {"[CLS]", "[SEP]", "[PAD]"};
+static const specials_style roberta_style = {"<s>", "</s>", "<pad>"};
+
+static bool vocab_has(const tp_tokenizer *t, const char *token) {
+  return tp_tokenizer_token_to_id(t, token) >= 0;
+}
+
+/* The ids the encoder needs. cls_id/sep_id already set (>= 0) by a
+ * post-processor are kept; otherwise they come from the vocabulary's style.
+ * The pad token may be absent (pad_id -1). */
 static bool resolve_specials(tp_tokenizer *t, const char *path, const char *unk, GError **err) {
+  const specials_style *st =
+      vocab_has(t, "<s>") && vocab_has(t, "</s>") ? &roberta_style : &bert_style;
   t->unk_id = tp_tokenizer_token_to_id(t, unk);
-  t->cls_id = tp_tokenizer_token_to_id(t, "[CLS]");
-  t->sep_id = tp_tokenizer_token_to_id(t, "[SEP]");
-  t->pad_id = tp_tokenizer_token_to_id(t, "[PAD]");
-  const char *missing = t->unk_id < 0 ? unk : t->cls_id < 0 ? "[CLS]" : t->sep_id < 0 ? "[SEP]" : NULL;
+  if (t->cls_id < 0) t->cls_id = tp_tokenizer_token_to_id(t, st->cls);
+  if (t->sep_id < 0) t->sep_id = tp_tokenizer_token_to_id(t, st->sep);
+  if (t->pad_id < 0) t->pad_id = tp_tokenizer_token_to_id(t, st->pad);
+  const char *missing = t->unk_id < 0 ? unk : t->cls_id < 0 ? st->cls : t->sep_id < 0 ? st->sep : NULL;
   if (missing) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
-                "vocabulary '%s' has no %s token: a BERT WordPiece vocabulary needs [UNK], "
-                "[CLS] and [SEP]",
+                "vocabulary '%s' has no %s token: a WordPiece vocabulary needs its unknown "
+                "token and the start and end tokens ([CLS] and [SEP], or <s> and </s>)",
                 path, missing);
+    return false;
+  }
+  if (t->cls_id >= t->n_ids || t->sep_id >= t->n_ids || t->pad_id >= t->n_ids) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
+                "vocabulary '%s': start/end/pad ids %d/%d/%d of its post-processor or padding "
+                "are not ids of the vocabulary (0 .. %d)",
+                path, t->cls_id, t->sep_id, t->pad_id, t->n_ids - 1);
     return false;
   }
   return true;
@@ -733,18 +907,30 @@ static bool load_vocab_txt(tp_tokenizer *t, const char *path, char *data, gsize 
   }
   if (ok) {
     vocab_entry *v = g_new(vocab_entry, lines->len);
-    for (guint i = 0; i < lines->len; i++) v[i] = (vocab_entry){lines->pdata[i], (int32_t)i};
-    /* HF's BertTokenizerFast treats these as special added tokens. */
-    static const char *const specials[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
-    for (guint s = 0; s < G_N_ELEMENTS(specials); s++)
+    bool has_s = false, has_end = false, has_unk = false;
+    for (guint i = 0; i < lines->len; i++) {
+      v[i] = (vocab_entry){lines->pdata[i], (int32_t)i};
+      has_s = has_s || strcmp(v[i].token, "<s>") == 0;
+      has_end = has_end || strcmp(v[i].token, "</s>") == 0;
+      has_unk = has_unk || strcmp(v[i].token, "[UNK]") == 0;
+    }
+    /* The special tokens HF's fast tokenizer of the family adds: BertTokenizerFast's
+     * five, or MPNetTokenizerFast's <s> </s> <pad> <mask> and its unknown token
+     * [UNK] (MPNet's vocabulary has <s> and </s> as well as BERT's [CLS]). */
+    bool roberta = has_s && has_end;
+    const char *unk = roberta && !has_unk ? "<unk>" : "[UNK]";
+    const char *bert_specials[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    const char *roberta_specials[] = {"<s>", "<pad>", "</s>", unk, "<mask>"};
+    const char **specials = roberta ? roberta_specials : bert_specials;
+    for (guint s = 0; s < 5; s++)
       for (guint i = lines->len; i-- > 0;)
         if (strcmp(lines->pdata[i], specials[s]) == 0) {
           add_added(t, specials[s], (int32_t)i);
           break;
         }
-    build_vocab(t, v, lines->len, "##");
+    ok = build_vocab(t, v, lines->len, "##", path, err);
     g_free(v);
-    ok = resolve_specials(t, path, "[UNK]", err);
+    ok = ok && resolve_specials(t, path, unk, err);
   }
   g_ptr_array_free(lines, TRUE);
   return ok;
@@ -810,10 +996,79 @@ static bool read_added_tokens(tp_tokenizer *t, JsonObject *root, const char *pat
       g_free(m);
       return false;
     }
-    if (!json_opt_bool(a, "normalized", false) && *json_node_get_string(cn))
+    if (!*json_node_get_string(cn)) continue;
+    if (json_opt_bool(a, "normalized", false))
+      add_norm_added(t, json_node_get_string(cn), (int32_t)json_node_get_int(idn));
+    else
       add_added(t, json_node_get_string(cn), (int32_t)json_node_get_int(idn));
   }
   return true;
+}
+
+/* An id member: a JSON integer in 0 .. INT32_MAX - 1, else -1. */
+static int32_t json_id(JsonNode *n) {
+  if (!n || json_node_get_value_type(n) != G_TYPE_INT64) return -1;
+  gint64 v = json_node_get_int(n);
+  return v >= 0 && v < INT32_MAX ? (int32_t)v : -1;
+}
+
+/* BertProcessing / RobertaProcessing: "cls": ["[CLS]", 101]. */
+static int32_t processor_pair_id(JsonObject *pp, const char *name) {
+  JsonNode *n = json_object_get_member(pp, name);
+  if (!n || !JSON_NODE_HOLDS_ARRAY(n) || json_array_get_length(json_node_get_array(n)) != 2)
+    return -1;
+  return json_id(json_array_get_element(json_node_get_array(n), 1));
+}
+
+/* TemplateProcessing item i of "single" when it is a SpecialToken with one id. */
+static int32_t template_special_id(JsonObject *pp, JsonArray *single, guint i) {
+  JsonNode *en = json_array_get_element(single, i);
+  JsonObject *item = JSON_NODE_HOLDS_OBJECT(en) ? json_node_get_object(en) : NULL;
+  const char *name = json_opt_string(json_opt_object(item, "SpecialToken"), "id");
+  JsonObject *spec = json_opt_object(json_opt_object(pp, "special_tokens"), name ? name : "");
+  JsonNode *ids = spec ? json_object_get_member(spec, "ids") : NULL;
+  if (!ids || !JSON_NODE_HOLDS_ARRAY(ids) || json_array_get_length(json_node_get_array(ids)) != 1)
+    return -1;
+  return json_id(json_array_get_element(json_node_get_array(ids), 0));
+}
+
+/* The start and end tokens of a single sequence come from the post-processor
+ * (HF adds exactly those). Without one, resolve_specials picks them by the
+ * vocabulary's style, as before. */
+static bool read_post_processor(tp_tokenizer *t, JsonObject *root, const char *path,
+                                GError **err) {
+  JsonObject *pp = json_opt_object(root, "post_processor");
+  if (!pp) return true;
+  const char *type = json_type_of(pp);
+  if (g_strcmp0(type, "BertProcessing") == 0 || g_strcmp0(type, "RobertaProcessing") == 0) {
+    t->cls_id = processor_pair_id(pp, "cls");
+    t->sep_id = processor_pair_id(pp, "sep");
+    if (t->cls_id < 0 || t->sep_id < 0)
+      return json_fail(err, path, "post_processor needs \"cls\" and \"sep\" as [token, id]");
+    return true;
+  }
+  if (g_strcmp0(type, "TemplateProcessing") == 0) {
+    JsonNode *sn = json_object_get_member(pp, "single");
+    JsonArray *single = sn && JSON_NODE_HOLDS_ARRAY(sn) ? json_node_get_array(sn) : NULL;
+    JsonNode *mid = single && json_array_get_length(single) == 3
+                        ? json_array_get_element(single, 1) : NULL;
+    JsonObject *seq = mid && JSON_NODE_HOLDS_OBJECT(mid)
+                          ? json_opt_object(json_node_get_object(mid), "Sequence") : NULL;
+    if (seq) {
+      t->cls_id = template_special_id(pp, single, 0);
+      t->sep_id = template_special_id(pp, single, 2);
+    }
+    if (!seq || t->cls_id < 0 || t->sep_id < 0)
+      return json_fail(err, path, "post_processor template \"single\" is not supported: "
+                                  "expected a start token, the sequence, an end token "
+                                  "(\"[CLS] $A [SEP]\"), each special token with one id");
+    return true;
+  }
+  char *m = g_strdup_printf("post_processor type '%s' is not supported (BertProcessing, "
+                            "RobertaProcessing or TemplateProcessing)", type ? type : "?");
+  json_fail(err, path, m);
+  g_free(m);
+  return false;
 }
 
 static bool load_tokenizer_json(tp_tokenizer *t, const char *path, const char *data, gsize len,
@@ -875,8 +1130,23 @@ static bool load_tokenizer_json(tp_tokenizer *t, const char *path, const char *d
     json_fail(err, path, "model.vocab is empty");
     goto out;
   }
-  build_vocab(t, v, n, prefix ? prefix : "##");
-  ok = resolve_specials(t, path, unk ? unk : "[UNK]", err);
+  ok = build_vocab(t, v, n, prefix ? prefix : "##", path, err) &&
+       read_post_processor(t, root, path, err) &&
+       resolve_specials(t, path, unk ? unk : "[UNK]", err);
+  /* A declared padding token ("padding": {"pad_token": ..., "pad_id": ...})
+   * wins over [PAD]; its id must be a token of the vocabulary. */
+  JsonObject *padding = ok ? json_opt_object(root, "padding") : NULL;
+  const char *pad_token = json_opt_string(padding, "pad_token");
+  if (pad_token) {
+    int32_t id = tp_tokenizer_token_to_id(t, pad_token);
+    if (id < 0) {
+      char *m = g_strdup_printf("padding.pad_token '%s' is not in the vocabulary", pad_token);
+      ok = json_fail(err, path, m);
+      g_free(m);
+    } else {
+      t->pad_id = id;
+    }
+  }
 out:
   g_free(v);
   g_object_unref(parser);
@@ -925,6 +1195,9 @@ int32_t tp_tokenizer_token_to_id(const tp_tokenizer *tok, const char *token) {
   for (int i = tok->n_added; i-- > 0;)
     if (tok->added[i].len == n && memcmp(tok->added[i].text, token, n) == 0)
       return tok->added[i].id;
+  for (int i = tok->n_norm_added; i-- > 0;)
+    if (tok->norm_added[i].len == n && memcmp(tok->norm_added[i].text, token, n) == 0)
+      return tok->norm_added[i].id;
   if (!tok->words.slots) return -1;
   return table_find(tok, &tok->words, token, n, hash_bytes(token, n));
 }
@@ -938,3 +1211,5 @@ int32_t tp_tokenizer_cls_id(const tp_tokenizer *tok) { return tok->cls_id; }
 int32_t tp_tokenizer_sep_id(const tp_tokenizer *tok) { return tok->sep_id; }
 int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok) { return tok->pad_id; }
 int32_t tp_tokenizer_unk_id(const tp_tokenizer *tok) { return tok->unk_id; }
+
+const char *tp_tokenizer_code_id(void) { return TP_VERSION "+" TP_TOKENIZER_CODE_SHA256; }

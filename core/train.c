@@ -10,6 +10,7 @@
 #include "tensorplug/error.h"
 #include "tensorplug/kernels.h"
 #include "tensorplug/optim_control.h"
+#include "tensorplug/fileio.h"
 #include "tensorplug/ops.h"
 #include "tensorplug/safetensors.h"
 
@@ -26,11 +27,21 @@ typedef struct batch {
 
 static int64_t seq_len(const tp_token_seqs *s, guint i) { return s->offsets[i + 1] - s->offsets[i]; }
 
-/* Pads examples idx[0..n) to the longest of them. */
-static bool batch_make(tp_ctx *ctx, const tp_labelled *d, const guint *idx, int n, batch *b) {
+/* The longest of examples idx[0..n). */
+static int64_t longest(const tp_labelled *d, const guint *idx, int n) {
   int64_t t = 1;
   for (int i = 0; i < n; i++) t = MAX(t, seq_len(d->seqs, idx[i]));
-  int32_t *ids = g_new(int32_t, n * t), *mask = g_new0(int32_t, n * t), *lab = g_new(int32_t, n);
+  return t;
+}
+
+/* Pads examples idx[0..n) to the longest of them, or to pad_to when longer
+ * (a share of a batch is padded as the whole batch is). */
+static bool batch_make(tp_ctx *ctx, const tp_labelled *d, const guint *idx, int n, int64_t pad_to,
+                       batch *b) {
+  int64_t t = MAX(longest(d, idx, n), pad_to);
+  size_t cells = (size_t)MAX(n, 0) * (size_t)MAX(t, 1);
+  int32_t *ids = g_new(int32_t, cells), *mask = g_new0(int32_t, cells);
+  int32_t *lab = g_new(int32_t, (size_t)MAX(n, 0));
   b->tokens = 0;
   for (int i = 0; i < n; i++) {
     int64_t len = seq_len(d->seqs, idx[i]);
@@ -72,6 +83,21 @@ static void score_rows(const float *logits, const int32_t *labels, int n, int c,
   }
 }
 
+/* Labels index the logits' columns: each one is checked before any is used
+ * (score_rows and the loss kernels read logits[label]). */
+static bool labels_in_range(const tp_labelled *d, const guint *idx, guint n, int classes,
+                            GError **err) {
+  for (guint i = 0; i < n; i++) {
+    int l = d->labels[idx[i]];
+    if (l < 0 || l >= classes) {
+      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "example %u has label %d, but the model has "
+                  "%d labels (0 to %d)", idx[i], l, classes, classes - 1);
+      return false;
+    }
+  }
+  return true;
+}
+
 /* ---- evaluation ---- */
 
 typedef struct by_len_ctx {
@@ -90,26 +116,29 @@ static gint cmp_by_len(gconstpointer a, gconstpointer b, gpointer user) {
 bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *d, const guint *idx, guint n,
                  int eval_batch, float *probs, float *logits_out, tp_progress_fn progress,
                  void *user, const char *phase, tp_eval_result *out, GError **err) {
-  memset(out, 0, sizeof *out);
-  if (n == 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "nothing to evaluate (empty %s set)", phase);
-    return false;
-  }
-  gint64 t0 = g_get_monotonic_time();
-  /* order[k] = position in idx, sorted by length */
-  guint *order = g_new(guint, n);
-  for (guint i = 0; i < n; i++) order[i] = i;
-  by_len_ctx bl = {d->seqs, idx};
-  g_qsort_with_data(order, (gint)n, sizeof(guint), cmp_by_len, &bl);
+  return tp_evaluate_on(NULL, m, ctx, d, idx, n, eval_batch, probs, logits_out, progress, user,
+                        phase, out, err);
+}
+
+/* The per-example sums of the batches one rank evaluated. */
+typedef struct eval_sums {
+  double loss_sum;
+  int64_t correct, tokens, seen;
+} eval_sums;
+
+/* Evaluates batches first, first + every, ... of the length-sorted order. */
+static bool eval_batches(tp_model *m, tp_ctx *ctx, const tp_labelled *d, const guint *idx,
+                         guint n, const guint *order, int eval_batch, int64_t first,
+                         int64_t every, float *probs, float *logits_out, tp_progress_fn progress,
+                         void *user, const char *phase, gint64 t0, tp_eval_result *out,
+                         eval_sums *es, GError **err) {
   int c = m->cfg.num_labels;
   guint *bidx = g_new(guint, eval_batch);
   float *lg = g_new(float, (int64_t)eval_batch * c);
   int32_t *lab = g_new(int32_t, eval_batch);
-  double loss_sum = 0;
-  int64_t correct = 0, steps = ((int64_t)n + eval_batch - 1) / eval_batch;
+  int64_t steps = ((int64_t)n + eval_batch - 1) / eval_batch;
   bool ok = true;
-  tp_ctx_set_training(ctx, false);
-  for (int64_t s = 0; ok && s < steps; s++) {
+  for (int64_t s = first; ok && s < steps; s += every) {
     guint start = (guint)(s * eval_batch), cnt = MIN((guint)eval_batch, n - start);
     for (guint i = 0; i < cnt; i++) {
       bidx[i] = idx[order[start + i]];
@@ -117,15 +146,16 @@ bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *d, const guint *id
     }
     tp_ctx_begin_step(ctx);
     batch b;
-    batch_make(ctx, d, bidx, (int)cnt, &b);
+    batch_make(ctx, d, bidx, (int)cnt, 0, &b);
     tp_tensor *z = tp_model_forward(m, ctx, b.ids, b.mask);
     ok = z && tp_tensor_to_host(ctx, z, lg, err);
     if (!ok) {
       if (err && !*err) tp_ctx_take_error(ctx, err);
       break;
     }
-    score_rows(lg, lab, (int)cnt, c, &loss_sum, &out->confusion, &correct);
-    out->tokens += b.tokens;
+    score_rows(lg, lab, (int)cnt, c, &es->loss_sum, &out->confusion, &es->correct);
+    es->tokens += b.tokens;
+    es->seen += cnt;
     for (guint i = 0; i < cnt; i++) {
       guint pos = order[start + i];
       if (logits_out) memcpy(logits_out + (int64_t)pos * c, lg + (int64_t)i * c, c * sizeof(float));
@@ -140,24 +170,86 @@ bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *d, const guint *id
     if (progress) {
       tp_progress p = {.phase = phase, .step = s + 1, .steps = steps,
                        .elapsed_s = (double)(g_get_monotonic_time() - t0) / 1e6,
-                       .loss = loss_sum / (start + cnt), .acc = (double)correct / (start + cnt),
-                       .tokens = out->tokens};
+                       .loss = es->loss_sum / (double)es->seen,
+                       .acc = (double)es->correct / (double)es->seen, .tokens = es->tokens};
       progress(&p, user);
     }
   }
-  g_free(order);
   g_free(bidx);
   g_free(lg);
   g_free(lab);
+  return ok;
+}
+
+/* Adds every rank's sums (and its rows of probs and logits: zeros elsewhere). */
+static bool eval_reduce(tp_collective *coll, tp_eval_result *out, eval_sums *es, float *probs,
+                        float *logits_out, size_t values, GError **err) {
+  double v[7] = {es->loss_sum, (double)es->correct, (double)es->tokens,
+                 (double)out->confusion.tn, (double)out->confusion.fp,
+                 (double)out->confusion.fn, (double)out->confusion.tp};
+  if (!tp_collective_sum_f64(coll, v, G_N_ELEMENTS(v), err)) return false;
+  es->loss_sum = v[0];
+  es->correct = (int64_t)v[1];
+  es->tokens = (int64_t)v[2];
+  out->confusion.tn = (int64_t)v[3];
+  out->confusion.fp = (int64_t)v[4];
+  out->confusion.fn = (int64_t)v[5];
+  out->confusion.tp = (int64_t)v[6];
+  /* x + 0 is exact: the rows come back bit for bit */
+  return (!probs || tp_collective_sum_f32(coll, probs, values, err)) &&
+         (!logits_out || tp_collective_sum_f32(coll, logits_out, values, err));
+}
+
+bool tp_evaluate_on(tp_collective *coll, tp_model *m, tp_ctx *ctx, const tp_labelled *d,
+                    const guint *idx, guint n, int eval_batch, float *probs, float *logits_out,
+                    tp_progress_fn progress, void *user, const char *phase, tp_eval_result *out,
+                    GError **err) {
+  memset(out, 0, sizeof *out);
+  if (n == 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "nothing to evaluate (empty %s set)", phase);
+    return false;
+  }
+  if (eval_batch < 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "evaluation batch %d: use 1 or more",
+                eval_batch);
+    return false;
+  }
+  if (!labels_in_range(d, idx, n, m->cfg.num_labels, err)) return false;
+  if ((guint)eval_batch > n) eval_batch = (int)n; /* no buffer larger than the data */
+  int rank = coll ? tp_collective_rank(coll) : 0, ranks = coll ? tp_collective_size(coll) : 1;
+  gint64 t0 = g_get_monotonic_time();
+  /* order[k] = position in idx, sorted by length */
+  guint *order = g_new(guint, n);
+  for (guint i = 0; i < n; i++) order[i] = i;
+  by_len_ctx bl = {d->seqs, idx};
+  g_qsort_with_data(order, (gint)n, sizeof(guint), cmp_by_len, &bl);
+  size_t values = (size_t)n * (size_t)m->cfg.num_labels;
+  if (ranks > 1) { /* rows of other ranks' batches stay 0 for the sum */
+    if (probs) memset(probs, 0, values * sizeof(float));
+    if (logits_out) memset(logits_out, 0, values * sizeof(float));
+  }
+  eval_sums es = {0};
+  tp_ctx_set_training(ctx, false);
+  GError *local = NULL;
+  bool ok = eval_batches(m, ctx, d, idx, n, order, eval_batch, rank, ranks, probs, logits_out,
+                         rank == 0 ? progress : NULL, user, phase, t0, out, &es, &local);
+  g_free(order);
+  if (ranks > 1) {
+    ok = tp_collective_agree(coll, ok, local, err) &&
+         eval_reduce(coll, out, &es, probs, logits_out, values, err);
+  } else if (!ok) {
+    g_propagate_error(err, local);
+  }
   if (!ok) return false;
-  if (!isfinite(loss_sum)) {
+  if (!isfinite(es.loss_sum)) {
     g_set_error(err, TP_ERROR, TP_ERROR_NON_FINITE, "the %s loss is not finite: the model "
                 "produces NaN/Inf logits", phase);
     return false;
   }
   out->n = n;
-  out->loss = loss_sum / n;
-  out->accuracy = (double)correct / n;
+  out->tokens = es.tokens;
+  out->loss = es.loss_sum / n;
+  out->accuracy = (double)es.correct / n;
   out->f1 = tp_confusion_f1(&out->confusion);
   out->seconds = (double)(g_get_monotonic_time() - t0) / 1e6;
   return true;
@@ -215,16 +307,21 @@ static void epoch_order(const guint *train, guint n, uint64_t seed, int epoch, g
 
 /* ---- the device-side step record ----
  * One persistent buffer: the optimizer's control block (TP_CTL_WORDS f32),
- * then (loss, correct) per step since the last read-back. Steps only queue
- * work; the host reads the record back at the logging interval — one
- * synchronisation for many steps. */
+ * then (loss, correct) per step since the last read-back, then two scratch
+ * words for split steps. Steps only queue work; the host reads the record
+ * back at the logging interval — one synchronisation for many steps. */
 #define STATS_CAP 256 /* steps between read-backs at most */
+#define SCRATCH_SEED (TP_CTL_WORDS + 2 * STATS_CAP)  /* d(loss) of a part */
+#define SCRATCH_CORRECT (SCRATCH_SEED + 1)           /* a part's correct count */
 
 typedef struct train_dev {
   tp_buffer *buf;
   int pending; /* steps recorded since the last read-back */
   bool use_ctl; /* clipping or loss scaling: adam obeys the control block */
   bool dynamic; /* f16: dynamic loss scaling */
+  int ngroups;  /* gradient buffers (distributed sums) */
+  tp_mem *grads;
+  int64_t *grad_floats;
 } train_dev;
 
 static tp_mem dev_at(const train_dev *t, int64_t word) {
@@ -235,12 +332,17 @@ static tp_mem step_slot(const train_dev *t, int slot, int which) {
   return dev_at(t, TP_CTL_WORDS + 2 * slot + which);
 }
 
-static bool train_dev_open(train_dev *t, tp_ctx *ctx, const tp_train_options *o, GError **err) {
+static bool train_dev_open(train_dev *t, tp_model *m, tp_ctx *ctx, const tp_train_options *o,
+                           GError **err) {
   memset(t, 0, sizeof *t);
   tp_backend *be = tp_ctx_backend(ctx);
   t->dynamic = tp_ctx_precision(ctx) == TP_F16;
   t->use_ctl = o->clip_norm > 0 || t->dynamic;
-  size_t words = TP_CTL_WORDS + 2 * STATS_CAP;
+  t->ngroups = MAX(0, tp_params_buffers(m->params, 1, NULL, NULL, 0));
+  t->grads = g_new(tp_mem, (guint)t->ngroups + 1u);
+  t->grad_floats = g_new(int64_t, (guint)t->ngroups + 1u);
+  tp_params_buffers(m->params, 1, t->grads, t->grad_floats, t->ngroups);
+  size_t words = SCRATCH_CORRECT + 1;
   t->buf = tp_backend_alloc(be, words * sizeof(float), err);
   if (!t->buf) return false;
   float *init = g_new0(float, words);
@@ -254,18 +356,86 @@ static bool train_dev_open(train_dev *t, tp_ctx *ctx, const tp_train_options *o,
 static void train_dev_close(train_dev *t, tp_ctx *ctx) {
   if (t->buf) tp_backend_free(tp_ctx_backend(ctx), t->buf);
   t->buf = NULL;
+  g_free(t->grads);
+  g_free(t->grad_floats);
 }
 
-/* Queues one training step; nothing is read back. */
-static bool train_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labelled *d,
-                       const guint *bidx, int cnt, int64_t step, int64_t total, train_dev *td,
-                       int64_t *tokens, GError **err) {
+static int ranks_of(const tp_train_options *o) { return o->coll ? tp_collective_size(o->coll) : 1; }
+static int rank_of(const tp_train_options *o) { return o->coll ? tp_collective_rank(o->coll) : 0; }
+static int parts_of(const tp_train_options *o) { return MAX(1, o->grad_accum); }
+
+/* Part k of `parts` of n things: [*start, *start + *len). */
+static void part_of(int64_t n, int64_t k, int64_t parts, int64_t *start, int64_t *len) {
+  *start = n * k / parts;
+  *len = n * (k + 1) / parts - *start;
+}
+
+/* One micro-batch of a split step: rows [row0, row0 + rows) of the step's
+ * batch of cnt, padded to the batch's longest sequence t. Its mean loss is
+ * weighted by rows / cnt — in the seed of its backward pass and in the step
+ * record — so the parts add up to the mean over the whole batch. */
+static void queue_part(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labelled *d,
+                       const guint *bidx, int cnt, int64_t row0, int64_t rows, int64_t t,
+                       int64_t step, train_dev *td, int slot) {
+  tp_backend *be = tp_ctx_backend(ctx);
+  tp_ctx_begin_step(ctx);
+  tp_ctx_set_training(ctx, true);
+  tp_ctx_set_rng(ctx, o->seed, (uint64_t)step << STEP_RNG_SHIFT);
+  tp_ctx_set_batch_share(ctx, row0, rows, cnt);
+  batch b;
+  batch_make(ctx, d, bidx + row0, (int)rows, t, &b);
+  tp_tensor *logits = tp_model_forward(m, ctx, b.ids, b.mask);
+  tp_tensor *loss = tp_cross_entropy(ctx, logits, b.labels);
+  tp_ctx_set_batch_share(ctx, 0, 0, 0);
+  if (!loss) return; /* the context holds the error */
+  float frac = (float)((double)rows / (double)cnt);
+  tp_k_fill(be, dev_at(td, SCRATCH_SEED), 0.0f, 1);
+  tp_k_axpy(be, dev_at(td, SCRATCH_SEED), dev_at(td, TP_CTL_LOSS_SCALE), frac, 1);
+  GError *e = NULL;
+  if (!tp_ctx_backward_scaled(ctx, loss, dev_at(td, SCRATCH_SEED), &e)) {
+    tp_ctx_fail(ctx, e);
+    return;
+  }
+  tp_k_axpy(be, step_slot(td, slot, 0), loss->mem, frac, 1);
+  tp_k_count_correct(be, dev_at(td, SCRATCH_CORRECT), logits->mem, b.labels->mem, (int)rows,
+                     m->cfg.num_labels);
+  tp_k_axpy(be, step_slot(td, slot, 1), dev_at(td, SCRATCH_CORRECT), 1.0f, 1);
+}
+
+/* A step computed in parts: this rank's share of the batch, in grad_accum
+ * micro-batches. Gradients accumulate (every backward kernel adds). Nothing
+ * is summed over ranks here: see finish_step. */
+static bool queue_split_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o,
+                             const tp_labelled *d, const guint *bidx, int cnt, int64_t step,
+                             train_dev *td, int64_t *tokens, GError **err) {
+  tp_backend *be = tp_ctx_backend(ctx);
+  int64_t t = longest(d, bidx, cnt), s0, sl;
+  *tokens = 0;
+  for (int i = 0; i < cnt; i++) *tokens += seq_len(d->seqs, bidx[i]); /* the whole batch's */
+  part_of(cnt, rank_of(o), ranks_of(o), &s0, &sl);
+  tp_params_zero_grad(m->params, ctx);
+  int slot = td->pending++;
+  tp_k_fill(be, step_slot(td, slot, 0), 0.0f, 2);
+  for (int k = 0; k < parts_of(o); k++) {
+    int64_t m0, ml;
+    part_of(sl, k, parts_of(o), &m0, &ml);
+    if (ml > 0) queue_part(m, ctx, o, d, bidx, cnt, s0 + m0, ml, t, step, td, slot);
+  }
+  return tp_ctx_take_error(ctx, err);
+}
+
+/* Queues one training step's forward and backward; nothing is read back. */
+static bool queue_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labelled *d,
+                       const guint *bidx, int cnt, int64_t step, train_dev *td, int64_t *tokens,
+                       GError **err) {
+  if (ranks_of(o) > 1 || parts_of(o) > 1)
+    return queue_split_step(m, ctx, o, d, bidx, cnt, step, td, tokens, err);
   tp_backend *be = tp_ctx_backend(ctx);
   tp_ctx_begin_step(ctx);
   tp_ctx_set_training(ctx, true);
   tp_ctx_set_rng(ctx, o->seed, (uint64_t)step << STEP_RNG_SHIFT);
   batch b;
-  batch_make(ctx, d, bidx, cnt, &b);
+  batch_make(ctx, d, bidx, cnt, 0, &b);
   *tokens = b.tokens;
   tp_tensor *logits = tp_model_forward(m, ctx, b.ids, b.mask);
   tp_tensor *loss = tp_cross_entropy(ctx, logits, b.labels);
@@ -277,6 +447,21 @@ static bool train_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o, cons
   if (!tp_backend_copy(be, step_slot(td, slot, 0), loss->mem, sizeof(float), err)) return false;
   tp_k_count_correct(be, step_slot(td, slot, 1), logits->mem, b.labels->mem, cnt,
                      m->cfg.num_labels);
+  return tp_ctx_take_error(ctx, err);
+}
+
+/* Gradients summed over the ranks, then clipping / loss scaling and one
+ * optimizer step (queued). A failure here leaves the ranks out of step: the
+ * caller ends the job. */
+static bool finish_step(tp_model *m, tp_ctx *ctx, const tp_train_options *o, int64_t step,
+                        int64_t total, train_dev *td, double *sum_s, GError **err) {
+  tp_backend *be = tp_ctx_backend(ctx);
+  if (ranks_of(o) > 1) {
+    gint64 t0 = g_get_monotonic_time();
+    if (!tp_collective_sum_device(o->coll, be, td->grads, td->grad_floats, td->ngroups, err))
+      return false;
+    *sum_s += (double)(g_get_monotonic_time() - t0) / 1e6;
+  }
   if (td->use_ctl) {
     tp_params_grad_sumsq(m->params, ctx, dev_at(td, TP_CTL_SUMSQ));
     tp_control_args ca = {.max_norm = (float)o->clip_norm, .dynamic = td->dynamic,
@@ -301,16 +486,34 @@ typedef struct epoch_sums {
   double skipped; /* steps the loss scaler skipped (f16) */
 } epoch_sums;
 
+/* Every rank's (loss, correct) records added (collective; a rank whose
+ * download failed adds nothing and all ranks learn it). */
+static bool stats_sum(const tp_train_options *o, float *rec, guint pending, bool ok,
+                      GError *local, GError **err) {
+  if (!tp_collective_agree(o->coll, ok, local, err)) return false;
+  double *v = g_new(double, 2u * pending);
+  for (guint i = 0; i < 2u * pending; i++) v[i] = rec[i];
+  ok = tp_collective_sum_f64(o->coll, v, 2u * pending, err);
+  for (guint i = 0; ok && i < 2u * pending; i++) rec[i] = (float)v[i];
+  g_free(v);
+  return ok;
+}
+
 /* Reads back the steps recorded since the last read-back (one
  * synchronisation) and adds them, in step order, to e. first_step: the
- * global step of the first of them; sizes: their batch sizes. */
-static bool read_back(train_dev *td, tp_ctx *ctx, int64_t first_step, const int *sizes,
-                      epoch_sums *e, GError **err) {
+ * global step of the first of them; sizes: their batch sizes. Collective in
+ * a distributed run: each rank's records hold its part of the loss. */
+static bool read_back(train_dev *td, tp_ctx *ctx, const tp_train_options *o, int64_t first_step,
+                      const int *sizes, epoch_sums *e, GError **err) {
   if (td->pending == 0) return true;
   size_t words = TP_CTL_WORDS + 2 * (size_t)td->pending;
-  float *h = g_new(float, words);
-  bool ok = tp_ctx_take_error(ctx, err) &&
-            tp_backend_download(tp_ctx_backend(ctx), h, dev_at(td, 0), words * sizeof(float), err);
+  float *h = g_new0(float, words);
+  GError *local = NULL;
+  bool ok = tp_ctx_take_error(ctx, &local) &&
+            tp_backend_download(tp_ctx_backend(ctx), h, dev_at(td, 0), words * sizeof(float),
+                                &local);
+  if (ranks_of(o) > 1) ok = stats_sum(o, h + TP_CTL_WORDS, (guint)td->pending, ok, local, err);
+  else if (!ok) g_propagate_error(err, local);
   for (int i = 0; ok && i < td->pending; i++) {
     float lv = h[TP_CTL_WORDS + 2 * i], corr = h[TP_CTL_WORDS + 2 * i + 1];
     if (!isfinite(lv)) {
@@ -322,7 +525,7 @@ static bool read_back(train_dev *td, tp_ctx *ctx, int64_t first_step, const int 
       break;
     }
     e->loss_sum += (double)lv * sizes[i];
-    e->correct += (int64_t)corr;
+    e->correct += (int64_t)llroundf(corr);
     e->seen += sizes[i];
     e->steps_read++;
   }
@@ -332,36 +535,94 @@ static bool read_back(train_dev *td, tp_ctx *ctx, int64_t first_step, const int 
   return ok;
 }
 
-static void report(const tp_train_hooks *h, const tp_progress *p) {
-  if (h && h->progress) h->progress(p, h->user);
+static void report(const tp_train_options *o, const tp_train_hooks *h, const tp_progress *p) {
+  if (h && h->progress && rank_of(o) == 0) h->progress(p, h->user);
 }
 
 /* Seconds between read-backs (and progress updates) while training. */
 #define READ_BACK_S 0.5
 
+/* What the ranks agree on before each step's gradient sum: whether one
+ * failed (then all stop), whether one was asked to stop, and whether rank
+ * 0's clock says a read-back is due. One small collective per step, no
+ * device synchronisation. */
+typedef struct step_vote {
+  bool stop, due;
+} step_vote;
+
+static bool vote(const tp_train_options *o, bool ok, GError *local, bool stop, bool due,
+                 step_vote *v, GError **err) {
+  if (ranks_of(o) == 1) {
+    if (!ok) g_propagate_error(err, local);
+    v->stop = stop;
+    v->due = due;
+    return ok;
+  }
+  int64_t f[3] = {ok ? 0 : ranks_of(o) - rank_of(o), stop, rank_of(o) == 0 && due};
+  GError *e = NULL;
+  if (!tp_collective_max_i64(o->coll, f, 3, &e)) {
+    if (local) g_error_free(local);
+    g_propagate_error(err, e);
+    return false;
+  }
+  v->stop = f[1] != 0;
+  v->due = f[2] != 0;
+  if (f[0] == 0) return true;
+  return tp_collective_share_error(o->coll, ranks_of(o) - (int)f[0], local, err);
+}
+
+/* The hooks of an epoch's end run on rank 0; every rank learns the outcome. */
+static bool epoch_hooks(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_train_hooks *h,
+                        const tp_train_state *s, bool improved, GError **err) {
+  GError *local = NULL;
+  bool ok = true;
+  if (rank_of(o) == 0 && h) {
+    if (improved && h->save_best) ok = h->save_best(m, ctx, s->epochs_done, h->user, &local);
+    if (ok && h->checkpoint) ok = h->checkpoint(m, ctx, s, h->user, &local);
+  }
+  if (ranks_of(o) == 1) {
+    if (!ok) g_propagate_error(err, local);
+    return ok;
+  }
+  return tp_collective_agree(o->coll, ok, local, err);
+}
+
 bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labelled *d,
               const guint *train_idx, guint n_train, const guint *val_idx, guint n_val,
               tp_train_state *s, const tp_train_hooks *h, GError **err) {
-  if (n_train == 0 || o->batch < 1 || o->epochs < 1) {
+  if (n_train == 0 || o->batch < 1 || o->epochs < 1 || o->grad_accum < 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "nothing to train: %u examples, "
-                "batch %d, %d epochs", n_train, o->batch, o->epochs);
+                "batch %d, %d epochs, %d micro-batches", n_train, o->batch, o->epochs,
+                o->grad_accum);
     return false;
   }
+  if (!labels_in_range(d, train_idx, n_train, m->cfg.num_labels, err) ||
+      !labels_in_range(d, val_idx, n_val, m->cfg.num_labels, err))
+    return false;
   int64_t steps = ((int64_t)n_train + o->batch - 1) / o->batch, total = steps * o->epochs;
   double every = o->read_back_s > 0 ? o->read_back_s : READ_BACK_S;
+  bool alone = ranks_of(o) == 1;
   train_dev td;
-  if (!train_dev_open(&td, ctx, o, err)) return false;
+  GError *open_err = NULL;
+  bool ok = train_dev_open(&td, m, ctx, o, &open_err), stop = false;
+  if (alone && !ok) g_propagate_error(err, open_err);
+  /* every rank enters the loop's collectives, or none does */
+  if (!alone) ok = tp_collective_agree(o->coll, ok, open_err, err);
+  if (!ok) {
+    train_dev_close(&td, ctx);
+    return false;
+  }
   guint *order = g_new(guint, n_train);
   int sizes[STATS_CAP];
-  bool ok = true;
   for (int e = s->epochs_done + 1; ok && e <= o->epochs; e++) {
     epoch_order(train_idx, n_train, o->seed, e, order);
     gint64 t0 = g_get_monotonic_time(), last = t0;
     double c0 = process_cpu_seconds();
     epoch_sums sum = {0};
     int64_t tokens = 0, first = s->global_step;
+    double sum_s = 0; /* in gradient sums (host time; queued work on a device) */
     for (int64_t st = 0; ok && st < steps; st++) {
-      if (o->stop && *o->stop) {
+      if (alone ? (o->stop && *o->stop) : stop) {
         g_set_error(err, TP_ERROR, TP_ERROR_INTERRUPTED, "interrupted in epoch %d at step "
                     "%lld/%lld", e, (long long)st, (long long)steps);
         ok = false;
@@ -370,16 +631,31 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
       guint start = (guint)(st * o->batch), cnt = MIN((guint)o->batch, n_train - start);
       int64_t tok = 0;
       sizes[td.pending] = (int)cnt;
-      ok = train_step(m, ctx, o, d, order + start, (int)cnt, s->global_step, total, &td, &tok,
-                      err);
+      GError *local = NULL;
+      bool step_ok = queue_step(m, ctx, o, d, order + start, (int)cnt, s->global_step, &td, &tok,
+                                &local);
+      bool asked = o->stop && *o->stop;
+      bool late = (double)(g_get_monotonic_time() - last) / 1e6 >= every;
+      step_vote v;
+      ok = vote(o, step_ok, local, asked, late, &v, err);
       if (!ok) break;
+      stop = v.stop;
+      if (!finish_step(m, ctx, o, s->global_step, total, &td, &sum_s, err)) {
+        ok = false;
+        if (!alone) { /* the other ranks are inside the sum: they cannot be told */
+          fflush(stdout);
+          fprintf(stderr, "tensorplug: error: rank %d of %d: %s; ending the job\n", rank_of(o),
+                  ranks_of(o), (*err)->message);
+          tp_collective_abort(o->coll, 1);
+        }
+        break;
+      }
       s->global_step++;
       tokens += tok;
-      gint64 now = g_get_monotonic_time();
-      bool due = td.pending == STATS_CAP || st + 1 == steps ||
-                 (double)(now - last) / 1e6 >= every || (o->stop && *o->stop);
+      if (h && h->step_done) h->step_done(s->global_step, h->user);
+      bool due = td.pending == STATS_CAP || st + 1 == steps || v.due || v.stop;
       if (!due) continue;
-      ok = read_back(&td, ctx, first, sizes, &sum, err);
+      ok = read_back(&td, ctx, o, first, sizes, &sum, err);
       first = s->global_step;
       last = g_get_monotonic_time();
       if (!ok) break;
@@ -387,40 +663,40 @@ bool tp_train(tp_model *m, tp_ctx *ctx, const tp_train_options *o, const tp_labe
                        .steps = steps, .elapsed_s = (double)(last - t0) / 1e6,
                        .loss = sum.loss_sum / (double)sum.seen,
                        .acc = (double)sum.correct / (double)sum.seen, .tokens = tokens};
-      report(h, &p);
+      report(o, h, &p);
     }
     if (!ok) break;
     tp_epoch_stats es = {.epoch = e, .loss = sum.loss_sum / n_train,
                          .acc = (double)sum.correct / n_train, .steps = steps, .tokens = tokens,
-                         .skipped_steps = (int64_t)sum.skipped};
+                         .skipped_steps = (int64_t)sum.skipped, .sum_seconds = sum_s};
     es.seconds = (double)(g_get_monotonic_time() - t0) / 1e6;
     es.ms_per_step = es.seconds * 1000.0 / (double)steps;
     es.cpu_seconds = process_cpu_seconds() - c0;
     es.tokens_per_s = (double)tokens / fmax(es.seconds, 1e-9);
     tp_eval_result vr;
-    ok = tp_evaluate(m, ctx, d, val_idx, n_val, o->eval_batch, NULL, NULL,
-                     h ? h->progress : NULL, h ? h->user : NULL, "val", &vr, err);
+    ok = tp_evaluate_on(o->coll, m, ctx, d, val_idx, n_val, o->eval_batch, NULL, NULL,
+                        h ? h->progress : NULL, h ? h->user : NULL, "val", &vr, err);
     if (!ok) break;
     es.val_loss = vr.loss;
     es.val_acc = vr.accuracy;
     g_array_append_val(s->history, es);
     s->epochs_done = e;
-    if (vr.loss < s->best_val_loss) {
+    bool improved = vr.loss < s->best_val_loss;
+    if (improved) {
       s->best_val_loss = vr.loss;
       s->best_epoch = e;
       s->bad_epochs = 0;
-      if (h && h->save_best) ok = h->save_best(m, ctx, e, h->user, err);
     } else {
       s->bad_epochs++;
     }
-    bool stop = o->patience > 0 && s->bad_epochs >= o->patience;
-    s->stopped_early = stop && e < o->epochs;
-    if (ok && h && h->checkpoint) ok = h->checkpoint(m, ctx, s, h->user, err);
+    bool early = o->patience > 0 && s->bad_epochs >= o->patience;
+    s->stopped_early = early && e < o->epochs;
+    ok = epoch_hooks(m, ctx, o, h, s, improved, err);
     tp_progress p = {.phase = "train", .epoch = e, .epochs = o->epochs, .step = steps,
                      .steps = steps, .elapsed_s = es.seconds, .loss = es.loss, .acc = es.acc,
                      .tokens = tokens, .epoch_done = true, .stats = &es};
-    if (ok) report(h, &p);
-    if (stop) break;
+    if (ok) report(o, h, &p);
+    if (early) break;
   }
   g_free(order);
   train_dev_close(&td, ctx);
@@ -453,15 +729,10 @@ static bool remove_flat_dir(const char *dir, GError **err) {
 bool tp_replace_dir(const char *tmp, const char *dir, GError **err) {
   char *old = g_strconcat(dir, ".old", NULL);
   bool ok = remove_flat_dir(old, err);
-  if (ok && g_file_test(dir, G_FILE_TEST_IS_DIR) && g_rename(dir, old) != 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot move %s aside: %s", dir, g_strerror(errno));
-    ok = false;
-  }
-  if (ok && g_rename(tmp, dir) != 0) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "cannot move %s to %s: %s", tmp, dir,
-                g_strerror(errno));
-    ok = false;
-  }
+  /* tmp's files were synced as they were written; each rename is synced too,
+   * so that a power cut leaves dir or dir.old complete (tp_existing_dir). */
+  if (ok && g_file_test(dir, G_FILE_TEST_IS_DIR)) ok = tp_rename_durable(dir, old, err);
+  if (ok) ok = tp_rename_durable(tmp, dir, err);
   if (ok) ok = remove_flat_dir(old, err);
   g_free(old);
   return ok;
@@ -504,6 +775,7 @@ void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b) {
     put_int(b, "steps", e->steps);
     put_int(b, "tokens", e->tokens);
     put_int(b, "skipped_steps", e->skipped_steps);
+    put_double(b, "sum_seconds", e->sum_seconds);
     json_builder_end_object(b);
   }
   json_builder_end_array(b);
@@ -515,7 +787,7 @@ static bool write_json_file(const char *path, JsonNode *root, GError **err) {
   json_generator_set_root(g, root);
   gsize len = 0;
   char *text = json_generator_to_data(g, &len);
-  bool ok = g_file_set_contents(path, text, (gssize)len, err);
+  bool ok = tp_file_write_durable(path, text, len, err);
   g_free(text);
   g_object_unref(g);
   return ok;
@@ -573,50 +845,14 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
   return ok;
 }
 
-JsonNode *tp_checkpoint_read_extra(const char *dir_in, GError **err) {
-  char *dir = tp_existing_dir(dir_in);
-  char *sj = dir ? g_build_filename(dir, "state.json", NULL) : NULL;
-  JsonParser *p = json_parser_new();
-  JsonNode *out = NULL;
-  if (!sj || !json_parser_load_from_file(p, sj, NULL)) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint in %s: nothing to resume (a run "
-                "writes one at the end of each epoch)", dir_in);
-  } else {
-    JsonNode *root = json_parser_get_root(p);
-    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-    JsonNode *x = o ? json_object_get_member(o, "extra") : NULL;
-    if (x) out = json_node_copy(x);
-    else
-      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: the checkpoint does not record its "
-                  "run's options (\"extra\")", sj);
-  }
-  g_object_unref(p);
-  g_free(sj);
-  g_free(dir);
-  return out;
-}
-
-static double get_num(JsonObject *o, const char *k) {
-  JsonNode *n = json_object_get_member(o, k);
-  if (!n || JSON_NODE_HOLDS_NULL(n)) return INFINITY;
-  return json_node_get_double(n);
-}
-
 bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_state *s,
                         JsonNode **extra, GError **err) {
+  /* the state first: it is checked field by field (core/train_state.c) */
+  if (!tp_checkpoint_read_state(dir_in, s, extra, err)) return false;
   char *dir = tp_existing_dir(dir_in);
-  if (!dir) {
-    g_set_error(err, TP_ERROR, TP_ERROR_IO, "no checkpoint at %s (a run writes one at the end "
-                "of each epoch)", dir_in);
-    return false;
-  }
   char *st_path = g_build_filename(dir, "state.safetensors", NULL);
-  char *jp = g_build_filename(dir, "state.json", NULL);
-  JsonParser *parser = json_parser_new();
-  tp_safetensors *st = NULL;
-  bool ok = json_parser_load_from_file(parser, jp, err);
-  if (ok) st = tp_safetensors_open(st_path, err);
-  ok = ok && st;
+  tp_safetensors *st = tp_safetensors_open(st_path, err);
+  bool ok = st != NULL;
   int64_t nf = tp_params_flat_floats(m->params);
   static const char *const names[3] = {"values", "adam_m", "adam_v"};
   static const int which[3] = {0, 2, 3};
@@ -634,47 +870,9 @@ bool tp_checkpoint_read(const char *dir_in, tp_model *m, tp_ctx *ctx, tp_train_s
     ok = tp_params_write_flat(m->params, ctx, which[i], h, err);
     g_free(h);
   }
-  if (ok) {
-    JsonNode *root = json_parser_get_root(parser);
-    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-    if (!o) {
-      g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "%s: not a JSON object", jp);
-      ok = false;
-    } else {
-      tp_train_state_clear(s);
-      tp_train_state_init(s);
-      s->epochs_done = (int)json_object_get_int_member_with_default(o, "epochs_done", 0);
-      s->global_step = json_object_get_int_member_with_default(o, "global_step", 0);
-      s->best_val_loss = get_num(o, "best_val_loss");
-      s->best_epoch = (int)json_object_get_int_member_with_default(o, "best_epoch", 0);
-      s->bad_epochs = (int)json_object_get_int_member_with_default(o, "bad_epochs", 0);
-      s->stopped_early = json_object_get_boolean_member_with_default(o, "stopped_early", FALSE);
-      JsonArray *hist = json_object_get_array_member(o, "history");
-      for (guint i = 0; hist && i < json_array_get_length(hist); i++) {
-        JsonObject *e = json_array_get_object_element(hist, i);
-        tp_epoch_stats es = {.epoch = (int)json_object_get_int_member(e, "epoch"),
-                             .loss = get_num(e, "loss"), .acc = get_num(e, "acc"),
-                             .val_loss = get_num(e, "val_loss"), .val_acc = get_num(e, "val_acc"),
-                             .seconds = get_num(e, "seconds"),
-                             .ms_per_step = get_num(e, "ms_per_step"),
-                             .tokens_per_s = get_num(e, "tokens_per_s"),
-                             .cpu_seconds = get_num(e, "cpu_seconds"),
-                             .steps = json_object_get_int_member_with_default(e, "steps", 0),
-                             .tokens = json_object_get_int_member_with_default(e, "tokens", 0),
-                             .skipped_steps =
-                                 json_object_get_int_member_with_default(e, "skipped_steps", 0)};
-        g_array_append_val(s->history, es);
-      }
-      if (extra) {
-        JsonNode *x = json_object_get_member(o, "extra");
-        *extra = x ? json_node_copy(x) : NULL;
-      }
-    }
-  }
+  if (!ok && extra && *extra) g_clear_pointer(extra, json_node_unref);
   if (st) tp_safetensors_close(st);
-  g_object_unref(parser);
   g_free(st_path);
-  g_free(jp);
   g_free(dir);
   return ok;
 }

@@ -2,27 +2,21 @@
  * input is written to a temporary .csv file (and to a .csv.gz file
  * holding the same bytes, exercising the gzip error paths) and loaded with
  * and without skip_bad. Any crash, leak or sanitizer report is a bug; an
- * error result is fine. Build (see docs/data.md):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icore/include \
- *     fuzz/fuzz_dataset_csv.c core/dataset.c core/error.c \
- *     $(pkg-config --cflags --libs gio-2.0 json-glib-1.0) -o fuzz_dataset_csv */
+ * error result is fine. Built by meson with -Dfuzz=true (fuzz/README.md). */
 #include <stdint.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include <glib.h>
 
+#include "fuzz_common.h"
 #include "tensorplug/dataset.h"
 
-static char *tmp_path(const char *suffix) {
-  static char *dir;
-  if (!dir) dir = g_dir_make_tmp("tp-fuzz-XXXXXX", NULL);
-  return g_strdup_printf("%s/input%s", dir, suffix);
-}
-
 static void load_bytes(const uint8_t *data, size_t size, const char *suffix) {
-  char *path = tmp_path(suffix);
-  if (g_file_set_contents(path, (const char *)data, (gssize)size, NULL)) {
+  char *name = g_strdup_printf("input%s", suffix);
+  char *path = fuzz_write(name, data, size);
+  g_free(name);
+  {
     const char *paths[] = {path, NULL};
     for (int skip = 0; skip < 2; skip++) {
       GError *err = NULL;
@@ -31,7 +25,7 @@ static void load_bytes(const uint8_t *data, size_t size, const char *suffix) {
         /* Touch every record so a bad pointer shows up here. */
         for (guint i = 0; i < d->n; i++) {
           if (!g_utf8_validate(d->texts[i], -1, NULL) || d->labels[i] < 0 ||
-              d->labels[i] >= d->n_labels || !d->ids[i])
+              d->labels[i] >= d->n_labels || !d->ids[i] || !d->where[i])
             __builtin_trap();
         }
         tp_dataset_free(d);

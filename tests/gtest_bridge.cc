@@ -16,6 +16,8 @@ struct CTest {
   std::string suite, name, file;
   tp_test_fn fn;
   int line;
+  tp_test_data_fn data_fn; /* instead of fn, for tests registered with data */
+  const void *data;
 };
 
 std::vector<CTest> &registry() {
@@ -30,18 +32,29 @@ std::vector<std::string> &tmpdirs() {
 
 class CTestCase : public testing::Test {
  public:
-  explicit CTestCase(tp_test_fn fn) : fn_(fn) {}
-  void TestBody() override { fn_(); }
+  CTestCase(tp_test_fn fn, tp_test_data_fn data_fn, const void *data)
+      : fn_(fn), data_fn_(data_fn), data_(data) {}
+  void TestBody() override {
+    if (data_fn_) data_fn_(data_);
+    else fn_();
+  }
 
  private:
   tp_test_fn fn_;
+  tp_test_data_fn data_fn_;
+  const void *data_;
 };
 
 }  // namespace
 
 extern "C" void tp_test_register(const char *suite, const char *name, tp_test_fn fn,
                                  const char *file, int line) {
-  registry().push_back(CTest{suite, name, file, fn, line});
+  registry().push_back(CTest{suite, name, file, fn, line, nullptr, nullptr});
+}
+
+extern "C" void tp_test_register_data(const char *suite, const char *name, tp_test_data_fn fn,
+                                      const void *data, const char *file, int line) {
+  registry().push_back(CTest{suite, name, file, nullptr, line, fn, data});
 }
 
 extern "C" void tp_test_fail(const char *file, int line, const char *msg) {
@@ -84,8 +97,12 @@ int main(int argc, char **argv) {
   testing::InitGoogleTest(&argc, argv);
   for (const auto &t : registry()) {
     tp_test_fn fn = t.fn;
+    tp_test_data_fn data_fn = t.data_fn;
+    const void *data = t.data;
     testing::RegisterTest(t.suite.c_str(), t.name.c_str(), nullptr, nullptr, t.file.c_str(),
-                          t.line, [fn]() -> testing::Test * { return new CTestCase(fn); });
+                          t.line, [fn, data_fn, data]() -> testing::Test * {
+                            return new CTestCase(fn, data_fn, data);
+                          });
   }
   int rc = RUN_ALL_TESTS();
   remove_tmpdirs();

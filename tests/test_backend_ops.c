@@ -736,6 +736,8 @@ TP_TEST(BackendOps, AttentionFusedOrComposed) {
   attention_case(r, 2, 1, 13, 4, 8, false, 0.1f, false, TP_F32); /* the [CLS]-only last layer */
   attention_case(r, 2, 130, 130, 2, 16, true, 0.1f, true, TP_F32);
   attention_case(r, 4, 33, 33, 3, 8, false, 0.5f, false, TP_F32);
+  /* a head larger than a backend's fused kernel takes: composed instead */
+  attention_case(r, 1, 3, 5, 1, 300, true, 0.0f, false, TP_F32);
   g_rand_free(r);
 }
 

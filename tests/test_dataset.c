@@ -2,6 +2,7 @@
  * malformed records, the stratified split and binary metrics. */
 #include <gio/gio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <json-glib/json-glib.h>
 
 #include "tensorplug/dataset.h"
@@ -24,9 +25,9 @@ static char *write_file(const char *dir, const char *name, const char *data, gss
   return path;
 }
 
-static GBytes *gzip_bytes(const char *data, gsize len) {
+static GBytes *gzip_bytes_level(const char *data, gsize len, int level) {
   GOutputStream *mem = g_memory_output_stream_new_resizable();
-  GZlibCompressor *z = g_zlib_compressor_new(G_ZLIB_COMPRESSOR_FORMAT_GZIP, -1);
+  GZlibCompressor *z = g_zlib_compressor_new(G_ZLIB_COMPRESSOR_FORMAT_GZIP, level);
   GOutputStream *out = g_converter_output_stream_new(mem, G_CONVERTER(z));
   gsize written = 0;
   g_output_stream_write_all(out, data, len, &written, NULL, NULL);
@@ -37,6 +38,8 @@ static GBytes *gzip_bytes(const char *data, gsize len) {
   g_object_unref(mem);
   return b;
 }
+
+static GBytes *gzip_bytes(const char *data, gsize len) { return gzip_bytes_level(data, len, -1); }
 
 static tp_dataset *load1(const char *path, bool skip_bad, GError **err) {
   const char *paths[] = {path, NULL};
@@ -319,14 +322,14 @@ TP_TEST(Split, RejectsBadSubsetAndTinyData) {
   tp_split_clear(&s);
   /* 0.5 of 20 = 10: test 2, val 1 < 2 labels. */
   TP_CHECK(!tp_split_make(d, 0.5, 1, &s, &err));
-  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "validation split");
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "validation split");
   TP_CHECK(!tp_split_make(d, 0.1, 1, &s, &err));
-  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "too few");
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "too few");
   TP_CHECK(s.train == NULL);
   tp_dataset_free(d);
   d = synthetic(30, 1);
   TP_CHECK(!tp_split_make(d, 1.0, 1, &s, &err));
-  TP_CHECK_ERROR(err, TP_ERROR_INVALID_ARGUMENT, "label 1 has only 1 record");
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "label 1 has only 1 record");
   tp_dataset_free(d);
 }
 
@@ -672,7 +675,7 @@ TP_TEST(Malformed, ErrorsNameFileAndLine) {
       {"utf8.jsonl", "{\"text\": \"a\", \"label\": 1}\n{\"text\": \"caf\xe9\", \"label\": 0}\n",
        "utf8.jsonl:2", "UTF-8", 1},
       {"surrogate.jsonl", "{\"text\": \"x\\ud800y\", \"label\": 0}\n{\"text\": \"b\", \"label\": 0}\n",
-       "surrogate.jsonl:1", "", 1},
+       "surrogate.jsonl:1", "\"text\" is not valid UTF-8", 1},
       {"utf8.csv", "text,label\nok,1\n\"bad \xc3\x28\",0\n", "utf8.csv:3", "UTF-8", 1},
       {"quote.csv", "text,label\n\"closed\" early,1\nfine,0\n", "quote.csv:2",
        "after the closing quote", 1},
@@ -682,6 +685,14 @@ TP_TEST(Malformed, ErrorsNameFileAndLine) {
       {"label.csv", "review,sentiment\nok,positive\nhm,neutral\n", "label.csv:3",
        "unknown label \"neutral\"", 1},
       {"label.tsv", "text\tlabel\nok\t1\nhm\tmaybe\n", "label.tsv:3", "unknown label", 1},
+      /* item 15: a NUL must not cut a review short; a label is reported as written */
+      {"nul.jsonl", "{\"text\": \"good\\u0000 then awful\", \"label\": 0}\n"
+                    "{\"text\": \"a\\\\u0000b\", \"label\": 1}\n", "nul.jsonl:1",
+       "a string holds \\u0000 (a NUL character)", 1},
+      {"bigfloat.jsonl", "{\"text\": \"a\", \"label\": 1e20}\n{\"text\": \"b\", \"label\": 0}\n",
+       "bigfloat.jsonl:1", "unknown label 1e+20", 1},
+      {"fraction.jsonl", "{\"text\": \"a\", \"label\": 0}\n{\"text\": \"b\", \"label\": 0.5}\n",
+       "fraction.jsonl:2", "unknown label 0.5", 1},
   };
   char *dir = tp_test_tmpdir();
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -764,4 +775,108 @@ TP_TEST(Metrics, ConfusionAccuracyF1) {
   TP_CHECK_NEAR(tp_confusion_accuracy(&none_pos), 0.7, 1e-12);
   tp_confusion perfect = {.tn = 4, .tp = 6};
   TP_CHECK_NEAR(tp_confusion_f1(&perfect), 1.0, 1e-12);
+}
+
+/* ---- hardening: non-regular files, size limits, linear time ---- */
+
+/* item 11: a FIFO in an aclImdb folder is refused (or skipped), never read */
+TP_TEST(Malformed, FifoInAnAclImdbFolderIsNotWaitedFor) {
+  char *dir = tp_test_tmpdir();
+  g_free(write_file(dir, "train/pos/0_9.txt", "A fine film.", -1));
+  g_free(write_file(dir, "train/neg/1_2.txt", "A dull film.", -1));
+  char *fifo = g_build_filename(dir, "train", "pos", "2_8.txt", NULL);
+  TP_ASSERT(mkfifo(fifo, 0644) == 0);
+  GError *err = NULL;
+  tp_dataset *d = load1(dir, false, &err);
+  TP_CHECK(d == NULL);
+  if (err && !strstr(err->message, fifo)) TP_FAILF("does not name the FIFO: %s", err->message);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "not a regular file (a FIFO");
+  d = load1(dir, true, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(d->n, 2);
+  TP_CHECK_INT_EQ(d->n_skipped, 1);
+  tp_dataset_free(d);
+  /* the same in a folder of JSON Lines */
+  char *jdir = g_build_filename(dir, "jsonl", NULL);
+  g_free(write_file(jdir, "a.jsonl", "{\"text\": \"x\", \"label\": 0}\n", -1));
+  char *jfifo = g_build_filename(jdir, "b.jsonl", NULL);
+  TP_ASSERT(mkfifo(jfifo, 0644) == 0);
+  d = load1(jdir, false, &err);
+  TP_CHECK(d == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "not a regular file");
+  g_free(jfifo);
+  g_free(jdir);
+  g_free(fifo);
+  g_free(dir);
+}
+
+/* item 18: a line, record or review longer than 64 MiB is a clear error */
+TP_TEST(Malformed, RecordsOverTheSizeLimitAreAClearError) {
+  gsize big = (64u << 20) + 16;
+  char *dir = tp_test_tmpdir();
+  GString *s = g_string_sized_new(big + 64);
+  g_string_append(s, "{\"text\": \"a\", \"label\": 0}\n{\"text\": \"");
+  for (gsize i = 0; i < big; i++) g_string_append_c(s, 'x');
+  char *jl = write_file(dir, "long.jsonl", s->str, (gssize)s->len);
+  GError *err = NULL;
+  tp_dataset *d = load1(jl, true, &err);
+  TP_CHECK(d == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "long.jsonl:2: a line longer than 64 MiB");
+  /* a CSV quote that is never closed makes the rest of the file one field */
+  g_string_assign(s, "text,label\nfine,0\n\"oops,1\n");
+  for (gsize i = 0; i < big; i++) g_string_append_c(s, i % 80 ? 'y' : '\n');
+  char *csv = write_file(dir, "open.csv", s->str, (gssize)s->len);
+  d = load1(csv, true, &err);
+  TP_CHECK(d == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "open.csv:3: a record longer than 64 MiB");
+  g_string_free(s, TRUE);
+  g_free(jl);
+  g_free(csv);
+  g_free(dir);
+}
+
+static double load_seconds(const char *path, guint want_n) {
+  gint64 t0 = g_get_monotonic_time();
+  GError *err = NULL;
+  tp_dataset *d = load1(path, false, &err);
+  double sec = (double)(g_get_monotonic_time() - t0) / 1e6;
+  if (!d) TP_FAILF("%s: %s", path, err->message);
+  else if (d->n != want_n) TP_FAILF("%s: %u records, expected %u", path, d->n, want_n);
+  g_clear_error(&err);
+  tp_dataset_free(d);
+  return sec;
+}
+
+/* item 18: a long quoted CSV field is parsed once, not again from its start
+ * after every refill (gzip refills are small: that was quadratic) */
+TP_TEST(Formats, LongQuotedCsvFieldTakesLinearTime) {
+  gsize big = 40u << 20;
+  char *dir = tp_test_tmpdir();
+  GString *field = g_string_new("text,label\n\""), *rows = g_string_new("text,label\n");
+  guint32 x = 12345;
+  for (gsize i = 0; i < big; i++) {
+    x = x * 1103515245u + 12345u; /* letters a gzip cannot shrink much */
+    char c = (char)('a' + (x >> 16) % 26);
+    g_string_append_c(field, c);
+    g_string_append_c(rows, c);
+    if (i % 4096 == 4095) g_string_append(rows, ",1\n");
+  }
+  g_string_append(field, "\",1\nafter,0\n");
+  g_string_append(rows, "after,0\n");
+  GBytes *gf = gzip_bytes_level(field->str, field->len, 1);
+  GBytes *gr = gzip_bytes_level(rows->str, rows->len, 1);
+  char *pf = write_file(dir, "field.csv.gz", g_bytes_get_data(gf, NULL), (gssize)g_bytes_get_size(gf));
+  char *pr = write_file(dir, "rows.csv.gz", g_bytes_get_data(gr, NULL), (gssize)g_bytes_get_size(gr));
+  double t_rows = load_seconds(pr, (guint)(big / 4096) + 1);
+  double t_field = load_seconds(pf, 2);
+  printf("40 MiB in one quoted field: %.2f s; in 10,240 records: %.2f s\n", t_field, t_rows);
+  if (t_field > 3 * t_rows + 0.5)
+    TP_FAILF("one long field took %.2f s, the same bytes as records %.2f s", t_field, t_rows);
+  g_bytes_unref(gf);
+  g_bytes_unref(gr);
+  g_string_free(field, TRUE);
+  g_string_free(rows, TRUE);
+  g_free(pf);
+  g_free(pr);
+  g_free(dir);
 }

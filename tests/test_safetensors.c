@@ -602,3 +602,72 @@ TP_TEST(Safetensors, MissingFile) {
   g_free(path);
   g_free(dir);
 }
+
+/* ---- item 13: as strict as the reference implementation ---- */
+
+/* A file image: the header JSON (length-prefixed) then data_len bytes. */
+static GBytes *raw_file(const char *header, size_t data_len) {
+  size_t hl = strlen(header);
+  uint8_t *buf = g_malloc0(8 + hl + data_len + 1);
+  put_u64_le(buf, hl);
+  memcpy(buf + 8, header, hl);
+  return g_bytes_new_take(buf, 8 + hl + data_len);
+}
+
+static void expect_bytes_error(const char *header, size_t data_len, const char *part) {
+  GBytes *b = raw_file(header, data_len);
+  GError *err = NULL;
+  tp_safetensors *st = tp_safetensors_open_bytes(b, "x.safetensors", &err);
+  if (st) {
+    TP_FAILF("accepted %s", header);
+    tp_safetensors_close(st);
+  }
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, part);
+  g_bytes_unref(b);
+}
+
+static void expect_bytes_ok(const char *header, size_t data_len, guint n) {
+  GBytes *b = raw_file(header, data_len);
+  GError *err = NULL;
+  tp_safetensors *st = tp_safetensors_open_bytes(b, "x.safetensors", &err);
+  if (!st) TP_FAILF("refused %s: %s", header, err->message);
+  else TP_CHECK_INT_EQ(tp_safetensors_count(st), n);
+  g_clear_error(&err);
+  if (st) tp_safetensors_close(st);
+  g_bytes_unref(b);
+}
+
+#define F32_2(off0, off1) "{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[" #off0 "," #off1 "]}"
+
+TP_TEST(Safetensors, CorruptGapBetweenTensors) {
+  expect_bytes_error("{\"a\":" F32_2(0, 8) ",\"b\":" F32_2(12, 20) "}", 20,
+                     "4 unused bytes [8, 12) before tensor \"b\"");
+  /* the same gap whatever the order of the header's entries */
+  expect_bytes_error("{\"b\":" F32_2(12, 20) ",\"a\":" F32_2(0, 8) "}", 20,
+                     "4 unused bytes [8, 12) before tensor \"b\"");
+  /* nothing may come before the first tensor either */
+  expect_bytes_error("{\"a\":" F32_2(4, 12) "}", 12, "4 unused bytes [0, 4) before tensor \"a\"");
+}
+
+TP_TEST(Safetensors, CorruptBytesLeftOverAfterTheLastTensor) {
+  expect_bytes_error("{\"a\":" F32_2(0, 8) ",\"b\":" F32_2(8, 16) "}", 20,
+                     "the data section has 20 bytes but the tensors cover 16");
+  expect_bytes_error("{}", 4, "the data section has 4 bytes but the tensors cover 0");
+}
+
+TP_TEST(Safetensors, CorruptDuplicateNamesOrKeys) {
+  /* json-glib would keep the last "a": the reader must refuse, not pick one */
+  expect_bytes_error("{\"a\":" F32_2(0, 8) ",\"a\":" F32_2(8, 16) "}", 16,
+                     "names \"a\" twice");
+  expect_bytes_error("{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[2],"
+                     "\"data_offsets\":[0,8]}}", 8, "names \"dtype\" twice");
+  expect_bytes_error("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0, "names \"k\" twice");
+}
+
+TP_TEST(Safetensors, TilingHoldsInAnyHeaderOrder) {
+  expect_bytes_ok("{\"b\":" F32_2(8, 16) ",\"a\":" F32_2(0, 8) "}", 16, 2);
+  /* an empty tensor owns no bytes, wherever it sits */
+  expect_bytes_ok("{\"a\":" F32_2(0, 8) ",\"e\":{\"dtype\":\"F32\",\"shape\":[0],"
+                  "\"data_offsets\":[8,8]},\"b\":" F32_2(8, 16) "}", 16, 3);
+  expect_bytes_ok("{}", 0, 0);
+}

@@ -1,7 +1,8 @@
 /* tests/test_tokenizer.c — the WordPiece tokenizer against the Hugging Face
  * golden file (library and `tensorplug tokenize`), invalid UTF-8,
- * truncation, thread-count invariance, special tokens in the text and
- * vocabulary errors. */
+ * truncation, thread-count invariance, special tokens in the text,
+ * vocabulary errors, post-processors, and MPNet's tokenizer (all-mpnet-base-v2)
+ * on the golden texts and on its special tokens. */
 #include <gio/gio.h>
 #include <json-glib/json-glib.h>
 
@@ -434,10 +435,10 @@ TP_TEST(TokenizerCli, Errors) {
   TP_CHECK_INT_EQ(run_cli(no_vocab, NULL, &out, &errout), 2);
   g_free(out);
   g_free(errout);
-  /* A --vocab that is not there is a bad argument (2); one that is there but
-   * unreadable as a vocabulary is a failed input (1). */
+  /* A --vocab that is not there, or one that is unreadable as a vocabulary, is
+   * a failed input (1), like any other input file (README: exit statuses). */
   const char *missing[] = {"tokenize", "--vocab", "/nonexistent/vocab.txt", "x", NULL};
-  TP_CHECK_INT_EQ(run_cli(missing, NULL, &out, &errout), 2);
+  TP_CHECK_INT_EQ(run_cli(missing, NULL, &out, &errout), 1);
   TP_CHECK(strstr(errout, "/nonexistent/vocab.txt") != NULL);
   g_free(out);
   g_free(errout);
@@ -697,5 +698,264 @@ TP_TEST(Tokenizer, VocabularyErrors) {
   static const int32_t his[] = {2, 4, 5, 1, 3};
   TP_CHECK(enc_is(tok, "HIS yo", his, G_N_ELEMENTS(his)));
   tp_tokenizer_free(tok);
+  g_free(dir);
+}
+
+/* item 5: the padding token a tokenizer.json declares; [PAD] otherwise */
+TP_TEST(Tokenizer, DeclaredPaddingTokenWinsOverPad) {
+  char *dir = tp_test_tmpdir(), *path = g_build_filename(dir, "tokenizer.json", NULL);
+  const char *head = "{\"normalizer\": {\"type\": \"BertNormalizer\"}, \"pre_tokenizer\": {\"type\": "
+                     "\"BertPreTokenizer\"}, ";
+  const char *model = "\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"[CLS]\": "
+                      "1, \"[SEP]\": 2, \"<pad>\": 3, \"[PAD]\": 4}}}";
+  char *text = g_strconcat(head, "\"padding\": {\"pad_token\": \"<pad>\", \"pad_id\": 3}, ", model,
+                           NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  GError *err = NULL;
+  tp_tokenizer *t = tp_tokenizer_load(path, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(t), 3);
+  tp_tokenizer_free(t);
+  g_free(text);
+  text = g_strconcat(head, model, NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  t = tp_tokenizer_load(path, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(t), 4);
+  tp_tokenizer_free(t);
+  g_free(text);
+  text = g_strconcat(head, "\"padding\": {\"pad_token\": \"<nope>\"}, ", model, NULL);
+  TP_ASSERT(g_file_set_contents(path, text, -1, NULL));
+  t = tp_tokenizer_load(path, &err);
+  TP_CHECK(t == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "padding.pad_token '<nope>' is not in the vocabulary");
+  g_free(text);
+  g_free(path);
+}
+
+/* ---------------------------------------------------------------------- */
+/* MPNet: all-mpnet-base-v2's tokenizer.json (tests/data/mpnet-tokenizer/,  */
+/* gzipped): <s> ... </s>, <pad> 1, "<unk>" matched after normalization.    */
+
+/* The tokenizer.json, decompressed once into a temporary folder. */
+static const char *mpnet_json_path(void) {
+  static char *path;
+  if (path) return path;
+  char *gz = g_build_filename(tp_test_source_dir(), "tests", "data", "mpnet-tokenizer",
+                              "tokenizer.json.gz", NULL);
+  GFile *f = g_file_new_for_path(gz);
+  GFileInputStream *fin = g_file_read(f, NULL, NULL);
+  GByteArray *bytes = g_byte_array_new();
+  if (fin) {
+    GZlibDecompressor *dec = g_zlib_decompressor_new(G_ZLIB_COMPRESSOR_FORMAT_GZIP);
+    GInputStream *zin = g_converter_input_stream_new(G_INPUT_STREAM(fin), G_CONVERTER(dec));
+    guint8 buf[65536];
+    gssize n;
+    while ((n = g_input_stream_read(zin, buf, sizeof buf, NULL, NULL)) > 0)
+      g_byte_array_append(bytes, buf, (guint)n);
+    g_object_unref(zin);
+    g_object_unref(dec);
+    g_object_unref(fin);
+  }
+  g_object_unref(f);
+  char *dir = tp_test_tmpdir();
+  char *out = g_build_filename(dir, "tokenizer.json", NULL);
+  if (bytes->len > 0 && g_file_set_contents(out, (const char *)bytes->data, bytes->len, NULL)) {
+    path = out;
+  } else {
+    TP_FAILF("cannot read %s", gz);
+    g_free(out);
+  }
+  g_byte_array_unref(bytes);
+  g_free(dir);
+  g_free(gz);
+  return path;
+}
+
+static tp_tokenizer *load_mpnet(void) {
+  const char *path = mpnet_json_path();
+  if (!path) return NULL;
+  GError *err = NULL;
+  tp_tokenizer *tok = tp_tokenizer_load(path, &err);
+  if (!tok) TP_FAILF("loading %s: %s", path, err->message);
+  g_clear_error(&err);
+  return tok;
+}
+
+/* Hugging Face's MPNet ids for every golden text: the records of
+ * golden-delta.jsonl.gz in full, the others BERT's golden ids shifted by 4
+ * with <s> and </s> at the ends (tests/reference/mpnet_tokenizer_golden.py
+ * made the file and checked the shift on every other record). */
+TP_TEST(MPNetTokenizer, GoldenTexts) {
+  golden *g = golden_load();
+  TP_ASSERT(g != NULL);
+  TP_CHECK_INT_EQ(g->n, GOLDEN_RECORDS);
+  char *dpath = g_build_filename(tp_test_source_dir(), "tests", "data", "mpnet-tokenizer",
+                                 "golden-delta.jsonl.gz", NULL);
+  GPtrArray *dlines = read_gz_lines(dpath);
+  TP_CHECK(dlines->len >= 1); /* tricky/050 writes [CLS] [SEP] ... in the text */
+  GHashTable *delta = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                            (GDestroyNotify)g_array_unref);
+  JsonParser *parser = json_parser_new();
+  for (guint i = 0; i < dlines->len; i++) {
+    TP_ASSERT(json_parser_load_from_data(parser, dlines->pdata[i], -1, NULL));
+    JsonObject *o = json_node_get_object(json_parser_get_root(parser));
+    JsonArray *arr = json_object_get_array_member(o, "ids");
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(int32_t));
+    for (guint k = 0; k < json_array_get_length(arr); k++) {
+      int32_t v = (int32_t)json_array_get_int_element(arr, k);
+      g_array_append_val(ids, v);
+    }
+    g_hash_table_insert(delta, g_strdup(json_object_get_string_member(o, "id")), ids);
+  }
+  g_object_unref(parser);
+  for (int i = 0; i < g->n; i++) { /* the expected ids replace BERT's */
+    GArray *want = g_hash_table_lookup(delta, g->names[i]);
+    if (want) {
+      g_array_set_size(g->ids[i], 0);
+      g_array_append_vals(g->ids[i], want->data, want->len);
+      continue;
+    }
+    int32_t *x = (int32_t *)g->ids[i]->data;
+    for (guint k = 0; k < g->ids[i]->len; k++) x[k] += 4;
+    x[0] = 0;
+    x[g->ids[i]->len - 1] = 2;
+  }
+  tp_tokenizer *tok = load_mpnet();
+  TP_ASSERT(tok != NULL);
+  const char **texts = g_new(const char *, g->n);
+  size_t *lens = g_new(size_t, g->n);
+  for (int i = 0; i < g->n; i++) {
+    texts[i] = g->texts[i]->str;
+    lens[i] = g->texts[i]->len;
+  }
+  tp_token_seqs *s = tp_tokenizer_encode_batch_len(tok, texts, lens, g->n, 0, 2);
+  int match = 0, shown = 0;
+  for (int i = 0; i < g->n; i++) {
+    const int32_t *ids = s->ids + s->offsets[i];
+    size_t n = (size_t)(s->offsets[i + 1] - s->offsets[i]);
+    if (same_ids(ids, n, g->ids[i])) match++;
+    else report_mismatch(g, i, ids, n, &shown);
+  }
+  TP_CHECK_INT_EQ(match, GOLDEN_RECORDS);
+  tp_token_seqs_free(s);
+  g_free(texts);
+  g_free(lens);
+  tp_tokenizer_free(tok);
+  g_hash_table_unref(delta);
+  g_ptr_array_unref(dlines);
+  g_free(dpath);
+  golden_free(g);
+}
+
+/* Ids from Hugging Face `tokenizers` 0.20.3 (Tokenizer.from_file(...).encode). */
+TP_TEST(MPNetTokenizer, SpecialTokens) {
+  tp_tokenizer *tok = load_mpnet();
+  TP_ASSERT(tok != NULL);
+  TP_CHECK_INT_EQ(tp_tokenizer_vocab_size(tok), 30527);
+  TP_CHECK_INT_EQ(tp_tokenizer_cls_id(tok), 0);   /* <s>, from RobertaProcessing */
+  TP_CHECK_INT_EQ(tp_tokenizer_sep_id(tok), 2);   /* </s> */
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(tok), 1);   /* <pad>, from padding.pad_id */
+  TP_CHECK_INT_EQ(tp_tokenizer_unk_id(tok), 104); /* [UNK] */
+  static const int32_t mix[] = {0, 7596, 1014, 2092, 1003, 3, 3, 3, 1041, 3, 1042, 0, 2,
+                                1, 30526, 104, 1035, 18860, 2019, 1037, 1064, 1030, 4899, 2};
+  TP_CHECK(enc_is(tok, "Hello, World! <unk> <UNK> \xe2\x89\xaeunk> a<unk>b <s> </s> <pad> "
+                       "<mask> [UNK] [CLS] x<un", mix, G_N_ELEMENTS(mix)));
+  /* "<unk>" says normalized: true: it is matched after the normalizer, so a
+   * dropped control character inside, upper case or an accent still match */
+  static const int32_t unk[] = {0, 3, 2};
+  TP_CHECK(enc_is(tok, "<u\x01nk>", unk, G_N_ELEMENTS(unk)));
+  TP_CHECK(enc_is(tok, "<UNK\xcc\x80>", unk, G_N_ELEMENTS(unk)));
+  static const int32_t cut[] = {0, 1064, 1030, 4899, 2247, 2}; /* an unfinished match */
+  TP_CHECK(enc_is(tok, "x<unk", cut, G_N_ELEMENTS(cut)));
+  static const int32_t nested[] = {0, 1030, 3, 1032, 2};
+  TP_CHECK(enc_is(tok, "<<unk>>", nested, G_N_ELEMENTS(nested)));
+  /* raw added tokens split the text first: no <unk> across [UNK] */
+  static const int32_t split[] = {0, 1030, 4899, 104, 1051, 1032, 2};
+  TP_CHECK(enc_is(tok, "<un[UNK]k>", split, G_N_ELEMENTS(split)));
+  static const int32_t cjk[] = {0, 7672, 3, 1750, 2};
+  TP_CHECK(enc_is(tok, "caf\xc3\xa9 <unk>\xe4\xb8\xad", cjk, G_N_ELEMENTS(cjk)));
+  static const int32_t twice[] = {0, 3, 3, 2};
+  TP_CHECK(enc_is(tok, "<unk><unk>", twice, G_N_ELEMENTS(twice)));
+  /* truncation keeps <s> and </s> */
+  static const int32_t trunc[] = {0, 7596, 1014, 2};
+  GArray *x = enc(tok, "Hello, World! <unk>", 19, 4);
+  TP_CHECK(same_ids(trunc, G_N_ELEMENTS(trunc), x));
+  g_array_unref(x);
+  tp_tokenizer_free(tok);
+}
+
+/* MPNet's vocab.txt alone: the special tokens of HF's MPNetTokenizer
+ * (<s> </s> <pad> <mask> [UNK]); "<unk>" is then ordinary text. Expected ids
+ * from transformers 4.46.3 MPNetTokenizer(vocab.txt) and MPNetTokenizerFast. */
+TP_TEST(MPNetTokenizer, VocabTxtLikeMPNetTokenizer) {
+  tp_tokenizer *json = load_mpnet();
+  TP_ASSERT(json != NULL);
+  GString *lines = g_string_new(NULL);
+  for (int32_t i = 0; i < tp_tokenizer_vocab_size(json); i++)
+    g_string_append_printf(lines, "%s\n", tp_tokenizer_id_to_token(json, i));
+  tp_tokenizer_free(json);
+  char *dir = tp_test_tmpdir();
+  GError *err = NULL;
+  tp_tokenizer *tok = load_text(dir, "vocab.txt", lines->str, (gssize)lines->len, &err);
+  TP_ASSERT_NO_ERROR(err);
+  TP_CHECK_INT_EQ(tp_tokenizer_cls_id(tok), 0);
+  TP_CHECK_INT_EQ(tp_tokenizer_sep_id(tok), 2);
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(tok), 1);
+  TP_CHECK_INT_EQ(tp_tokenizer_unk_id(tok), 104);
+  static const int32_t mix[] = {0, 7596, 1014, 2092, 1003, 1030, 4899, 2247, 1032, 1030, 4899,
+                                2247, 1032, 1030, 4899, 2247, 1032, 1041, 1030, 4899, 2247, 1032,
+                                1042, 0, 2, 1, 30526, 104, 1035, 18860, 2019, 1037, 1064, 1030,
+                                4899, 2};
+  TP_CHECK(enc_is(tok, "Hello, World! <unk> <UNK> \xe2\x89\xaeunk> a<unk>b <s> </s> <pad> "
+                       "<mask> [UNK] [CLS] x<un", mix, G_N_ELEMENTS(mix)));
+  tp_tokenizer_free(tok);
+  g_string_free(lines, TRUE);
+  g_free(dir);
+}
+
+/* Post-processors: supported ones give the start/end ids, others are refused
+ * with the file's name. */
+TP_TEST(Tokenizer, PostProcessors) {
+  char *dir = tp_test_tmpdir();
+  GError *err = NULL;
+  const char *head = "{\"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}, \"model\": {\"type\": "
+                     "\"WordPiece\", \"vocab\": {\"[UNK]\": 0, \"<go>\": 1, \"<end>\": 2, "
+                     "\"hi\": 3}}, \"post_processor\": ";
+  char *text = g_strdup_printf("%s{\"type\": \"TemplateProcessing\", \"single\": ["
+                               "{\"SpecialToken\": {\"id\": \"<go>\", \"type_id\": 0}}, "
+                               "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+                               "{\"SpecialToken\": {\"id\": \"<end>\", \"type_id\": 0}}], "
+                               "\"special_tokens\": {\"<go>\": {\"id\": \"<go>\", \"ids\": [1]}, "
+                               "\"<end>\": {\"id\": \"<end>\", \"ids\": [2]}}}}", head);
+  tp_tokenizer *tok = load_text(dir, "template.json", text, -1, &err);
+  TP_ASSERT_NO_ERROR(err);
+  static const int32_t hi[] = {1, 3, 0, 2};
+  TP_CHECK(enc_is(tok, "hi yo", hi, G_N_ELEMENTS(hi)));
+  TP_CHECK_INT_EQ(tp_tokenizer_pad_id(tok), -1); /* no [PAD], no padding section */
+  tp_tokenizer_free(tok);
+  g_free(text);
+  text = g_strdup_printf("%s{\"type\": \"BertProcessing\", \"cls\": [\"<end>\", 2], "
+                         "\"sep\": [\"<go>\", 1]}}", head);
+  tok = load_text(dir, "bertproc.json", text, -1, &err);
+  TP_ASSERT_NO_ERROR(err);
+  static const int32_t swapped[] = {2, 3, 1};
+  TP_CHECK(enc_is(tok, "hi", swapped, G_N_ELEMENTS(swapped)));
+  tp_tokenizer_free(tok);
+  g_free(text);
+  text = g_strdup_printf("%s{\"type\": \"ByteLevel\"}}", head);
+  TP_CHECK(load_text(dir, "bytelevel.json", text, -1, &err) == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "post_processor type 'ByteLevel' is not supported");
+  g_free(text);
+  text = g_strdup_printf("%s{\"type\": \"TemplateProcessing\", \"single\": [{\"Sequence\": "
+                         "{\"id\": \"A\", \"type_id\": 0}}], \"special_tokens\": {}}}", head);
+  TP_CHECK(load_text(dir, "nospecials.json", text, -1, &err) == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "nospecials.json': post_processor template");
+  g_free(text);
+  text = g_strdup_printf("%s{\"type\": \"RobertaProcessing\", \"cls\": [\"<s>\", 7], "
+                         "\"sep\": [\"</s>\", 2]}}", head);
+  TP_CHECK(load_text(dir, "outofrange.json", text, -1, &err) == NULL);
+  TP_CHECK_ERROR(err, TP_ERROR_FORMAT, "not ids of the vocabulary");
+  g_free(text);
   g_free(dir);
 }

@@ -137,22 +137,16 @@ TP_TEST(Train, ResumeAfterSigkillMatchesUninterrupted) {
   if (rc != 0) TP_FAILF("uninterrupted run exited %d:\n%s", rc, out);
   g_free(out);
 
-  /* start the same run, SIGKILL it once epoch 1's checkpoint exists */
+  /* the same run, SIGKILLed right after step 1 of epoch 2 (66 steps per
+   * epoch) by the command's test hook: no race with a timer */
   char *e = exe();
   char *argv[] = {e, TINY_ARGS(cut, "3"), NULL};
-  GPid pid = 0;
-  GError *err = NULL;
-  TP_ASSERT(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL,
-                          NULL, NULL, &pid, &err));
-  int waited_ms = 0;
-  while (checkpoint_epochs(cut) < 1 && waited_ms < 240000) {
-    g_usleep(2000);
-    waited_ms += 2;
-  }
-  kill(pid, SIGKILL);
+  char **envp = g_environ_setenv(g_get_environ(), "TENSORPLUG_TEST_RAISE", "9@67", TRUE);
   int status = 0;
-  waitpid(pid, &status, 0);
-  g_spawn_close_pid(pid);
+  GError *err = NULL;
+  TP_ASSERT(g_spawn_sync(NULL, argv, envp, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL, NULL,
+                         &status, &err));
+  g_strfreev(envp);
   TP_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
   /* it died in epoch 2: the checkpoint says one epoch, and no results yet */
   TP_CHECK_INT_EQ(checkpoint_epochs(cut), 1);
@@ -195,6 +189,10 @@ TP_TEST(Train, WritesResultsModelSplitAndEvalRunReproduces) {
                                      "best_epoch", "val_acc_best", "test", "elapsed_s"};
   for (size_t i = 0; i < G_N_ELEMENTS(keys); i++)
     if (!json_object_has_member(o, keys[i])) TP_FAILF("results.json lacks \"%s\"", keys[i]);
+  /* the process's CPU time per epoch and its peak memory */
+  JsonObject *h0 = json_array_get_object_element(json_object_get_array_member(o, "history"), 0);
+  TP_CHECK(json_object_get_double_member(h0, "cpu_seconds") > 0);
+  TP_CHECK(json_object_get_int_member(o, "peak_rss_bytes") > 0);
   JsonObject *cfg = json_object_get_object_member(o, "config");
   TP_CHECK_INT_EQ(json_object_get_int_member(cfg, "max_len"), 64);
   TP_CHECK_INT_EQ(json_object_get_int_member(cfg, "batch"), 16);
@@ -235,6 +233,43 @@ TP_TEST(Train, WritesResultsModelSplitAndEvalRunReproduces) {
   TP_CHECK(strstr(out, "(identical)") != NULL);
   g_free(out);
   char *model = g_build_filename(run, "model", NULL);
+
+  /* eval --test-split makes the same split of the same data (for peers that
+   * evaluate the run's model on the same reviews: --ids-out) */
+  char *ids_out = g_build_filename(tmp, "ids.txt", NULL), *ids_run = NULL, *ids_eval = NULL;
+  rc = run_cli(&out, "eval", "--model", model, "--data", d, "--test-split", "--subset", "0.03",
+               "--seed", "7", "--max-len", "64", "--ids-out", ids_out, "--json", NULL);
+  TP_CHECK_INT_EQ(rc, 0);
+  JsonParser *ep = json_parser_new();
+  const char *brace = strchr(out, '{');
+  if (brace && json_parser_load_from_data(ep, brace, -1, NULL)) {
+    JsonObject *eo = json_node_get_object(json_parser_get_root(ep));
+    TP_CHECK_INT_EQ(json_object_get_int_member(eo, "n"), 300);
+    TP_CHECK_NEAR(json_object_get_double_member(eo, "accuracy"), acc, 1e-6);
+    TP_CHECK(json_object_get_double_member(eo, "cpu_seconds") > 0);
+    TP_CHECK(json_object_get_int_member(eo, "peak_rss_bytes") > 0);
+    TP_CHECK(json_object_get_int_member(eo, "tokens") > 300);
+  } else {
+    TP_FAILF("eval --json printed no object: %s", out);
+  }
+  g_object_unref(ep);
+  g_free(out);
+  char *split_ids = g_build_filename(run, "split", "test.txt", NULL);
+  TP_ASSERT(g_file_get_contents(split_ids, &ids_run, NULL, NULL));
+  TP_ASSERT(g_file_get_contents(ids_out, &ids_eval, NULL, NULL));
+  TP_CHECK_STR_EQ(ids_eval, ids_run);
+  g_free(ids_run);
+  g_free(ids_eval);
+  g_free(split_ids);
+  g_free(ids_out);
+  /* the split's options alone choose nothing */
+  rc = run_cli(&out, "eval", "--model", model, "--data", d, "--subset", "0.03", NULL);
+  TP_CHECK_INT_EQ(rc, 2);
+  TP_CHECK(strstr(out, "--test-split") != NULL);
+  g_free(out);
+  rc = run_cli(&out, "eval", "--run", run, "--test-split", NULL);
+  TP_CHECK_INT_EQ(rc, 2);
+  g_free(out);
   char *small = g_build_filename(tmp, "small.jsonl", NULL);
   GString *lines_s = g_string_new(NULL);
   for (int i = 0; i < 40; i++)
@@ -288,7 +323,9 @@ TP_TEST(Train, NonFiniteLossStopsWithAClearError) {
                    "32", "--batch", "8", "--epochs", "1", "--out", run2, NULL);
   TP_CHECK_INT_EQ(rc, 1);
   TP_CHECK(strstr(out, "NaN") != NULL);
-  TP_CHECK(strstr(out, "--resume") != NULL);
+  /* it stopped in epoch 1: no checkpoint exists, and the message says so */
+  TP_CHECK(strstr(out, "nothing was saved") != NULL);
+  TP_CHECK(strstr(out, "--resume") == NULL);
   char *res = g_build_filename(run2, "results.json", NULL);
   TP_CHECK(!g_file_test(res, G_FILE_TEST_EXISTS)); /* no garbage results */
   g_free(out);

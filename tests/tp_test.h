@@ -18,6 +18,11 @@ extern "C" {
 typedef void (*tp_test_fn)(void);
 void tp_test_register(const char *suite, const char *name, tp_test_fn fn, const char *file,
                       int line);
+/* A test found at run time (data-driven suites): fn(data) is its body. Call
+ * it from a constructor, before main() hands the tests to GoogleTest. */
+typedef void (*tp_test_data_fn)(const void *data);
+void tp_test_register_data(const char *suite, const char *name, tp_test_data_fn fn,
+                           const void *data, const char *file, int line);
 void tp_test_fail(const char *file, int line, const char *msg);
 void tp_test_skip(const char *file, int line, const char *msg);
 
@@ -28,6 +33,7 @@ char *tp_test_tmpdir(void);
 /* The build tree's root (for plugins and the tensorplug binary). */
 const char *tp_test_build_dir(void);
 const char *tp_test_source_dir(void);
+
 
 #ifdef __cplusplus
 }
@@ -85,12 +91,17 @@ const char *tp_test_source_dir(void);
       return;                                                                              \
     }                                                                                      \
   } while (0)
-/* err must be set, with the given code, and its message must contain `part`. */
+/* err must be set, in the TP_ERROR domain with the given code, and its
+ * message must contain `part` (a non-empty fragment: "" would match anything). */
 #define TP_CHECK_ERROR(err, code_, part)                                                   \
   do {                                                                                     \
+    if (!*(part)) TP_FAILF("TP_CHECK_ERROR needs a non-empty message fragment");           \
     if ((err) == NULL) {                                                                   \
       TP_FAILF("expected an error containing \"%s\", got none", (part));                   \
     } else {                                                                               \
+      if ((err)->domain != TP_ERROR)                                                       \
+        TP_FAILF("error domain %s, expected %s: %s", g_quark_to_string((err)->domain),     \
+                 g_quark_to_string(TP_ERROR), (err)->message);                             \
       if ((err)->code != (int)(code_))                                                     \
         TP_FAILF("error code %d, expected %d (%s): %s", (err)->code, (int)(code_), #code_, \
                  (err)->message);                                                          \

@@ -39,7 +39,8 @@ static bool meanpool_preset(const char *name, tp_model_config *c) {
  * turned into this model by changing model_type alone. */
 static bool meanpool_config_from_json(JsonObject *o, tp_model_config *c, GError **err) {
   meanpool_preset(presets[0], c);
-  const char *act = json_object_get_string_member_with_default(o, "activation", "gelu");
+  const char *act = NULL;
+  if (!tp_config_get_string(o, "activation", "gelu", &act, err)) return false;
   if (strcmp(act, "gelu") != 0) {
     g_set_error(err, TP_ERROR, TP_ERROR_FORMAT,
                 "activation \"%s\" is not supported by %s (only \"gelu\")", act,

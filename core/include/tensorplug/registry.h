@@ -4,7 +4,15 @@
  * build tree (only when libtensorplug itself runs from the build tree), then
  * the install folder (libdir/tensorplug). Never the current directory. A
  * plugin that fails (missing entry symbol, other ABI version, unresolvable
- * dependency) is recorded with the reason and the scan goes on. */
+ * dependency, a NULL required slot) is recorded with the reason and the scan
+ * goes on.
+ *
+ * Plugins are trusted code: loading one runs its constructors with the
+ * user's rights. Before anything is loaded, folders must be absolute paths,
+ * and each folder and file must be owned by the user or root and not be
+ * writable by other users (world, or a group other than the user's or
+ * root's); otherwise they are refused with the reason. A plugin refused
+ * after loading (ABI version, slots) has already run its constructors. */
 #pragma once
 #include <stdbool.h>
 #include <glib.h>
@@ -42,6 +50,12 @@ const char *const *tp_registry_dirs(const tp_registry *r);
 /* NULL with an error naming what was found when no loaded backend has that name. */
 const tp_backend_iface *tp_registry_find_backend(const tp_registry *r, const char *name,
                                                  GError **err);
+/* The collective plugin serving a backend's memory (NCCL for "cuda"), and its
+ * plugin name; NULL when none is loaded (the core then sums through host
+ * memory). */
+typedef struct tp_collective_iface tp_collective_iface;
+const tp_collective_iface *tp_registry_find_collective(const tp_registry *r, const char *backend,
+                                                       const char **name);
 /* The model plugin whose model_type or one of whose presets equals `name`. */
 const tp_model_iface *tp_registry_find_model(const tp_registry *r, const char *name, GError **err);
 

@@ -29,7 +29,8 @@ typedef struct tp_safetensors tp_safetensors;
 
 /* Maps and validates the whole file: header length within the file, JSON
  * well-formed, every dtype known, shape x dtype equal to its byte range,
- * ranges inside the data section, not overlapping. Errors name the file and
+ * ranges tiling the data section exactly (no gap, no overlap, nothing left
+ * over), no duplicate names. Errors name the file and
  * the tensor (TP_ERROR_FORMAT / TP_ERROR_IO). */
 tp_safetensors *tp_safetensors_open(const char *path, GError **err);
 /* The same validation over an in-memory buffer (kept referenced until close);

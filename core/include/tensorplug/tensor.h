@@ -58,6 +58,12 @@ bool tp_ctx_fused(const tp_ctx *ctx);
 /* Dropout masks come from (seed, a counter advanced by every dropout call). */
 void tp_ctx_set_rng(tp_ctx *ctx, uint64_t seed, uint64_t counter);
 uint64_t tp_ctx_rng_counter(const tp_ctx *ctx);
+/* The ops that follow compute rows [row0, row0 + rows) of a batch of
+ * batch_rows (a rank's share of a global batch, a micro-batch): dropout then
+ * takes the counters the whole batch would give those rows, so its masks do
+ * not depend on how a batch is split. Every tensor dropout sees must have
+ * the batch as its leading axis. rows = 0 (the default): a whole batch. */
+void tp_ctx_set_batch_share(tp_ctx *ctx, int64_t row0, int64_t rows, int64_t batch_rows);
 
 /* Forget the previous step's activations and tape. */
 void tp_ctx_begin_step(tp_ctx *ctx);

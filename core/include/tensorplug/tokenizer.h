@@ -1,8 +1,11 @@
-/* tensorplug/tokenizer.h — BERT uncased WordPiece, identical ids to Hugging
- * Face `tokenizers` reading tokenizer.json (BertNormalizer: clean text,
- * CJK spacing, lowercase, NFD + strip accents; BertPreTokenizer: whitespace
- * and punctuation split; WordPiece with "##", max 100 chars per word;
- * special tokens such as "[CLS]" in the text are matched as tokens).
+/* tensorplug/tokenizer.h — BERT-style WordPiece (BERT, DistilBERT, MPNet),
+ * identical ids to Hugging Face `tokenizers` reading tokenizer.json
+ * (BertNormalizer: clean text, CJK spacing, lowercase, NFD + strip accents;
+ * BertPreTokenizer: whitespace and punctuation split; WordPiece with "##",
+ * max 100 chars per word; added tokens such as "[CLS]" in the text are
+ * matched as tokens, in the raw text or, when "normalized": true like MPNet's
+ * "<unk>", in the normalized text; the start and end tokens of the
+ * post-processor: [CLS]/[SEP], or <s>/</s> for MPNet).
  * Invalid UTF-8: each invalid byte is replaced by U+FFFD before tokenizing
  * (documented in docs/tokenizer.md). */
 #pragma once
@@ -22,9 +25,11 @@ void tp_tokenizer_free(tp_tokenizer *tok);
 int tp_tokenizer_vocab_size(const tp_tokenizer *tok);
 int32_t tp_tokenizer_token_to_id(const tp_tokenizer *tok, const char *token); /* -1 if absent */
 const char *tp_tokenizer_id_to_token(const tp_tokenizer *tok, int32_t id);   /* NULL if out of range */
+/* The start and end tokens of a sequence: [CLS] and [SEP], or <s> and </s>. */
 int32_t tp_tokenizer_cls_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_sep_id(const tp_tokenizer *tok);
-int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok); /* -1 if the vocabulary has no [PAD] */
+/* tokenizer.json's padding.pad_id, else [PAD] (<pad> for MPNet); -1 if none. */
+int32_t tp_tokenizer_pad_id(const tp_tokenizer *tok);
 int32_t tp_tokenizer_unk_id(const tp_tokenizer *tok);
 
 /* Appends [CLS] ids... [SEP] of text[0..len) to out (a GArray of int32_t).
@@ -53,5 +58,9 @@ tp_token_seqs *tp_tokenizer_encode_batch_len(const tp_tokenizer *tok, const char
                                              const size_t *lens, int64_t n, int max_len,
                                              int threads);
 void tp_token_seqs_free(tp_token_seqs *s);
+
+/* Identifies the code that produced token ids: the version and the SHA-256
+ * of the tokenizer's sources at build time. Caches of ids are keyed by it. */
+const char *tp_tokenizer_code_id(void);
 
 G_END_DECLS

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <glib.h>
+#include "tensorplug/collective.h"
 #include "tensorplug/metrics.h"
 #include "tensorplug/model.h"
 #include "tensorplug/tokenizer.h"
@@ -30,6 +31,19 @@ typedef struct tp_train_options {
    * progress reports): the one host synchronisation steps may have. 0 = 0.5 s;
    * a tiny value reads back after every step. */
   double read_back_s;
+  /* Micro-batches per optimizer step (0 or 1: one). A step's batch is
+   * computed in grad_accum parts whose gradients add up: the same loss and
+   * gradients as the whole batch at once (up to summation order), in the
+   * memory of one part. */
+  int grad_accum;
+  /* The ranks of a data-parallel job (NULL: this process alone). batch stays
+   * the global batch: each rank computes a disjoint share of it (padded to
+   * the whole batch's longest sequence, with the dropout masks the whole
+   * batch would draw), gradients are summed over the ranks, and every rank
+   * takes the same optimizer step. Validation is shared out and summed. Only
+   * rank 0 calls the hooks (progress, save_best, checkpoint); every rank
+   * learns whether they succeeded. */
+  tp_collective *coll;
 } tp_train_options;
 
 /* Labelled token sequences: example i is seqs[i] with labels[i]. */
@@ -46,6 +60,7 @@ typedef struct tp_epoch_stats {
   double cpu_seconds; /* process CPU time of the training loop, all threads */
   int64_t steps, tokens;
   int64_t skipped_steps; /* cumulative steps skipped by the f16 loss scaler */
+  double sum_seconds;    /* time this rank spent summing gradients over the ranks */
 } tp_epoch_stats;
 
 typedef struct tp_progress {
@@ -72,6 +87,14 @@ typedef struct tp_eval_result {
 bool tp_evaluate(tp_model *m, tp_ctx *ctx, const tp_labelled *data, const guint *idx, guint n,
                  int eval_batch, float *probs, float *logits, tp_progress_fn progress,
                  void *user, const char *phase, tp_eval_result *out, GError **err);
+/* The same shared out over the ranks of coll (NULL: alone): rank r
+ * evaluates batches r, r + N, ... of the same batches, and the sums (loss,
+ * confusion, probs and logits rows) are added over the ranks, so every rank
+ * gets the whole result. Collective; only rank 0 reports progress. */
+bool tp_evaluate_on(tp_collective *coll, tp_model *m, tp_ctx *ctx, const tp_labelled *data,
+                    const guint *idx, guint n, int eval_batch, float *probs, float *logits,
+                    tp_progress_fn progress, void *user, const char *phase, tp_eval_result *out,
+                    GError **err);
 
 /* The training state that a checkpoint holds. */
 typedef struct tp_train_state {
@@ -86,7 +109,9 @@ typedef struct tp_train_state {
 void tp_train_state_init(tp_train_state *s);
 void tp_train_state_clear(tp_train_state *s);
 /* Writes member "history": [{epoch, loss, acc, val_loss, val_acc, seconds,
- * ms_per_step, tokens_per_s, steps, tokens}, ...] into an open object. */
+ * ms_per_step, tokens_per_s, cpu_seconds, steps, tokens, skipped_steps,
+ * sum_seconds}, ...]
+ * into an open object. */
 void tp_train_history_to_json(const tp_train_state *s, JsonBuilder *b);
 
 /* Hooks the caller provides: save the best weights when validation loss
@@ -95,6 +120,9 @@ typedef struct tp_train_hooks {
   bool (*save_best)(tp_model *m, tp_ctx *ctx, int epoch, void *user, GError **err);
   bool (*checkpoint)(tp_model *m, tp_ctx *ctx, const tp_train_state *s, void *user, GError **err);
   tp_progress_fn progress;
+  /* After each training step is queued (nothing read back): steps done so
+   * far over all epochs. May be NULL. */
+  void (*step_done)(int64_t steps_done, void *user);
   void *user;
 } tp_train_hooks;
 
@@ -119,9 +147,16 @@ bool tp_checkpoint_write(const char *dir, tp_model *m, tp_ctx *ctx, const tp_tra
 bool tp_checkpoint_read(const char *dir, tp_model *m, tp_ctx *ctx, tp_train_state *s,
                         JsonNode **extra, GError **err);
 
-/* Only the JSON the writer stored as `extra` (a run's options), without a
- * model: to rebuild the model a checkpoint belongs to. */
-JsonNode *tp_checkpoint_read_extra(const char *dir, GError **err);
+/* Reads only DIR/state.json (of DIR, else DIR.old) into *s and, when asked,
+ * *extra. Every field is checked — type, range, consistency (history entries
+ * = epochs_done, best_epoch <= epochs_done...) — and an error names the file
+ * and the field. Errors: TP_ERROR_IO when there is no checkpoint or it cannot
+ * be read, TP_ERROR_FORMAT when state.json is malformed. */
+bool tp_checkpoint_read_state(const char *dir, tp_train_state *s, JsonNode **extra,
+                              GError **err);
+/* The same checks over the bytes of a state.json (name stands for its path). */
+bool tp_train_state_parse(const char *data, gsize len, const char *name, tp_train_state *s,
+                          JsonNode **extra, GError **err);
 
 /* Moves folder tmp to dir, replacing dir's previous contents with at most a
  * moment where only dir.old exists (which readers fall back to). */

@@ -83,6 +83,7 @@ typedef struct tp_device_info {
   uint32_t gemm_compute;      /* TP_DTYPE_BIT of every compute type gemm accepts */
   uint32_t storage_dtypes;    /* TP_DTYPE_BIT of every element type kernels accept */
   char features[256];         /* extensions or libraries the backend uses ("VK_KHR_cooperative_matrix, ...") */
+  uint32_t max_head_dim;      /* largest head_dim the fused attention slot takes (0 = any) */
 } tp_device_info;
 
 typedef enum { TP_ADAM_KERAS = 0, TP_ADAM_W = 1 } tp_adam_mode;
@@ -300,6 +301,15 @@ typedef struct tp_kernels {
   void (*cast)(tp_backend_dev *d, tp_mem y, tp_dtype ydt, tp_mem x, tp_dtype xdt, int64_t n);
 } tp_kernels;
 
+/* What `native` gives. Work queued on `queue` by the library runs in order
+ * with the backend's own (upload, kernels, copy, download). */
+typedef struct tp_native_mem {
+  const char *api; /* "cuda" */
+  int device;      /* the API's device ordinal (cudaSetDevice) */
+  void *queue;     /* the device's in-order queue (cudaStream_t) */
+  void *ptr;       /* the device address of m's byte m.off */
+} tp_native_mem;
+
 typedef struct tp_backend_iface {
   size_t struct_size; /* sizeof(tp_backend_iface) the plugin was built with */
 
@@ -350,6 +360,12 @@ typedef struct tp_backend_iface {
    * (out and lse as it wrote them). */
   void (*attention_bwd)(tp_backend_dev *d, const tp_attention_args *a, tp_mem dout, tp_mem dq,
                         tp_mem dk, tp_mem dv, tp_mem dbias);
+
+  /* Native handles, for libraries that work on the device's memory
+   * directly (a collective plugin: NCCL, tensorplug/collective_iface.h):
+   * fills out for m and returns TRUE; FALSE when the backend has none.
+   * m.buf NULL asks for the device and queue only (ptr NULL). */
+  bool (*native)(tp_backend_dev *d, tp_mem m, tp_native_mem *out);
 
   /* The compute type of matrix products this device trains fastest in, of
    * those accurate enough to train with (TP_F32 or TP_BF16): what

@@ -17,14 +17,18 @@ extern "C" {
 #define TP_PLUGIN_ABI_VERSION 2u
 #define TP_PLUGIN_ENTRY_SYMBOL "tp_plugin_entry"
 
-typedef enum { TP_PLUGIN_BACKEND = 1, TP_PLUGIN_MODEL = 2 } tp_plugin_kind;
+typedef enum {
+  TP_PLUGIN_BACKEND = 1,
+  TP_PLUGIN_MODEL = 2,
+  TP_PLUGIN_COLLECTIVE = 3, /* device collectives (NCCL): tensorplug/collective_iface.h */
+} tp_plugin_kind;
 
 typedef struct tp_plugin {
   uint32_t abi_version; /* TP_PLUGIN_ABI_VERSION the plugin was built against */
   uint32_t kind;        /* tp_plugin_kind */
   const char *name;     /* "cpu", "cuda", "vulkan", "bert", ... */
   const char *version;  /* the plugin's own version string */
-  const void *iface;    /* tp_backend_iface* or tp_model_iface* by kind */
+  const void *iface;    /* tp_backend_iface*, tp_model_iface* or tp_collective_iface* by kind */
 } tp_plugin;
 
 typedef const tp_plugin *(*tp_plugin_entry_fn)(void);
