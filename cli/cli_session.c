@@ -93,7 +93,8 @@ int64_t tp_cli_longest(const tp_token_seqs *seqs) {
 
 bool tp_cli_check_step_memory(const tp_cli_session *s, int64_t batch, int64_t seq, bool training,
                               const char *batch_option, GError **err) {
-  uint64_t bytes = tp_model_step_bytes(&s->model->cfg, batch, seq, training);
+  uint64_t bytes = tp_model_step_bytes(&s->model->cfg, batch, seq, training,
+                                       tp_model_attention_fused(&s->model->cfg, s->be));
   uint64_t avail = tp_memory_device_available(s->be);
   /* the CPU's available memory is read live (the parameters are already in
    * use); a GPU reports its total, from which the parameters are taken */

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "tensorplug/backend.h"
 #include "tensorplug/error.h"
 #include "tensorplug/fileio.h"
 #include "tensorplug/memory.h"
@@ -355,18 +356,26 @@ bool tp_model_resolve(tp_registry *reg, const tp_model_source *src, const tp_mod
 /* ---- model objects ---- */
 
 uint64_t tp_model_step_bytes(const tp_model_config *c, int64_t batch, int64_t seq,
-                            bool training) {
+                            bool training, bool fused_attention) {
   /* Activations a step keeps in the arena, in floats per token: the
    * embeddings (about 8 H), then per layer Q, K, V and their per-head copies,
    * context, output, residuals and norms (about 16 H), the FFN (2 F), and the
-   * scores, softmax and dropout of every head (3 x heads x T). Backward
+   * scores, softmax and dropout of every head (3 x heads x T; none with a
+   * fused attention, which keeps only its output and lse). Backward
    * allocates about as much again for the gradients of these activations.
    * Measured against the arena of BERT steps it is an upper bound within
    * 2.5x (docs/architecture.md). */
-  uint64_t h = (uint64_t)c->hidden, per_layer = 16 * h + 2 * (uint64_t)c->ffn +
-                                                 3 * (uint64_t)c->heads * (uint64_t)seq;
+  uint64_t scores = fused_attention ? 0 : 3 * (uint64_t)c->heads * (uint64_t)seq;
+  uint64_t h = (uint64_t)c->hidden, per_layer = 16 * h + 2 * (uint64_t)c->ffn + scores;
   uint64_t per_token = 8 * h + (uint64_t)c->layers * per_layer * (training ? 2 : 1);
   return per_token * (uint64_t)batch * (uint64_t)seq * sizeof(float);
+}
+
+bool tp_model_attention_fused(const tp_model_config *c, tp_backend *be) {
+  uint32_t hd = c->heads > 0 ? (uint32_t)(c->hidden / c->heads) : 0;
+  return TP_IFACE_HAS(be->iface, attention_fwd) && TP_IFACE_HAS(be->iface, attention_bwd) &&
+         (be->info.max_head_dim == 0 || hd <= be->info.max_head_dim) &&
+         tp_backend_binding_limit(be) == UINT64_MAX;
 }
 
 /* Parameters, gradients and both Adam moments: four buffers of the same

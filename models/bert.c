@@ -150,9 +150,13 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
                        c->layer_norm_eps, 0.0f);
   x = tp_dropout(ctx, x, c->hidden_dropout);
   /* With much padding, the position-wise layers run on the real tokens only
-   * (x [N, H]); attention sees them at their padded places. */
+   * (x [N, H]); attention sees them at their padded places. Not while
+   * dropout draws masks: packed rows would take other counters than their
+   * padded places, and the masks of a batch split into micro-batches or
+   * ranks (tp_ctx_set_batch_share) must not depend on the split. */
+  bool drops = tp_ctx_training(ctx) && (c->hidden_dropout > 0 || c->attention_dropout > 0);
   tp_pack pk;
-  bool packed = tp_pack_plan(ctx, mask, TP_PACK_MAX_FILL, &pk);
+  bool packed = !drops && tp_pack_plan(ctx, mask, TP_PACK_MAX_FILL, &pk);
   if (packed) x = tp_gather_rows(ctx, x, pk.rows);
   for (int l = 0; l < c->layers; l++) {
 #define L(s) P("bert.encoder.layer.%d.%s", l, s)

@@ -705,6 +705,12 @@ static void attention_case(GRand *r, int B, int Tq, int T, int heads, int hd, bo
     tp_ctx_free(c);
   }
   static const char *const names[5] = {"out", "dq", "dk", "dv", "dbias"};
+  /* At half precision the CPU's fused slot (also behind bindcheck) rounds
+   * exactly the operands the composition rounds; a GPU kernel rounds its own
+   * intermediates (P, dS) and is held to a few units of the type instead. */
+  bool same_rounding = compute == TP_F32 || !strcmp(BE[1]->name, "cpu") ||
+                       !strcmp(BE[1]->name, "bindcheck");
+  double tol = same_rounding ? TOL_RED : compute == TP_BF16 ? 1e-2 : 2e-3;
   for (int i = 0; i < 5; i++) {
     if (!res[0][i] || !res[1][i]) continue;
     double diff = 0, ref = 0;
@@ -712,7 +718,7 @@ static void attention_case(GRand *r, int B, int Tq, int T, int heads, int hd, bo
       diff = fmax(diff, fabs((double)res[1][i][j] - res[0][i][j]));
       ref = fmax(ref, fabs((double)res[0][i][j]));
     }
-    if (!(diff <= TOL_RED * fmax(ref, 1e-30)))
+    if (!(diff <= tol * fmax(ref, 1e-30)))
       TP_FAILF("attention B=%d Tq=%d T=%d nh=%d hd=%d bias=%d p=%g %s on %s: %s rel %.3g", B, Tq,
                T, heads, hd, with_bias, dropout, tp_dtype_name(compute), BE[1]->name, names[i],
                diff / ref);
@@ -741,8 +747,9 @@ TP_TEST(BackendOps, AttentionFusedOrComposed) {
   g_rand_free(r);
 }
 
-/* The products at half precision: the fused slot rounds the operands the
- * composed path's matmuls round (Q, K, V, P', dO, dS). */
+/* The products at half precision: the CPU's fused slot rounds the operands
+ * the composed path's matmuls round (Q, K, V, P', dO, dS); other backends'
+ * within a few units of the type. */
 TP_TEST(BackendOps, AttentionHalfCompute) {
   SETUP();
   GRand *r = g_rand_new_with_seed(18);

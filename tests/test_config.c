@@ -230,7 +230,8 @@ TP_TEST(Memory, StepEstimateIsAnUpperBoundWithin2p5TimesTheArena) {
       tp_model *m = tp_model_new(iface, &cfg, ctx, 1, &err);
       TP_ASSERT_NO_ERROR(err);
       double arena = measured_step_bytes(ctx, m, cases[i].batch, cases[i].seq, training);
-      double est = (double)tp_model_step_bytes(&cfg, cases[i].batch, cases[i].seq, training);
+      double est = (double)tp_model_step_bytes(&cfg, cases[i].batch, cases[i].seq, training,
+                                               tp_model_attention_fused(&cfg, be));
       printf("%s %d layers, hidden %d, %d heads, FFN %d, %d x %d tokens, %s: estimate %.1f MB, "
              "arena %.1f MB\n", cases[i].model, cases[i].layers, cases[i].hidden, cases[i].heads,
              cases[i].ffn, cases[i].batch, cases[i].seq, training ? "training" : "forward",

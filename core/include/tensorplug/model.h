@@ -120,9 +120,15 @@ double tp_model_flops(const tp_model_config *cfg, int64_t batch, int64_t seq, bo
 /* An estimate (an upper bound within 2.5x) of the activation memory one
  * step of batch x seq tokens takes on top of the parameters: forward only,
  * or forward and backward when training. Sizes are those tp_model_config_check
- * accepts, so the result cannot overflow for batch and seq below 2^20. */
+ * accepts, so the result cannot overflow for batch and seq below 2^20.
+ * fused_attention: the backend's fused attention serves the model
+ * (tp_model_attention_fused), so no [heads, T, T] scores are kept. */
 uint64_t tp_model_step_bytes(const tp_model_config *cfg, int64_t batch, int64_t seq,
-                             bool training);
+                             bool training, bool fused_attention);
+/* Whether be runs this model's attention in its fused slot whatever the
+ * batch (both slots, the head size within max_head_dim, no binding limit
+ * that could make the core compose it). */
+bool tp_model_attention_fused(const tp_model_config *cfg, tp_backend *be);
 
 /* Where a command's model comes from (`--model`, `--weights`, `--init`). */
 typedef struct tp_model_source {
