@@ -54,4 +54,8 @@ for d in $dirs; do
     cp "$r" "$out/results/$(basename "$d")/$name.json"
   done
 done
+# No machine paths in committed files: results record the folders they ran in.
+shared=$(cd ../shared 2>/dev/null && pwd -P || echo ../shared)
+find "$out" -type f \( -name '*.json' -o -name '*.md' -o -name '*.csv' -o -name '*.svg' \) \
+  -exec sed -i -e "s|$here/\.\./shared|../shared|g" -e "s|$shared|../shared|g" -e "s|$here/||g" {} +
 echo "homework-minilm.sh: report in runs/minilm-report/report.html; copied to $out/"
