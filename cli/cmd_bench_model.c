@@ -267,8 +267,9 @@ static void print_table(const bench_model_opts *o, GArray *rows, const char *mod
   for (guint i = 0; i < rows->len; i++) {
     const bench_row *r = &g_array_index(rows, bench_row, i);
     if (r->why_not) {
-      printf("| %s | %s | - | - | - | - | - | unavailable: %s | - | - |\n", r->backend,
-             r->device ? r->device : "-", r->why_not);
+      /* the reason where the device's name would be */
+      printf("| %s | unavailable: %s%s%s | - | - | - | - | - | - | - | - |\n", r->backend,
+             r->device ? r->device : "", r->device ? ": " : "", r->why_not);
       continue;
     }
     char *tok = tp_cli_thousands((int64_t)llround(r->tokens_per_s));
