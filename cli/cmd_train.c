@@ -413,8 +413,8 @@ static void put_distributed(JsonBuilder *b, tp_collective *coll, const char *how
 
 static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_cli_session *s,
                               const tp_dataset *d, const tp_split *sp, const tp_train_state *st,
-                              const tp_eval_result *test, double elapsed, double tok_s,
-                              tp_collective *coll, const char *how) {
+                              const tp_eval_result *test, double elapsed, int resumed_after,
+                              double tok_s, tp_collective *coll, const char *how) {
   JsonBuilder *b = json_builder_new();
   json_builder_begin_object(b);
   json_builder_set_member_name(b, "config");
@@ -472,7 +472,9 @@ static JsonNode *results_json(const train_cfg *c, JsonNode *cfg_json, const tp_c
   put_dbl(b, "seconds", test->seconds);
   json_builder_end_object(b);
   put_dbl(b, "tokenize_tokens_per_s", tok_s);
+  /* this process's wall time: a resumed run's earlier processes are not in it */
   put_dbl(b, "elapsed_s", elapsed);
+  put_int(b, "resumed_after_epoch", resumed_after);
   (void)c;
   json_builder_end_object(b);
   JsonNode *n = json_builder_get_root(b);
@@ -877,6 +879,7 @@ static int run(train_cfg *c, const tp_cli_optset *set, ranks *r) {
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
   bool done_already = ok && (st.epochs_done >= c->epochs || st.stopped_early);
+  int resumed_after = st.epochs_done; /* 0 unless --resume */
   if (ok && !done_already)
     ok = tp_train(s.model, s.ctx, &to, &data, sp.train, sp.n_train, sp.val, sp.n_val, &st, &hooks, &err);
   sigaction(SIGINT, &old_int, NULL);
@@ -898,8 +901,8 @@ static int run(train_cfg *c, const tp_cli_optset *set, ranks *r) {
                               NULL, NULL, on_progress, &rx, "test", &test, &err);
   if (ok && lead) {
     double elapsed = (double)(g_get_monotonic_time() - t0) / 1e6;
-    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, tok_s, r->coll,
-                                 r->how);
+    JsonNode *res = results_json(c, cfg_json, &s, d, &sp, &st, &test, elapsed, resumed_after,
+                                 tok_s, r->coll, r->how);
     char *rp = g_build_filename(c->out, "results.json", NULL);
     ok = tp_cli_write_json(rp, res, &err);
     json_node_unref(res);

@@ -180,6 +180,10 @@ tp_run_result *tp_run_result_load(const char *dir, GError **err) {
   }
   r->s_per_epoch = n ? r->train_s / n : NAN;
   read_sweep_info(r);
+  double resumed = num(o, "resumed_after_epoch");
+  if (!r->note && isfinite(resumed) && resumed > 0)
+    r->note = g_strdup_printf("resumed after epoch %.0f: total time counts the last process "
+                              "only", resumed);
 out:
   g_object_unref(p);
   g_free(path);

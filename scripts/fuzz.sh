@@ -39,7 +39,7 @@ for t in "${targets[@]}"; do
     -rss_limit_mb=2560 -max_len=65536 -print_final_stats=1 -artifact_prefix="$art/" \
     ${dict:+-dict=$dict} >"$art.log" 2>&1
   rc=$?
-  grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb)" "$art.log" | tr '\n' ' '
+  grep -E "^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)" "$art.log" | tr '\n' ' '
   echo
   if [ $rc -ne 0 ] || ls "$art"/crash-* "$art"/leak-* "$art"/timeout-* "$art"/oom-* >/dev/null 2>&1; then
     echo "$t FOUND SOMETHING (exit $rc): see $art.log and $art/"

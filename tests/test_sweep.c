@@ -499,6 +499,9 @@ TP_TEST(Sweep, KilledDuringTheSecondRunResumesWithoutRepeatingTheFirst) {
   for (guint i = 0; i < rows->len; i++) {
     char **row = g_ptr_array_index(rows, i);
     TP_CHECK(atoi(row[col(h, "best_epoch")]) >= 1);
+    /* only the resumed run says its total time is its last process's */
+    bool resumed = strcmp(row[col(h, "run")], "lr-1e-3") == 0;
+    TP_CHECK(g_str_has_prefix(row[col(h, "note")], "resumed after epoch ") == resumed);
   }
   char *sj = g_build_filename(dir, "sweep.json", NULL);
   JsonObject *so = NULL;
