@@ -186,6 +186,14 @@ TP_TEST(CpuPlugin, ProbeDescribesTheMachine) {
   TP_CHECK(info[0].memory_bytes > 0);
   TP_CHECK(info[0].compute_units >= 1);
   TP_CHECK(!info[0].is_software);
+  /* a forced kernel variant (the cpu_kernels_<isa> suites) is the one in use */
+  const char *isa = g_getenv("TENSORPLUG_CPU_ISA");
+  if (isa && *isa) {
+    char *want = g_strdup_printf("kernels %s;", isa);
+    if (!strstr(info[0].description, want))
+      TP_FAILF("TENSORPLUG_CPU_ISA=%s but the probe says: %s", isa, info[0].description);
+    g_free(want);
+  }
 }
 
 TP_TEST(CpuPlugin, OpenValidatesIndexAndThreads) {
