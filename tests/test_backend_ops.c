@@ -326,6 +326,11 @@ TP_TEST(BackendOps, EmbeddingIdOutsideTheTableIsAnError) {
   TP_CHECK(!tp_backend_sync(BE[1], &err));
   TP_CHECK(err != NULL && err->code == TP_ERROR_INVALID_ARGUMENT);
   g_clear_error(&err);
+  /* backward scatters into the table: the same id must not be written */
+  tp_k_embedding_bwd(BE[1], pm(table, 1), pm(out, 1), pm(id, 1), 3, 5, 7);
+  TP_CHECK(!tp_backend_sync(BE[1], &err));
+  TP_CHECK(err != NULL && err->code == TP_ERROR_INVALID_ARGUMENT);
+  g_clear_error(&err);
   pr_free(table);
   pr_free(id);
   pr_free(out);
