@@ -12,7 +12,7 @@ echo "== Installing build dependencies"
 $sudo apt-get update -q
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
   build-essential meson ninja-build pkg-config ca-certificates curl python3 \
-  libglib2.0-dev libjson-glib-dev libopenblas-openmp-dev libgtest-dev
+  libglib2.0-dev libjson-glib-dev libopenblas-openmp-dev libdnnl-dev libgtest-dev
 
 echo "== Building"
 [ -d build ] || meson setup build -Dbuildtype=release -Dtests=false
