@@ -14,6 +14,7 @@
 #include "tensorplug/ops.h"
 #include "tensorplug/train.h"
 #include "tp_test.h"
+#include "tp_test_synth.h"
 
 static tp_backend *open_backend(const char *name, bool caps) {
   char *saved[2] = {NULL, NULL};
@@ -59,47 +60,6 @@ static bool preset(const char *name, tp_model_config *cfg, const tp_model_iface 
 
 /* ---- a tiny model on synthetic data: the label is whether token 7 occurs ---- */
 
-typedef struct synth {
-  tp_token_seqs seqs;
-  int *labels;
-  guint *train, *val;
-  guint n_train, n_val;
-} synth;
-
-static void synth_make(synth *s, guint n_train, guint n_val) {
-  GRand *r = g_rand_new_with_seed(42);
-  guint n = n_train + n_val;
-  s->seqs.n = n;
-  s->seqs.offsets = g_new(int64_t, n + 1);
-  s->seqs.ids = g_new(int32_t, (int64_t)n * 24);
-  s->labels = g_new(int, n);
-  s->seqs.offsets[0] = 0;
-  for (guint i = 0; i < n; i++) {
-    int len = g_rand_int_range(r, 3, 24);
-    int32_t *ids = s->seqs.ids + s->seqs.offsets[i];
-    ids[0] = 2; /* a [CLS]-like first token */
-    s->labels[i] = (int)(i % 2);
-    for (int j = 1; j < len; j++) ids[j] = g_rand_int_range(r, 8, 100);
-    if (s->labels[i]) ids[g_rand_int_range(r, 1, len)] = 7;
-    s->seqs.offsets[i + 1] = s->seqs.offsets[i] + len;
-  }
-  s->train = g_new(guint, n_train);
-  s->val = g_new(guint, n_val);
-  for (guint i = 0; i < n_train; i++) s->train[i] = i;
-  for (guint i = 0; i < n_val; i++) s->val[i] = n_train + i;
-  s->n_train = n_train;
-  s->n_val = n_val;
-  g_rand_free(r);
-}
-
-static void synth_clear(synth *s) {
-  g_free(s->seqs.offsets);
-  g_free(s->seqs.ids);
-  g_free(s->labels);
-  g_free(s->train);
-  g_free(s->val);
-}
-
 static tp_model *tiny_model(tp_ctx *ctx) {
   tp_model_config cfg;
   const tp_model_iface *iface;
@@ -130,8 +90,8 @@ static void on_progress(const tp_progress *p, void *user) {
 static int64_t train_syncs(double read_back_s, int64_t *steps) {
   tp_backend *be = backend(1);
   if (!be) return -1;
-  synth s;
-  synth_make(&s, 96, 16);
+  tp_test_synth s;
+  tp_test_synth_make(&s, 96, 16);
   GError *err = NULL;
   tp_ctx *ctx = tp_ctx_new(be, &err);
   tp_model *m = tiny_model(ctx);
@@ -154,7 +114,7 @@ static int64_t train_syncs(double read_back_s, int64_t *steps) {
   tp_train_state_clear(&st);
   tp_model_free(m);
   tp_ctx_free(ctx);
-  synth_clear(&s);
+  tp_test_synth_clear(&s);
   return n;
 }
 
@@ -174,8 +134,8 @@ TP_TEST(BackendTrain, AtMostOneHostSyncPerStep) {
 /* ---- the same epoch on the CPU and on the backend under test ---- */
 
 static double epoch_val_loss(tp_backend *be, double *train_loss) {
-  synth s;
-  synth_make(&s, 64, 32);
+  tp_test_synth s;
+  tp_test_synth_make(&s, 64, 32);
   GError *err = NULL;
   tp_ctx *ctx = tp_ctx_new(be, &err);
   tp_model *m = tiny_model(ctx);
@@ -195,7 +155,7 @@ static double epoch_val_loss(tp_backend *be, double *train_loss) {
   tp_train_state_clear(&st);
   tp_model_free(m);
   tp_ctx_free(ctx);
-  synth_clear(&s);
+  tp_test_synth_clear(&s);
   return v;
 }
 

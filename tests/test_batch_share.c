@@ -15,6 +15,7 @@
 #include "tensorplug/ops.h"
 #include "tensorplug/train.h"
 #include "tp_test.h"
+#include "tp_test_synth.h"
 
 static tp_backend *cpu(void) {
   static tp_backend *be;
@@ -157,48 +158,6 @@ TP_TEST(BatchShare, AttentionDropoutDrawsTheWholeBatchMasks) {
 
 /* ---- training in micro-batches ---- */
 
-typedef struct synth {
-  tp_token_seqs seqs;
-  int *labels;
-  guint *train, *val;
-  guint n_train, n_val;
-} synth;
-
-/* The label is whether token 7 occurs; lengths vary (padding matters). */
-static void synth_make(synth *s, guint n_train, guint n_val) {
-  GRand *r = g_rand_new_with_seed(42);
-  guint n = n_train + n_val;
-  s->seqs.n = n;
-  s->seqs.offsets = g_new(int64_t, n + 1);
-  s->seqs.ids = g_new(int32_t, (int64_t)n * 24);
-  s->labels = g_new(int, n);
-  s->seqs.offsets[0] = 0;
-  for (guint i = 0; i < n; i++) {
-    int len = g_rand_int_range(r, 3, 24);
-    int32_t *ids = s->seqs.ids + s->seqs.offsets[i];
-    ids[0] = 2;
-    s->labels[i] = (int)(i % 2);
-    for (int j = 1; j < len; j++) ids[j] = g_rand_int_range(r, 8, 100);
-    if (s->labels[i]) ids[g_rand_int_range(r, 1, len)] = 7;
-    s->seqs.offsets[i + 1] = s->seqs.offsets[i] + len;
-  }
-  s->train = g_new(guint, n_train);
-  s->val = g_new(guint, n_val);
-  for (guint i = 0; i < n_train; i++) s->train[i] = i;
-  for (guint i = 0; i < n_val; i++) s->val[i] = n_train + i;
-  s->n_train = n_train;
-  s->n_val = n_val;
-  g_rand_free(r);
-}
-
-static void synth_clear(synth *s) {
-  g_free(s->seqs.offsets);
-  g_free(s->seqs.ids);
-  g_free(s->labels);
-  g_free(s->train);
-  g_free(s->val);
-}
-
 static tp_model *tiny_model(tp_ctx *ctx) {
   GError *err = NULL;
   const tp_model_iface *iface = tp_registry_find_model(tp_registry_get_default(),
@@ -232,8 +191,8 @@ static void run_out_clear(run_out *r) {
 static bool train_once(int batch, int accum, tp_collective *coll, double read_back_s,
                        run_out *out) {
   memset(out, 0, sizeof *out);
-  synth s;
-  synth_make(&s, 70, 24);
+  tp_test_synth s;
+  tp_test_synth_make(&s, 70, 24);
   GError *err = NULL;
   tp_ctx *ctx = tp_ctx_new(cpu(), &err);
   tp_model *m = tiny_model(ctx);
@@ -266,7 +225,7 @@ static bool train_once(int batch, int accum, tp_collective *coll, double read_ba
   tp_train_state_clear(&st);
   tp_model_free(m);
   tp_ctx_free(ctx);
-  synth_clear(&s);
+  tp_test_synth_clear(&s);
   return ok;
 }
 
