@@ -9,8 +9,9 @@ multiply-adds of the matrix products of one epoch twice:
   * as tensorplug computes them: the last layer's queries, attention output
     and feed-forward for the [CLS] row only (keys and values over every
     token), the position-wise layers over the real tokens only when a batch
-    is under 90% full (packing, TP_PACK_MAX_FILL), attention over the keys up
-    to each entry's last real token.
+    is under 90% full (packing, TP_PACK_MAX_FILL) and the run has no dropout
+    (--no-dropout: training with dropout does not pack), attention over the
+    keys up to each entry's last real token.
 Forward + backward = 3x the forward products (dW and dX each as large as the
 forward one). The ratio peer / tensorplug is the speed-up the arithmetic
 alone gives; a measured ratio above it is engine.
@@ -43,6 +44,8 @@ def main():
     ap.add_argument("--run", required=True, help="a tensorplug run folder (results.json, split/)")
     ap.add_argument("--data", action="append")
     ap.add_argument("--out")
+    ap.add_argument("--no-dropout", dest="dropout", action="store_false",
+                    help="the run trained without dropout (then batches under 90%% full pack)")
     a = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -65,7 +68,9 @@ def main():
             B, T, n = len(ls), max(ls), sum(ls)
             full = B * T
             peer += L * layer_flops(full, full, H, F, full * T)
-            pack = n <= PACK_MAX_FILL * full
+            # training with dropout does not pack (docs/architecture.md): the
+            # packed rows would draw other dropout counters than padded ones
+            pack = not a.dropout and n <= PACK_MAX_FILL * full
             packed_batches += pack
             rows = n if pack else full
             keys = sum(T * l for l in ls)  # every query row of the entry, its live keys
