@@ -187,6 +187,22 @@ CPU_VARIANTS(layernorm_bwd_row,
              (float *restrict dx, float *restrict pg, float *restrict pb, const float *restrict dy, const float *restrict x, float mu, float rs, const float *restrict gamma, float *restrict tmp, int cols),
              (dx, pg, pb, dy, x, mu, rs, gamma, tmp, cols))
 
+/* dgamma, dbeta += the per-chunk partials part[ch] = {gamma [cols], beta
+ * [cols]}, summed in chunk order (the same for any thread count); called
+ * inside a parallel region, it splits the columns across its threads. */
+static void gamma_beta_sum(float *dg, float *db, const float *part, int64_t chunks, int cols) {
+#pragma omp for schedule(static)
+  for (int c = 0; c < cols; c++) {
+    float sg = 0.0f, sb = 0.0f;
+    for (int64_t ch = 0; ch < chunks; ch++) {
+      sg += part[(size_t)ch * 2 * cols + c];
+      sb += part[(size_t)ch * 2 * cols + cols + c];
+    }
+    dg[c] += sg;
+    db[c] += sb;
+  }
+}
+
 void cpu_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem dbeta, tp_mem dy,
                        tp_mem x, tp_mem mean, tp_mem rstd, tp_mem gamma, int rows, int cols) {
   if (rows <= 0 || cols <= 0) return;
@@ -213,17 +229,7 @@ void cpu_layernorm_bwd(tp_backend_dev *d, tp_mem dx, tp_mem dgamma, tp_mem dbeta
       }
     }
     g_free(tmp);
-    /* chunk partials in chunk order, columns split across threads */
-#pragma omp for schedule(static)
-    for (int c = 0; c < cols; c++) {
-      float sg = 0.0f, sb = 0.0f;
-      for (int ch = 0; ch < chunks; ch++) {
-        sg += part[(size_t)ch * 2 * cols + c];
-        sb += part[(size_t)ch * 2 * cols + cols + c];
-      }
-      dg[c] += sg;
-      db[c] += sb;
-    }
+    gamma_beta_sum(dg, db, part, chunks, cols);
   }
   g_free(part);
 }
@@ -1244,16 +1250,7 @@ void cpu_add_layernorm_bwd(tp_backend_dev *d, const tp_add_ln_args *a, tp_mem dy
       }
     }
     g_free(tmp);
-#pragma omp for schedule(static)
-    for (int c = 0; c < cols; c++) {
-      float sg = 0.0f, sb = 0.0f;
-      for (int64_t ch = 0; ch < chunks; ch++) {
-        sg += part[(size_t)ch * 2 * cols + c];
-        sb += part[(size_t)ch * 2 * cols + cols + c];
-      }
-      dg[c] += sg;
-      dbe[c] += sb;
-    }
+    gamma_beta_sum(dg, dbe, part, chunks, cols);
   }
   g_free(part);
 }
