@@ -362,12 +362,14 @@ uint64_t tp_model_step_bytes(const tp_model_config *c, int64_t batch, int64_t se
    * context, output, residuals and norms (about 16 H), the FFN (2 F), and the
    * scores, softmax and dropout of every head (3 x heads x T; none with a
    * fused attention, which keeps only its output and lse). Backward
-   * allocates about as much again for the gradients of these activations.
-   * Measured against the arena of BERT steps it is an upper bound within
+   * allocates about as much again for the gradients of these activations;
+   * inference keeps one layer at a time (tp_ctx_release). Measured against the arena of BERT steps it is an upper bound within
    * 2.5x (docs/architecture.md). */
   uint64_t scores = fused_attention ? 0 : 3 * (uint64_t)c->heads * (uint64_t)seq;
   uint64_t h = (uint64_t)c->hidden, per_layer = 16 * h + 2 * (uint64_t)c->ffn + scores;
-  uint64_t per_token = 8 * h + (uint64_t)c->layers * per_layer * (training ? 2 : 1);
+  /* inference gives each layer's activations back (tp_ctx_release): one
+   * layer at a time, and its output moved */
+  uint64_t per_token = 8 * h + (training ? (uint64_t)c->layers * per_layer * 2 : per_layer + h);
   return per_token * (uint64_t)batch * (uint64_t)seq * sizeof(float);
 }
 

@@ -34,7 +34,9 @@ struct tp_ctx {
   size_t used;    /* bytes used in chunks[cur] */
   bool spilled;
   guint base_chunks; /* chunks at the start of the step; later ones are spills */
-  size_t step_bytes; /* bytes asked for this step */
+  size_t step_bytes; /* most bytes in use at once this step */
+  size_t live;       /* bytes in use now (less than asked after tp_ctx_release) */
+  uint64_t step_id;  /* tells a mark of this step from an older one */
 
   /* Host objects of this step: tensors and tape nodes. */
   GPtrArray *host_objs; /* g_free'd at each step */
@@ -189,6 +191,8 @@ void tp_ctx_begin_step(tp_ctx *c) {
   c->cur = 0;
   c->used = 0;
   c->step_bytes = 0;
+  c->live = 0;
+  c->step_id++;
 }
 
 bool tp_ctx_ok(const tp_ctx *c) { return c->error == NULL; }
@@ -225,7 +229,8 @@ static tp_mem arena_alloc(tp_ctx *c, size_t bytes) {
   size_t align = MAX((size_t)ARENA_ALIGN, (size_t)c->be->info.offset_align);
   size_t sz = (bytes + align - 1) / align * align;
   if (sz == 0) sz = align;
-  c->step_bytes += sz;
+  c->live += sz;
+  c->step_bytes = MAX(c->step_bytes, c->live);
   while (c->cur < c->chunks->len) {
     arena_chunk *ch = &g_array_index(c->chunks, arena_chunk, c->cur);
     if (c->used + sz <= ch->cap) {
@@ -257,6 +262,54 @@ static tp_mem arena_alloc(tp_ctx *c, size_t bytes) {
   c->used = sz;
   m.buf = b;
   return m;
+}
+
+static tp_tensor *tensor_struct(tp_ctx *c, tp_dtype dt, int ndim, const int64_t *shape);
+
+tp_arena_mark tp_ctx_mark(const tp_ctx *c) {
+  return (tp_arena_mark){.step = c->step_id, .chunk = c->cur, .used = c->used, .live = c->live};
+}
+
+/* Where t's bytes start in allocation order: (chunk, offset), or FALSE when
+ * they are not in the arena (parameters). */
+static bool arena_place(const tp_ctx *c, const tp_tensor *t, guint *chunk, size_t *off) {
+  for (guint i = 0; i < c->chunks->len; i++)
+    if (g_array_index(c->chunks, arena_chunk, i).buf == t->mem.buf) {
+      *chunk = i;
+      *off = t->mem.off;
+      return true;
+    }
+  return false;
+}
+
+tp_tensor *tp_ctx_release(tp_ctx *c, tp_arena_mark m, tp_tensor *keep) {
+  if (c->record || c->error || !keep || m.step != c->step_id) return keep;
+  guint kc;
+  size_t ko;
+  bool in_arena = arena_place(c, keep, &kc, &ko);
+  guint cur = c->cur;
+  size_t used = c->used, live = c->live;
+  c->cur = m.chunk;
+  c->used = m.used;
+  c->live = m.live;
+  if (!in_arena || kc < m.chunk || (kc == m.chunk && ko < m.used)) return keep; /* older */
+  tp_tensor *t = tensor_struct(c, keep->dtype, keep->ndim, keep->shape);
+  size_t n = tp_tensor_nbytes(keep);
+  if (t) t->mem = arena_alloc(c, n);
+  if (!t || c->error) return NULL;
+  if (t->mem.buf == keep->mem.buf && t->mem.off + n > keep->mem.off) {
+    /* The kept bytes would overlap their new place: keep everything. */
+    c->cur = cur;
+    c->used = used;
+    c->live = live;
+    return keep;
+  }
+  GError *e = NULL;
+  if (n > 0 && !tp_backend_copy(c->be, t->mem, keep->mem, n, &e)) {
+    tp_ctx_fail(c, e);
+    return NULL;
+  }
+  return t;
 }
 
 static tp_tensor *tensor_struct(tp_ctx *c, tp_dtype dt, int ndim, const int64_t *shape) {

@@ -159,6 +159,7 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
   bool packed = !drops && tp_pack_plan(ctx, mask, TP_PACK_MAX_FILL, &pk);
   if (packed) x = tp_gather_rows(ctx, x, pk.rows);
   for (int l = 0; l < c->layers; l++) {
+    tp_arena_mark layer_start = tp_ctx_mark(ctx);
 #define L(s) P("bert.encoder.layer.%d.%s", l, s)
     /* The head reads only [CLS]: the last layer computes queries, attention
      * output and FFN for that position alone (keys and values still see every
@@ -188,6 +189,8 @@ static tp_tensor *bert_forward(tp_ctx *ctx, const tp_model_config *c, tp_params 
     x = tp_add_layernorm(ctx, f, x, L("output.LayerNorm.weight"), L("output.LayerNorm.bias"),
                          c->layer_norm_eps, c->hidden_dropout);
 #undef L
+    /* inference keeps one layer's activations at a time */
+    x = tp_ctx_release(ctx, layer_start, x);
   }
   tp_tensor *cls = !packed ? tp_first_token(ctx, x) /* [B, H] */
                    : c->layers > 0 ? x : tp_gather_rows(ctx, x, pk.first);

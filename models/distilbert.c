@@ -135,6 +135,7 @@ static tp_tensor *distilbert_forward(tp_ctx *ctx, const tp_model_config *c, tp_p
   bool packed = !drops && tp_pack_plan(ctx, mask, TP_PACK_MAX_FILL, &pk);
   if (packed) x = tp_gather_rows(ctx, x, pk.rows);
   for (int l = 0; l < c->layers; l++) {
+    tp_arena_mark layer_start = tp_ctx_mark(ctx);
 #define L(s) P("distilbert.transformer.layer.%d.%s", l, s)
     /* The head reads only the first token: the last layer computes queries,
      * attention output and FFN for that position alone (keys and values still
@@ -162,6 +163,8 @@ static tp_tensor *distilbert_forward(tp_ctx *ctx, const tp_model_config *c, tp_p
     x = tp_add_layernorm(ctx, f, x, L("output_layer_norm.weight"), L("output_layer_norm.bias"),
                          c->layer_norm_eps, c->hidden_dropout);
 #undef L
+    /* inference keeps one layer's activations at a time */
+    x = tp_ctx_release(ctx, layer_start, x);
   }
   tp_tensor *cls = !packed ? tp_first_token(ctx, x) /* [B, H] */
                    : c->layers > 0 ? x : tp_gather_rows(ctx, x, pk.first);

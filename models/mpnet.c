@@ -203,6 +203,7 @@ static tp_tensor *mpnet_forward(tp_ctx *ctx, const tp_model_config *c, tp_params
    * layer needs only the <s> row (below). */
   tp_tensor *bias = relative_bias(ctx, c, p, t, t);
   for (int l = 0; l < c->layers; l++) {
+    tp_arena_mark layer_start = tp_ctx_mark(ctx);
 #define L(s) P("mpnet.encoder.layer.%d.%s", l, s)
     /* The head reads only <s>: the last layer computes queries, attention
      * output and FFN for that position alone (keys and values still see every
@@ -229,6 +230,8 @@ static tp_tensor *mpnet_forward(tp_ctx *ctx, const tp_model_config *c, tp_params
     x = tp_layernorm(ctx, tp_add(ctx, f, x), L("output.LayerNorm.weight"),
                      L("output.LayerNorm.bias"), c->layer_norm_eps);
 #undef L
+    /* inference keeps one layer's activations at a time */
+    x = tp_ctx_release(ctx, layer_start, x);
   }
   /* MPNetClassificationHead: dropout, dense, tanh, dropout, out_proj on <s> */
   tp_tensor *s = tp_dropout(ctx, tp_first_token(ctx, x), c->classifier_dropout); /* [B, H] */

@@ -177,6 +177,7 @@ static tp_tensor *meanpool_forward(tp_ctx *ctx, const tp_model_config *c, tp_par
                    P("distilbert.embeddings.LayerNorm.bias"), c->layer_norm_eps);
   x = tp_dropout(ctx, x, c->hidden_dropout);
   for (int l = 0; l < c->layers; l++) {
+    tp_arena_mark layer_start = tp_ctx_mark(ctx);
 #define L(s) P("distilbert.transformer.layer.%d.%s", l, s)
     tp_tensor *q = tp_linear(ctx, x, L("attention.q_lin.weight"), L("attention.q_lin.bias"));
     tp_tensor *k = tp_linear(ctx, x, L("attention.k_lin.weight"), L("attention.k_lin.bias"));
@@ -191,6 +192,7 @@ static tp_tensor *meanpool_forward(tp_ctx *ctx, const tp_model_config *c, tp_par
     x = tp_layernorm(ctx, tp_add(ctx, f, x), L("output_layer_norm.weight"),
                      L("output_layer_norm.bias"), c->layer_norm_eps);
 #undef L
+    x = tp_ctx_release(ctx, layer_start, x); /* inference: one layer's activations at a time */
   }
   tp_tensor *pooled = masked_mean(ctx, x, mask); /* [B, H] */
   tp_tensor *h = tp_relu(ctx, tp_linear(ctx, pooled, P("pre_classifier.weight"),

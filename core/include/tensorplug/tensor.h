@@ -102,6 +102,21 @@ bool tp_ctx_backward_scaled(tp_ctx *ctx, tp_tensor *loss, tp_mem scale, GError *
  * for vector-Jacobian products, custom losses and gradient checks. */
 bool tp_ctx_backward_from(tp_ctx *ctx, tp_tensor *out, const float *dout, GError **err);
 
+/* Activation memory of inference, one block (a layer) at a time. A mark
+ * notes how much of the arena is in use; tp_ctx_release() gives back all
+ * allocated since, except `keep`, which moves to the mark (one device copy)
+ * and comes back as a new tensor. Only while the context does not record
+ * (evaluation, prediction): the tape needs every activation, so recording —
+ * or with a mark of an earlier step — `keep` comes back unchanged. No other
+ * tensor made since the mark may be used afterwards. */
+typedef struct tp_arena_mark {
+  uint64_t step;
+  guint chunk;
+  size_t used, live;
+} tp_arena_mark;
+tp_arena_mark tp_ctx_mark(const tp_ctx *ctx);
+tp_tensor *tp_ctx_release(tp_ctx *ctx, tp_arena_mark mark, tp_tensor *keep);
+
 /* Bytes the arena holds (for reports). */
 size_t tp_ctx_arena_bytes(const tp_ctx *ctx);
 
