@@ -97,10 +97,17 @@ def git(*args):
         return None
 
 
+_COMMIT = []
+
+
 def commit():
-    head = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return f"{head}{'-dirty' if dirty else ''}" if head else None
+    """The commit when the scenario started (a commit made while it ran does
+    not describe the binaries it measured)."""
+    if not _COMMIT:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        _COMMIT.append(f"{head}{'-dirty' if dirty else ''}" if head else None)
+    return _COMMIT[0]
 
 
 def run(cmd, env_extra, log):
@@ -557,6 +564,7 @@ def self_test():
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--self-test":
         return self_test()
+    commit()  # noted now, before anything runs
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="scenario", required=True)
     common = argparse.ArgumentParser(add_help=False)
