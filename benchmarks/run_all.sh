@@ -10,7 +10,7 @@
 #                      PyTorch f32 / bf16 autocast
 #   seed-distilbert    the seed's shapes: full-size DistilBERT from random init, batch 8,
 #                      length 512, 3 pairs against PyTorch f32 and bf16 autocast
-#   seed-distilbert-compile  the same, one pair, with a torch.compile row as well
+#   seed-distilbert-compile  the same, one pair, against PyTorch f32 and f32 + torch.compile
 #   seed-bert-base     the same for BERT-base, one pair against PyTorch f32
 #   eval-minilm-256    `eval` of the recipe-A model on the 10,000-review test split at
 #                      length 256 against ONNX Runtime f32 and int8
@@ -52,12 +52,12 @@ scenario() {
       run "$1" $cmp train --name "$1" --model $minilm --subset 0.02 --max-len 128 --batch 32 \
         --lr 5e-5 --epochs 1 --precision "$p" --pairs "$pairs" $common ;;
     seed-distilbert|seed-distilbert-compile)
-      extra="--pairs $pairs"
-      [ "$1" = seed-distilbert-compile ] && extra="--pairs 1 --compile"
+      extra="--peer-precision bf16 --pairs $pairs"
+      [ "$1" = seed-distilbert-compile ] && extra="--compile --pairs 1"
       run "$1" $cmp train --name "$1" --model distilbert-base-uncased --init random \
         --vocab "$shared/data/distilbert-base-uncased/vocab.txt" \
         --hf-model "$shared/data/distilbert-base-uncased" --subset 0.005 --max-len 512 --batch 8 \
-        --lr 1e-5 --epochs 1 --peer-precision f32 --peer-precision bf16 $extra $common ;;
+        --lr 1e-5 --epochs 1 --peer-precision f32 $extra $common ;;
     seed-bert-base)
       run "$1" $cmp train --name "$1" --model bert-base-uncased --init random \
         --vocab "$shared/data/bert-base-uncased/vocab.txt" \
