@@ -77,20 +77,42 @@ static bool check_args(tp_backend_dev *d, const tp_attention_args *a, const char
   return true;
 }
 
-/* The keys of batch entry b that can have nonzero probability: [0, *n).
- * FALSE when every key is masked (then P = 1/Tk over all of them). */
-static bool live_keys(const tp_attention_args *a, int b, int *n) {
+/* The keys of batch entry b that can have nonzero probability: [0, *n);
+ * *dense says every one of them is unmasked (padding only at the end, as a
+ * tokenizer pads), so the rows need no mask. FALSE when every key is
+ * masked (then P = 1/Tk over all of them). */
+static bool live_keys(const tp_attention_args *a, int b, int *n, bool *dense) {
   int Tk = a->kv_len;
+  *dense = true;
   if (!a->mask.buf) {
     *n = Tk;
     return true;
   }
   const int32_t *m = i32(a->mask) + (int64_t)b * Tk;
-  int last = -1;
+  int last = -1, live = 0;
   for (int j = 0; j < Tk; j++)
-    if (m[j] != 0) last = j;
+    if (m[j] != 0) last = j, live++;
   *n = last < 0 ? Tk : last + 1;
+  *dense = live == last + 1;
   return last >= 0;
+}
+
+/* s[j] = exp(s[j] - mx) and their sum, in one pass: lanes_sum's order. */
+CPU_INLINE float exp_sum(float *restrict s, int n, float mx) {
+  float acc[LANES] = {0};
+  int j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int l = 0; l < LANES; l++) {
+      float e = exp_fast(s[j + l] - mx);
+      s[j + l] = e;
+      acc[l] += e;
+    }
+  for (int l = 0; j + l < n; l++) {
+    float e = exp_fast(s[j + l] - mx);
+    s[j + l] = e;
+    acc[l] += e;
+  }
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 
 /* Row i's scores (already scale * q.k) -> probabilities over the n live keys,
@@ -102,8 +124,7 @@ CPU_INLINE float softmax_live_impl(float *restrict s, const float *restrict bias
   if (mask)
     for (int j = 0; j < n; j++) s[j] = mask[j] != 0 ? s[j] : -INFINITY;
   float mx = lanes_max(s, n);
-  for (int j = 0; j < n; j++) s[j] = exp_fast(s[j] - mx); /* masked: exp(-inf) = 0 */
-  float sum = lanes_sum(s, n);
+  float sum = exp_sum(s, n, mx); /* masked: exp(-inf) = 0 */
   float inv = 1.0f / sum;
   for (int j = 0; j < n; j++) s[j] *= inv;
   return mx + logf(sum);
@@ -264,9 +285,9 @@ static void fwd_unit(tp_backend_dev *d, const tp_attention_args *a, const att_ti
                      int h, const att_mask *keep) {
   int Tq = a->q_len, Tk = a->kv_len, hd = a->head_dim, n;
   int64_t H = (int64_t)a->heads * hd;
-  bool live = live_keys(a, b, &n);
+  bool dense, live = live_keys(a, b, &n, &dense);
   float *lse = f32(a->lse) + ((int64_t)b * a->heads + h) * Tq;
-  const int32_t *mask = a->mask.buf ? i32(a->mask) + (int64_t)b * Tk : NULL;
+  const int32_t *mask = a->mask.buf && !dense ? i32(a->mask) + (int64_t)b * Tk : NULL;
   if (live) {
     const float *qo, *ko;
     int64_t ldq, ldk;
@@ -303,9 +324,9 @@ static void bwd_unit(tp_backend_dev *d, const tp_attention_args *a, const att_ti
                      float *dbias, const att_mask *keep) {
   int Tq = a->q_len, Tk = a->kv_len, hd = a->head_dim, n;
   int64_t H = (int64_t)a->heads * hd;
-  bool live = live_keys(a, b, &n);
+  bool dense, live = live_keys(a, b, &n, &dense);
   const float *lse = f32(a->lse) + ((int64_t)b * a->heads + h) * Tq;
-  const int32_t *mask = a->mask.buf ? i32(a->mask) + (int64_t)b * Tk : NULL;
+  const int32_t *mask = a->mask.buf && !dense ? i32(a->mask) + (int64_t)b * Tk : NULL;
   const float *qo, *ko;
   int64_t ldq, ldk;
   const float *q = f32(a->q) + (int64_t)b * Tq * a->ld_q + (int64_t)h * hd;
