@@ -413,8 +413,9 @@ static const tp_cli_opt device_rows[] = {
     THREADS_ROW,
     {.name = "precision", .kind = TP_OPT_STRING, .offset = OFF(ro.precision), .arg = "P",
      .help = "Compute type of matrix products (f32 master weights and optimizer state; f16 "
-             "adds dynamic loss scaling)",
-     .choices = "auto|f32|bf16|f16", .shown_def = "auto: the device's fastest: bf16 on CUDA and on CPUs whose bf16 arithmetic "
+             "adds dynamic loss scaling; i8: products with weights in dynamic int8, inference "
+             "only, CPU with VNNI)",
+     .choices = "auto|f32|bf16|f16|i8", .shown_def = "auto: the device's fastest: bf16 on CUDA and on CPUs whose bf16 arithmetic "
                   "outruns f32 (AMX), else f32"},
 };
 

@@ -21,6 +21,7 @@ static tp_dtype precision_of(const tp_cli_run_opts *ro, const tp_backend *be) {
   if (strcmp(p, "bf16") == 0) return TP_BF16;
   if (strcmp(p, "f16") == 0) return TP_F16;
   if (strcmp(p, "f32") == 0) return TP_F32;
+  if (strcmp(p, "i8") == 0) return TP_I8;
   if (TP_IFACE_HAS(be->iface, preferred_compute)) {
     tp_dtype t = be->iface->preferred_compute(be->dev);
     if ((t == TP_F32 || t == TP_BF16) && (be->info.gemm_compute & TP_DTYPE_BIT(t))) return t;

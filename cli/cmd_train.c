@@ -700,6 +700,12 @@ static bool resume_options(train_cfg *c, const tp_cli_optset *set, const ranks *
  * local rank's GPU (tp_cli_rank_device). The run's recorded options keep
  * what was asked, so that a resumed run spreads again. */
 static bool open_session(const train_cfg *c, const ranks *r, tp_cli_session *s, GError **err) {
+  if (c->o.ro.precision && strcmp(c->o.ro.precision, "i8") == 0) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "--precision i8 is for inference "
+                "(eval, predict, bench --mode infer): train in f32 or bf16, then evaluate the "
+                "model with --precision i8");
+    return false;
+  }
   tp_cli_run_opts ro = c->o.ro;
   ro.backend = g_strdup(ro.backend);
   if (r->coll) tp_cli_rank_device(&ro);

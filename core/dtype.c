@@ -10,6 +10,7 @@ size_t tp_dtype_size(tp_dtype t) {
   case TP_BF16: return 2;
   case TP_F16: return 2;
   case TP_I32: return 4;
+  case TP_I8: return 1;
   }
   return 0;
 }
@@ -20,6 +21,7 @@ const char *tp_dtype_name(tp_dtype t) {
   case TP_BF16: return "bf16";
   case TP_F16: return "f16";
   case TP_I32: return "i32";
+  case TP_I8: return "i8";
   }
   return "?";
 }

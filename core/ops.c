@@ -60,15 +60,30 @@ static tp_tensor *new_like(tp_ctx *c, const tp_tensor *x) {
   return tp_tensor_new(c, TP_F32, x->ndim, x->shape);
 }
 
-/* C = alpha op(A) op(B) + beta C, f32 storage, at the context's precision. */
-static void gemm(tp_ctx *c, bool ta, bool tb, int m, int n, int k, float alpha, tp_mem a, int lda,
-                 int64_t sa, tp_mem b, int ldb, int64_t sb, float beta, tp_mem cc, int ldc,
-                 int64_t sc, int batch) {
+/* The compute type of products other than activations x weights: i8
+ * quantizes only those (tensor.h), the rest stay f32. */
+static tp_dtype float_compute(const tp_ctx *c) {
+  tp_dtype t = tp_ctx_precision(c);
+  return t == TP_I8 ? TP_F32 : t;
+}
+
+/* C = alpha op(A) op(B) + beta C, f32 storage, computed in `compute`. */
+static void gemm_as(tp_ctx *c, tp_dtype compute, bool ta, bool tb, int m, int n, int k,
+                    float alpha, tp_mem a, int lda, int64_t sa, tp_mem b, int ldb, int64_t sb,
+                    float beta, tp_mem cc, int ldc, int64_t sc, int batch) {
   tp_gemm_args g = {.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .batch = batch, .alpha = alpha,
                     .beta = beta, .a = a, .b = b, .c = cc, .lda = lda, .ldb = ldb, .ldc = ldc,
                     .sa = sa, .sb = sb, .sc = sc, .ab_dtype = TP_F32, .c_dtype = TP_F32,
-                    .compute = tp_ctx_precision(c)};
+                    .compute = compute};
   tp_k_gemm(BE(c), &g);
+}
+
+/* The same at the context's precision (f32 for i8). */
+static void gemm(tp_ctx *c, bool ta, bool tb, int m, int n, int k, float alpha, tp_mem a, int lda,
+                 int64_t sa, tp_mem b, int ldb, int64_t sb, float beta, tp_mem cc, int ldc,
+                 int64_t sc, int batch) {
+  gemm_as(c, float_compute(c), ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, cc, ldc, sc,
+          batch);
 }
 
 /* ---- embedding: out [B, T, H] = table[ids] ---- */
@@ -182,8 +197,9 @@ static tp_tensor *linear_forward(tp_ctx *c, const char *op, tp_tensor *x, tp_ten
   shape[x->ndim - 1] = *out;
   tp_tensor *y = tp_tensor_new(c, TP_F32, x->ndim, shape);
   if (!y) return NULL;
-  gemm(c, false, true, *rows, *out, *in, 1.0f, x->mem, *in, 0, w->mem, *in, 0, 0.0f, y->mem,
-       *out, 0, 1);
+  /* activations x weight: the product i8 quantizes */
+  gemm_as(c, tp_ctx_precision(c), false, true, *rows, *out, *in, 1.0f, x->mem, *in, 0, w->mem,
+          *in, 0, 0.0f, y->mem, *out, 0, 1);
   if (b) tp_k_bias_add(BE(c), y->mem, b->mem, *rows, *out);
   return y;
 }
@@ -603,7 +619,7 @@ static tp_attention_args attention_args(tp_ctx *c, tp_tensor *q, tp_tensor *k, t
                          .ld_q = (int)q->shape[2], .ld_kv = (int)k->shape[2], .q = q->mem, .k = k->mem,
                          .v = v->mem, .mask = mask ? mask->mem : tp_mem_null(),
                          .bias = bias ? bias->mem : tp_mem_null(),
-                         .scale = 1.0f / sqrtf((float)hd), .compute = tp_ctx_precision(c)};
+                         .scale = 1.0f / sqrtf((float)hd), .compute = float_compute(c)};
   return a;
 }
 

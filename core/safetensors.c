@@ -73,6 +73,7 @@ static const char *st_dtype_name_of(tp_dtype t) {
   case TP_BF16: return "BF16";
   case TP_F16: return "F16";
   case TP_I32: return "I32";
+  case TP_I8: return NULL; /* a compute type only: no tensor holds it */
   }
   return NULL;
 }

@@ -94,8 +94,8 @@ void tp_ctx_set_grad_enabled(tp_ctx *c, bool enabled) { c->record = enabled; }
 bool tp_ctx_training(const tp_ctx *c) { return c->training; }
 
 bool tp_ctx_set_precision(tp_ctx *c, tp_dtype compute, GError **err) {
-  if (compute != TP_F32 && compute != TP_BF16 && compute != TP_F16) {
-    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "precision %s: use f32, bf16 or f16",
+  if (compute != TP_F32 && compute != TP_BF16 && compute != TP_F16 && compute != TP_I8) {
+    g_set_error(err, TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "precision %s: use f32, bf16, f16 or i8",
                 tp_dtype_name(compute));
     return false;
   }
@@ -387,6 +387,12 @@ tp_tape_node *tp_ctx_record(tp_ctx *c, tp_backward_fn fn, tp_tensor *out, int n_
   bool any = false;
   for (int i = 0; i < n_in; i++) any = any || (in[i] && in[i]->requires_grad);
   if (!any) return NULL;
+  if (c->precision == TP_I8) { /* rounding to int8 has no useful gradient */
+    tp_ctx_fail(c, g_error_new(TP_ERROR, TP_ERROR_INVALID_ARGUMENT, "precision i8 is for "
+                               "inference only (eval, predict, bench --mode infer): nothing is "
+                               "recorded for gradients; train in f32 or bf16"));
+    return NULL;
+  }
   tp_tape_node *n = g_new0(tp_tape_node, 1);
   g_ptr_array_add(c->host_objs, n);
   n->backward = fn;

@@ -106,6 +106,7 @@ static int cpu_probe(tp_device_info *infos, int max, GError **err) {
   in->max_binding_bytes = 0; /* a pointer reaches everything */
   in->offset_align = CPU_ALIGN;
   in->gemm_compute = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16);
+  if (cpu_gemm_i8_available()) in->gemm_compute |= TP_DTYPE_BIT(TP_I8);
   in->storage_dtypes = TP_DTYPE_BIT(TP_F32) | TP_DTYPE_BIT(TP_BF16) | TP_DTYPE_BIT(TP_F16) |
                        TP_DTYPE_BIT(TP_I32);
   g_snprintf(in->features, sizeof in->features, "%s, OpenBLAS %s, OpenMP, %s kernels",

@@ -224,8 +224,9 @@ void cpu_gemm_describe(char *out, size_t size) {
     g_snprintf(ratio, sizeof ratio, "AVX512-BF16 dot products at %.2fx f32 FMA", probe.dp_ratio);
   else
     g_strlcpy(ratio, "no bf16 arithmetic", sizeof ratio);
-  g_snprintf(out, size, "GEMM %s; bf16 %s (%s)", lib,
-             cpu_bf16_sel == CPU_BF16_NATIVE ? "native" : "emulated in f32", ratio);
+  g_snprintf(out, size, "GEMM %s; bf16 %s (%s); i8 %s", lib,
+             cpu_bf16_sel == CPU_BF16_NATIVE ? "native" : "emulated in f32", ratio,
+             cpu_gemm_i8_available() ? "VNNI (inference)" : "unavailable (needs oneDNN, VNNI)");
 }
 
 tp_dtype cpu_preferred_compute(tp_backend_dev *d) {
@@ -612,7 +613,24 @@ static void gemm_general(tp_backend_dev *d, const tp_gemm_args *g) {
 
 static bool gemm_dtype_ok(tp_dtype t) { return t == TP_F32 || t == TP_BF16 || t == TP_F16; }
 
+static void gemm_checked(tp_backend_dev *d, const tp_gemm_args *g);
+
 void cpu_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
+  if (g->compute != TP_I8) {
+    gemm_checked(d, g);
+    return;
+  }
+  /* i8: activations x a weight (A [m, k], B stored [n, k]); any other
+   * layout is computed in f32, the more precise answer */
+  tp_gemm_args f = *g;
+  f.compute = TP_F32;
+  if (g->m > 0 && g->n > 0 && g->lda >= MAX(1, g->k) && g->ldb >= MAX(1, g->k) &&
+      g->ldc >= g->n && cpu_gemm_i8(d, g))
+    return;
+  gemm_checked(d, &f);
+}
+
+static void gemm_checked(tp_backend_dev *d, const tp_gemm_args *g) {
   int m = g->m, n = g->n, k = g->k;
   if (m < 0 || n < 0 || k < 0 || g->batch < 0) {
     cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu gemm: negative size m=%d n=%d k=%d batch=%d",

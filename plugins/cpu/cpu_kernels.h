@@ -152,6 +152,13 @@ void cpu_gemm_describe(char *out, size_t size);
  * products are faster than f32 (see above), else TP_F32. */
 tp_dtype cpu_preferred_compute(tp_backend_dev *d);
 
+/* i8 compute (cpu_gemm_int8.c): whether this build and CPU offer it (oneDNN
+ * with VNNI dot products), and the product itself for A [m, k] times B
+ * stored [n, k] with f32 storage; FALSE (nothing written) for any other
+ * layout or where unavailable. */
+bool cpu_gemm_i8_available(void);
+bool cpu_gemm_i8(tp_backend_dev *d, const tp_gemm_args *g);
+
 /* One f32 product C = alpha op(A) op(B) + beta C (row-major, strides in
  * elements) with the selected library: its own threads outside a parallel
  * region, the calling thread inside one. */

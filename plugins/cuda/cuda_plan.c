@@ -24,6 +24,7 @@ static const char *dtype_name(tp_dtype t) {
   case TP_BF16: return "bf16";
   case TP_F16: return "f16";
   case TP_I32: return "i32";
+  case TP_I8: return "i8";
   }
   return "?";
 }

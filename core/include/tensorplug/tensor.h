@@ -45,7 +45,12 @@ void tp_ctx_set_grad_enabled(tp_ctx *ctx, bool enabled);
 /* The compute type of matrix products (gemm and attention): TP_F32 (the
  * default), TP_BF16 or TP_F16 — operands rounded to it, sums in f32, as
  * tensor cores do. Storage stays f32 (master weights, optimizer state and
- * activations); the backend must accept the type (gemm_compute). */
+ * activations); the backend must accept the type (gemm_compute).
+ * TP_I8 is for inference only: the products of activations with weights
+ * (tp_linear, tp_linear_gelu) are quantized dynamically to int8 (each
+ * activation row and each weight row with its own scale, s32 sums, as ONNX
+ * Runtime's dynamic quantization); attention stays f32, and an op that
+ * would record for gradients fails. */
 bool tp_ctx_set_precision(tp_ctx *ctx, tp_dtype compute, GError **err);
 tp_dtype tp_ctx_precision(const tp_ctx *ctx);
 /* Whether ops use the backend's optional fused slots (fused attention,

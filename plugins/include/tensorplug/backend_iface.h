@@ -139,8 +139,12 @@ typedef struct tp_control_args {
  * Storage: A and B are ab_dtype, C is c_dtype (f32 always supported; bf16
  * and f16 where storage_dtypes says so). compute: TP_F32 multiplies in f32;
  * TP_BF16 / TP_F16 round every element of A and B to that type first (as
- * tensor cores / matrix units do), then accumulate in at least f32. beta == 0
- * never reads C; k == 0 gives C = beta * C. */
+ * tensor cores / matrix units do), then accumulate in at least f32. TP_I8
+ * (inference, where gemm_compute says so): dynamic int8 quantization of A
+ * [m, k] times a weight B stored [n, k] (tb), one symmetric scale per row of
+ * A and per row of B, exact integer sums (plugins/cpu/cpu_gemm_int8.c is the
+ * reference); other layouts may compute in f32. beta == 0 never reads C;
+ * k == 0 gives C = beta * C. */
 typedef struct tp_gemm_args {
   bool ta, tb;
   int m, n, k, batch;
