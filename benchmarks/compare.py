@@ -12,7 +12,9 @@
   compare.py eval --name NAME --model RUN/model [--subset 1 --max-len 256]
       `tensorplug eval --test-split` against ONNX Runtime (benchmarks/ort_eval.py:
       the same folder exported, every graph optimisation on; f32 and int8) on
-      the same reviews, interleaved pairs, reviews/s.
+      the same reviews, interleaved pairs, reviews/s; --precisions f32,i8 runs
+      tensorplug at each (the same reviews: refused otherwise) and checks each
+      further precision's accuracy against the first.
   compare.py --self-test
       Proves the checks below refuse a missing, stale or mismatched result.
 
@@ -335,6 +337,34 @@ def report_train(res, peer_keys):
 
 # ---------------------------------------------------------------- eval
 
+def tp_eval_once(a, exe, env, runs, i, prec):
+    """One tensorplug eval at precision prec: its figures and the ids file."""
+    ids = os.path.join(runs, f"ids-{prec}-{i}.txt")
+    out = os.path.join(runs, f"tensorplug-{prec}-{i}.json")
+    cmd = [exe, "eval", "--model", a.model, "--data", a.data, "--test-split", "--subset",
+           str(a.subset), "--seed", str(a.seed), "--max-len", str(a.max_len), "--eval-batch",
+           str(a.batch), "--threads", str(a.threads), "--precision", prec, "--json",
+           "--ids-out", ids]
+    started = time.time()
+    before, t0 = load_avg(), time.time()
+    print(f"== {' '.join(cmd)}", flush=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, **env), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise Refused(f"tensorplug eval exited {proc.returncode}: {proc.stderr[-2000:]}")
+    with open(out, "w") as f:
+        f.write(proc.stdout)
+    r = read_json(out, started)
+    n_ids = len(open(ids).read().split())
+    expect("tensorplug evaluated reviews", r["n"], n_ids)
+    expect("tensorplug precision", r["precision"], prec)
+    return ids, {"reviews_per_s": r["reviews_per_s"], "tokens_per_s": r["tokens_per_s"],
+                 "accuracy": r["accuracy"], "seconds": r["seconds"], "n": r["n"],
+                 "precision": r["precision"], "cpu_seconds": r.get("cpu_seconds"),
+                 "peak_rss_bytes": r["peak_rss_bytes"], "load_before": before,
+                 "load_after": load_avg(), "wall_s": time.time() - t0,
+                 "command": [rel(x) if os.path.isabs(x) else x for x in cmd]}
+
+
 def scenario_eval(a):
     exe = tensorplug_exe(a.build)
     py = None if a.skip_hf else peer_python()
@@ -343,33 +373,20 @@ def scenario_eval(a):
     shutil.rmtree(runs, ignore_errors=True)
     os.makedirs(runs)
     variants = [] if a.skip_hf else a.variants.split(",")
+    precs = a.precisions.split(",")
+    if a.check_precision not in precs:
+        raise Refused(f"--check-precision {a.check_precision} is not among --precisions {a.precisions}")
     pairs = []
     for i in range(1, a.pairs + 1):
         pair = {"pair": i}
-        ids = os.path.join(runs, f"ids-{i}.txt")
-        out = os.path.join(runs, f"tensorplug-{i}.json")
-        cmd = [exe, "eval", "--model", a.model, "--data", a.data, "--test-split", "--subset",
-               str(a.subset), "--seed", str(a.seed), "--max-len", str(a.max_len), "--eval-batch",
-               str(a.batch), "--threads", str(a.threads), "--precision", a.precision, "--json",
-               "--ids-out", ids]
-        started = time.time()
-        before, t0 = load_avg(), time.time()
-        print(f"== {' '.join(cmd)}", flush=True)
-        proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, **env), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise Refused(f"tensorplug eval exited {proc.returncode}: {proc.stderr[-2000:]}")
-        with open(out, "w") as f:
-            f.write(proc.stdout)
-        r = read_json(out, started)
-        n_ids = len(open(ids).read().split())
-        expect("tensorplug evaluated reviews", r["n"], n_ids)
-        expect("tensorplug precision", r["precision"], a.precision)
-        pair["tensorplug"] = {"reviews_per_s": r["reviews_per_s"], "tokens_per_s": r["tokens_per_s"],
-                              "accuracy": r["accuracy"], "seconds": r["seconds"], "n": r["n"],
-                              "cpu_seconds": r.get("cpu_seconds"),
-                              "peak_rss_bytes": r["peak_rss_bytes"], "load_before": before,
-                              "load_after": load_avg(), "wall_s": time.time() - t0,
-                              "command": [rel(x) if os.path.isabs(x) else x for x in cmd]}
+        ids = None
+        for prec in precs:  # ours at each precision, then the peer's variants: interleaved
+            got, pair[f"tensorplug-{prec}"] = tp_eval_once(a, exe, env, runs, i, prec)
+            if ids is None:
+                ids = got
+            elif open(got).read() != open(ids).read():
+                raise Refused(f"tensorplug at {prec} evaluated other reviews than at {precs[0]}")
+        n = pair[f"tensorplug-{precs[0]}"]["n"]
         for v in variants:
             run_id = uuid.uuid4().hex
             o = os.path.join(runs, f"ort-{v}-{i}.json")
@@ -383,7 +400,7 @@ def scenario_eval(a):
             expect("ORT run id", h["run_id"], run_id)
             expect("ORT threads", h["settings"]["threads"], a.threads)
             expect("ORT max_len", h["settings"]["max_len"], a.max_len)
-            expect("ORT reviews", h["n"], r["n"])
+            expect("ORT reviews", h["n"], n)
             expect("ORT OMP_WAIT_POLICY", h.get("omp_wait_policy"), a.omp_wait_policy)
             pair[f"ort-{v}"] = {"reviews_per_s": h["reviews_per_s"], "tokens_per_s": h["tokens_per_s"],
                                 "accuracy": h["accuracy"], "seconds": h["seconds"],
@@ -395,33 +412,43 @@ def scenario_eval(a):
         pairs.append(pair)
     res = header(a)
     res["pairs"] = pairs
-    res["tensorplug"] = {"reviews_per_s": summary([p["tensorplug"]["reviews_per_s"] for p in pairs]),
-                         "accuracy": pairs[0]["tensorplug"]["accuracy"]}
+    res["tensorplug"] = {
+        p: {"reviews_per_s": summary([q[f"tensorplug-{p}"]["reviews_per_s"] for q in pairs]),
+            "accuracy": pairs[0][f"tensorplug-{p}"]["accuracy"]} for p in precs}
     res["peers"] = {}
     failed = []
+    res["checks"] = {}
+    if len(precs) > 1:
+        acc = {p: res["tensorplug"][p]["accuracy"] for p in precs}
+        for p in precs[1:]:
+            res["checks"][f"tensorplug {p} accuracy within {a.accuracy_tol} of {precs[0]}"] = \
+                abs(acc[p] - acc[precs[0]]) <= a.accuracy_tol
     for v in variants:
         k = f"ort-{v}"
-        res["peers"][k] = {
-            "reviews_per_s": summary([p[k]["reviews_per_s"] for p in pairs]),
-            "ratio": summary([p["tensorplug"]["reviews_per_s"] / p[k]["reviews_per_s"] for p in pairs]),
-            "accuracy": pairs[0][k]["accuracy"]}
-    if variants:
-        fastest = max(res["peers"], key=lambda k: res["peers"][k]["reviews_per_s"]["median"])
-        res["fastest_peer"] = fastest
-        for k in res["peers"]:
-            cpu = [(p["tensorplug"].get("cpu_seconds"), p[k].get("cpu_seconds")) for p in pairs]
+        peer = {"reviews_per_s": summary([q[k]["reviews_per_s"] for q in pairs]),
+                "accuracy": pairs[0][k]["accuracy"], "ratio": {}, "ratio_cpu_time": {}}
+        for p in precs:
+            side = f"tensorplug-{p}"
+            peer["ratio"][p] = summary([q[side]["reviews_per_s"] / q[k]["reviews_per_s"] for q in pairs])
+            cpu = [(q[side].get("cpu_seconds"), q[k].get("cpu_seconds")) for q in pairs]
             if all(t and h for t, h in cpu):
-                res["peers"][k]["ratio_cpu_time"] = summary([h / t for t, h in cpu])
-        rf32 = res["peers"].get("ort-f32", {}).get("ratio", {}).get("median")
-        res["checks"] = {f"ratio vs ort-f32 >= {a.min_ratio}": rf32 is not None and rf32 >= a.min_ratio}
-        failed = [k for k, ok in res["checks"].items() if not ok and a.min_ratio > 0]
+                peer["ratio_cpu_time"][p] = summary([h / t for t, h in cpu])
+        res["peers"][k] = peer
+    if variants:
+        res["fastest_peer"] = max(res["peers"], key=lambda k: res["peers"][k]["reviews_per_s"]["median"])
+        rf32 = res["peers"].get("ort-f32", {}).get("ratio", {}).get(a.check_precision, {}).get("median")
+        res["checks"][f"tensorplug {a.check_precision} / ort-f32 >= {a.min_ratio}"] = \
+            rf32 is not None and rf32 >= a.min_ratio
         print()
-        for k, p in res["peers"].items():
-            r = p["ratio"]
-            print(f"tensorplug / {k}: median {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f}); "
-                  f"accuracy {res['tensorplug']['accuracy']:.4f} vs {p['accuracy']:.4f}")
+        for k, peer in res["peers"].items():
+            for p in precs:
+                r = peer["ratio"][p]
+                print(f"tensorplug {p} / {k}: median {r['median']:.2f}x (min {r['min']:.2f}, "
+                      f"max {r['max']:.2f}); accuracy {res['tensorplug'][p]['accuracy']:.4f} vs "
+                      f"{peer['accuracy']:.4f}")
     else:
-        res["checks"] = {"peer": "skipped (--skip-hf): no comparison"}
+        res["checks"]["peer"] = "skipped (--skip-hf): no comparison"
+    failed = [k for k, ok in res["checks"].items() if ok is False and (a.min_ratio > 0 or "accuracy" in k)]
     return write(a, res, failed)
 
 
@@ -577,7 +604,7 @@ def main():
     common.add_argument("--seed", type=int, default=42)
     common.add_argument("--threads", type=int, default=os.cpu_count())
     common.add_argument("--precision", default="f32", choices=["f32", "bf16"],
-                        help="tensorplug's --precision (the peer's too unless --peer-precision)")
+                        help="train: tensorplug's --precision (the peer's too unless --peer-precision)")
     common.add_argument("--pairs", type=int, default=3)
     common.add_argument("--min-ratio", type=float, default=1.5,
                         help="fail below this median ratio (0: report only) [1.5]")
@@ -597,6 +624,12 @@ def main():
     t.add_argument("--compile", action="store_true", help="also a torch.compile peer row")
     e = sub.add_parser("eval", parents=[common])
     e.add_argument("--variants", default="f32,int8", help="ONNX Runtime variants [f32,int8]")
+    e.add_argument("--precisions", default="f32",
+                   help="tensorplug's --precision for each of its runs in a pair: f32, bf16, i8 [f32]")
+    e.add_argument("--check-precision", default="f32",
+                   help="the tensorplug run the --min-ratio check against ort-f32 uses [f32]")
+    e.add_argument("--accuracy-tol", type=float, default=0.01,
+                   help="each further precision's accuracy within this of the first's [0.01]")
     c = sub.add_parser("accuracy", help="compare the test accuracy of two train results")
     c.add_argument("--name", required=True)
     c.add_argument("--a", required=True, help="result name (RESULTS_DIR/A.json)")

@@ -13,7 +13,7 @@
 #   seed-distilbert-compile  the same, one pair, against PyTorch f32 and f32 + torch.compile
 #   seed-bert-base     the same for BERT-base, one pair against PyTorch f32
 #   eval-minilm-256    `eval` of the recipe-A model on the 10,000-review test split at
-#                      length 256 against ONNX Runtime f32 and int8
+#                      length 256, tensorplug f32 and i8 against ONNX Runtime f32 and int8
 #   cpu-kernels        GEMM GFLOP/s per library and precision, fused vs plain
 #                      elementwise kernels (build/benchmarks/bench_cpu_kernels, 1 thread)
 #   tokenizer          benchmarks/tokenizer.sh (release build)
@@ -65,7 +65,8 @@ scenario() {
         --lr 1e-5 --epochs 1 --peer-precision f32 --pairs 1 $common ;;
     eval-minilm-256)
       run "$1" $cmp eval --name "$1" --model runs/compare/recipe-a-full-f32/tensorplug-1/model \
-        --subset 1 --max-len 256 --batch 64 --pairs 1 $common ;;
+        --subset 1 --max-len 256 --batch 64 --precisions f32,i8 --check-precision i8 \
+        --pairs "$pairs" $common ;;
     cpu-kernels)
       run "$1" "$build/benchmarks/bench_cpu_kernels" 1 docs/results/cpu-kernels.json ;;
     tokenizer)
