@@ -97,24 +97,6 @@ static bool live_keys(const tp_attention_args *a, int b, int *n, bool *dense) {
   return last >= 0;
 }
 
-/* s[j] = exp(s[j] - mx) and their sum, in one pass: lanes_sum's order. */
-CPU_INLINE float exp_sum(float *restrict s, int n, float mx) {
-  float acc[LANES] = {0};
-  int j = 0;
-  for (; j + LANES <= n; j += LANES)
-    for (int l = 0; l < LANES; l++) {
-      float e = exp_fast(s[j + l] - mx);
-      s[j + l] = e;
-      acc[l] += e;
-    }
-  for (int l = 0; j + l < n; l++) {
-    float e = exp_fast(s[j + l] - mx);
-    s[j + l] = e;
-    acc[l] += e;
-  }
-  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-}
-
 /* Row i's scores (already scale * q.k) -> probabilities over the n live keys,
  * with the bias added and masked keys at exactly 0; returns lse. */
 CPU_INLINE float softmax_live_impl(float *restrict s, const float *restrict bias,
@@ -124,12 +106,13 @@ CPU_INLINE float softmax_live_impl(float *restrict s, const float *restrict bias
   if (mask)
     for (int j = 0; j < n; j++) s[j] = mask[j] != 0 ? s[j] : -INFINITY;
   float mx = lanes_max(s, n);
-  float sum = exp_sum(s, n, mx); /* masked: exp(-inf) = 0 */
+  for (int j = 0; j < n; j++) s[j] = exp_fast(s[j] - mx); /* masked: exp(-inf) = 0 */
+  float sum = lanes_sum(s, n);
   float inv = 1.0f / sum;
   for (int j = 0; j < n; j++) s[j] *= inv;
   return mx + logf(sum);
 }
-CPU_VARIANTS_RET(float, softmax_live,
+CPU_VARIANTS_RET_ZMM(float, softmax_live,
                  (float *restrict s, const float *restrict bias, const int32_t *restrict mask, int n),
                  (s, bias, mask, n))
 

@@ -62,12 +62,26 @@ const char *cpu_isa_name(int level);
     if (cpu_isa >= CPU_ISA_AVX2) return name##_avx2 args;                                         \
     return name##_base args;                                                                      \
   }
+/* The same with 512-bit vectors in the AVX-512 copy (GCC's default is 256):
+ * for loops bound by arithmetic, such as exp over attention scores. */
+#define CPU_VARIANTS_RET_ZMM(ret, name, params, args)                                             \
+  __attribute__((target("avx512f,prefer-vector-width=512"))) static ret name##_avx512 params {    \
+    return name##_impl args;                                                                      \
+  }                                                                                               \
+  __attribute__((target("avx2"))) static ret name##_avx2 params { return name##_impl args; }      \
+  static ret name##_base params { return name##_impl args; }                                      \
+  static ret name params {                                                                        \
+    if (cpu_isa >= CPU_ISA_AVX512) return name##_avx512 args;                                     \
+    if (cpu_isa >= CPU_ISA_AVX2) return name##_avx2 args;                                         \
+    return name##_base args;                                                                      \
+  }
 #else
 #define CPU_VARIANTS(name, params, args)                                                          \
   static void name params { name##_impl args; }
 #define CPU_VARIANTS_256 CPU_VARIANTS
 #define CPU_VARIANTS_RET(ret, name, params, args)                                                 \
   static ret name params { return name##_impl args; }
+#define CPU_VARIANTS_RET_ZMM CPU_VARIANTS_RET
 #endif
 
 #include <math.h>
@@ -95,16 +109,36 @@ CPU_INLINE float lanes_dot(const float *restrict a, const float *restrict b, int
   return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 
+/* An integer key of a float's bits that orders as the floats do (-0 just
+ * below +0; NaN beyond +-Inf on its sign's side): the max of the keys is
+ * an integer reduction, which vectorises where a float max (NaN rules) does
+ * not. The map is its own inverse. */
+CPU_INLINE int32_t f32_order_key(int32_t u) { return u ^ ((u >> 31) & 0x7fffffff); }
+
 CPU_INLINE float lanes_max(const float *restrict a, int64_t n) {
-  float acc[LANES];
-  for (int l = 0; l < LANES; l++) acc[l] = -INFINITY;
+  int32_t acc[LANES], ninf;
+  float f = -INFINITY;
+  memcpy(&ninf, &f, 4);
+  for (int l = 0; l < LANES; l++) acc[l] = f32_order_key(ninf);
   int64_t j = 0;
   for (; j + LANES <= n; j += LANES)
-    for (int l = 0; l < LANES; l++) acc[l] = a[j + l] > acc[l] ? a[j + l] : acc[l];
-  for (int l = 0; j + l < n; l++) acc[l] = a[j + l] > acc[l] ? a[j + l] : acc[l];
-  float m = acc[0];
+    for (int l = 0; l < LANES; l++) {
+      int32_t u;
+      memcpy(&u, &a[j + l], 4);
+      u = f32_order_key(u);
+      acc[l] = u > acc[l] ? u : acc[l];
+    }
+  for (int l = 0; j + l < n; l++) {
+    int32_t u;
+    memcpy(&u, &a[j + l], 4);
+    u = f32_order_key(u);
+    acc[l] = u > acc[l] ? u : acc[l];
+  }
+  int32_t m = acc[0];
   for (int l = 1; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
-  return m;
+  m = f32_order_key(m);
+  memcpy(&f, &m, 4);
+  return f;
 }
 
 /* exp(x) for x <= 88, pure arithmetic so loops over it vectorise (libm's expf
