@@ -23,7 +23,7 @@ static char *size_str(uint64_t bytes) {
 
 static char *dtypes_str(uint32_t mask) {
   GString *s = g_string_new(NULL);
-  const tp_dtype all[] = {TP_F32, TP_BF16, TP_F16, TP_I32};
+  const tp_dtype all[] = {TP_F32, TP_BF16, TP_F16, TP_I32, TP_I8};
   for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
     if (mask & TP_DTYPE_BIT(all[i])) g_string_append_printf(s, "%s%s", s->len ? "," : "",
                                                             tp_dtype_name(all[i]));

@@ -117,6 +117,12 @@ static bool run_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const f
   return ok;
 }
 
+/* The quantized layout, dense: C [m, n] = A [m, k] @ B^T, B stored [n, k]. */
+static bool run_dense_i8(int m, int n, int k, const float *a, const float *b, float *c) {
+  return run_gemm(false, true, m, n, k, 1.0f, a, (int64_t)m * k, k, b, (int64_t)n * k, k, 0.0f, c,
+                  (int64_t)m * n, n, TP_I8);
+}
+
 /* max|got - want| / max|want| over the m x n block (stride ld); the
  * elements between rows must be equal (untouched). */
 static double rel_err(const float *got, const float *want, int m, int n, int ld, int64_t total) {
@@ -163,8 +169,7 @@ TP_TEST(GemmInt8, CloseToTheF32Product) {
   float *a = randoms(r, (int64_t)m * k, -1, 1), *b = randoms(r, (int64_t)n * k, -1, 1);
   float *c = g_new0(float, m * n), *want = g_new0(float, m * n);
   ref_f32(false, true, m, n, k, 1.0f, a, k, b, k, 0.0f, want, n);
-  if (run_gemm(false, true, m, n, k, 1.0f, a, (int64_t)m * k, k, b, (int64_t)n * k, k, 0.0f, c,
-               (int64_t)m * n, n, TP_I8)) {
+  if (run_dense_i8(m, n, k, a, b, c)) {
     double e = rel_err(c, want, m, n, n, (int64_t)m * n);
     printf("i8 against f32, %dx%dx%d uniform: relative error %.2e\n", m, n, k, e);
     TP_CHECK(e > 1e-5 && e < 2e-2);
@@ -186,8 +191,7 @@ TP_TEST(GemmInt8, NonFiniteAndZeroRows) {
   b[17 * k + 39] = -INFINITY;
   float *c = g_new0(float, m * n), *want = g_new0(float, m * n);
   reference_i8(m, n, k, 1.0f, a, k, b, k, 0.0f, want, n);
-  if (run_gemm(false, true, m, n, k, 1.0f, a, (int64_t)m * k, k, b, (int64_t)n * k, k, 0.0f, c,
-               (int64_t)m * n, n, TP_I8))
+  if (run_dense_i8(m, n, k, a, b, c))
     for (int i = 0; i < m; i++)
       for (int j = 0; j < n; j++) {
         float got = c[i * n + j];

@@ -226,7 +226,7 @@ void cpu_gemm_describe(char *out, size_t size) {
     g_strlcpy(ratio, "no bf16 arithmetic", sizeof ratio);
   g_snprintf(out, size, "GEMM %s; bf16 %s (%s); i8 %s", lib,
              cpu_bf16_sel == CPU_BF16_NATIVE ? "native" : "emulated in f32", ratio,
-             cpu_gemm_i8_available() ? "VNNI (inference)" : "unavailable (needs oneDNN, VNNI)");
+             cpu_gemm_i8_available() ? "VNNI (inference)" : "none (needs oneDNN and VNNI)");
 }
 
 tp_dtype cpu_preferred_compute(tp_backend_dev *d) {

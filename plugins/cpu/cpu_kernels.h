@@ -52,29 +52,22 @@ const char *cpu_isa_name(int level);
     if (cpu_isa >= CPU_ISA_AVX2) name##_avx2 args;                                                \
     else name##_base args;                                                                        \
   }
-/* The same for a body that returns a value. */
+/* The same for a body that returns a value; _ZMM lets the AVX-512 copy use
+ * 512-bit vectors (GCC's default is 256): for loops bound by arithmetic,
+ * such as exp over attention scores. */
+#define CPU_VARIANTS_RET_AT(t512, ret, name, params, args)                                        \
+  __attribute__((target(t512))) static ret name##_avx512 params { return name##_impl args; }      \
+  __attribute__((target("avx2"))) static ret name##_avx2 params { return name##_impl args; }      \
+  static ret name##_base params { return name##_impl args; }                                      \
+  static ret name params {                                                                        \
+    if (cpu_isa >= CPU_ISA_AVX512) return name##_avx512 args;                                     \
+    if (cpu_isa >= CPU_ISA_AVX2) return name##_avx2 args;                                         \
+    return name##_base args;                                                                      \
+  }
 #define CPU_VARIANTS_RET(ret, name, params, args)                                                 \
-  __attribute__((target("avx512f"))) static ret name##_avx512 params { return name##_impl args; } \
-  __attribute__((target("avx2"))) static ret name##_avx2 params { return name##_impl args; }      \
-  static ret name##_base params { return name##_impl args; }                                      \
-  static ret name params {                                                                        \
-    if (cpu_isa >= CPU_ISA_AVX512) return name##_avx512 args;                                     \
-    if (cpu_isa >= CPU_ISA_AVX2) return name##_avx2 args;                                         \
-    return name##_base args;                                                                      \
-  }
-/* The same with 512-bit vectors in the AVX-512 copy (GCC's default is 256):
- * for loops bound by arithmetic, such as exp over attention scores. */
+  CPU_VARIANTS_RET_AT("avx512f", ret, name, params, args)
 #define CPU_VARIANTS_RET_ZMM(ret, name, params, args)                                             \
-  __attribute__((target("avx512f,prefer-vector-width=512"))) static ret name##_avx512 params {    \
-    return name##_impl args;                                                                      \
-  }                                                                                               \
-  __attribute__((target("avx2"))) static ret name##_avx2 params { return name##_impl args; }      \
-  static ret name##_base params { return name##_impl args; }                                      \
-  static ret name params {                                                                        \
-    if (cpu_isa >= CPU_ISA_AVX512) return name##_avx512 args;                                     \
-    if (cpu_isa >= CPU_ISA_AVX2) return name##_avx2 args;                                         \
-    return name##_base args;                                                                      \
-  }
+  CPU_VARIANTS_RET_AT("avx512f,prefer-vector-width=512", ret, name, params, args)
 #else
 #define CPU_VARIANTS(name, params, args)                                                          \
   static void name params { name##_impl args; }
