@@ -2,8 +2,8 @@
  * GFLOP/s of its gemm slot on the shapes of a BERT step with each GEMM
  * library it can use (OpenBLAS, oneDNN; $TENSORPLUG_CPU_GEMM is set before
  * each open) at f32 and bf16 compute (bf16 both native and emulated where
- * oneDNN is there), and the throughput of the fused and plain elementwise
- * kernels. Process CPU time per call (best of several): on a shared machine
+ * oneDNN is there) and at i8 where the CPU offers it, and the throughput of
+ * the fused and plain elementwise kernels. Process CPU time per call (best of several): on a shared machine
  * wall time mostly measures the scheduler.
  *
  * Built by meson (benchmarks/meson.build, not a test):
@@ -115,6 +115,15 @@ static void gemm_shapes(const char *variant, tp_dtype compute) {
   bench_gemm("attention 384 x 128x128x32", variant, false, true, 128, 128, 32, 384, compute);
 }
 
+/* i8 quantizes only activations x a weight: those shapes (quantizing both
+ * operands is inside the time, as the slot does it at every call). */
+static void gemm_shapes_i8(void) {
+  bench_gemm("minilm x W^T 4096x384x384", "onednn i8", false, true, 4096, 384, 384, 1, TP_I8);
+  bench_gemm("minilm FFN up 4096x1536x384", "onednn i8", false, true, 4096, 1536, 384, 1, TP_I8);
+  bench_gemm("distil x W^T 4096x768x768", "onednn i8", false, true, 4096, 768, 768, 1, TP_I8);
+  bench_gemm("distil FFN up 4096x3072x768", "onednn i8", false, true, 4096, 3072, 768, 1, TP_I8);
+}
+
 static void bench_elementwise(void) {
   const int rows = 4096, cols = 1536, h = 384;
   const int64_t n = (int64_t)rows * cols;
@@ -183,6 +192,7 @@ int main(int argc, char **argv) {
   open_dev(threads, "onednn", "native");
   if (D) gemm_shapes("onednn bf16 native", TP_BF16);
   open_dev(threads, NULL, NULL);
+  if (D && (info.gemm_compute & TP_DTYPE_BIT(TP_I8))) gemm_shapes_i8();
   if (D) bench_elementwise();
   g_string_append(J, "\n  ]\n}\n");
   if (json && !g_file_set_contents(json, J->str, (gssize)J->len, &err)) {
