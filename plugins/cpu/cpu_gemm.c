@@ -613,33 +613,18 @@ static void gemm_general(tp_backend_dev *d, const tp_gemm_args *g) {
 
 static bool gemm_dtype_ok(tp_dtype t) { return t == TP_F32 || t == TP_BF16 || t == TP_F16; }
 
-static void gemm_checked(tp_backend_dev *d, const tp_gemm_args *g);
-
 void cpu_gemm(tp_backend_dev *d, const tp_gemm_args *g) {
-  if (g->compute != TP_I8) {
-    gemm_checked(d, g);
-    return;
-  }
-  /* i8: activations x a weight (A [m, k], B stored [n, k]); any other
-   * layout is computed in f32, the more precise answer */
-  tp_gemm_args f = *g;
-  f.compute = TP_F32;
-  if (g->m > 0 && g->n > 0 && g->lda >= MAX(1, g->k) && g->ldb >= MAX(1, g->k) &&
-      g->ldc >= g->n && cpu_gemm_i8(d, g))
-    return;
-  gemm_checked(d, &f);
-}
-
-static void gemm_checked(tp_backend_dev *d, const tp_gemm_args *g) {
   int m = g->m, n = g->n, k = g->k;
   if (m < 0 || n < 0 || k < 0 || g->batch < 0) {
     cpu_set_error(d, TP_ERROR_INVALID_ARGUMENT, "cpu gemm: negative size m=%d n=%d k=%d batch=%d",
                   m, n, k, g->batch);
     return;
   }
-  if (!gemm_dtype_ok(g->ab_dtype) || !gemm_dtype_ok(g->c_dtype) || !gemm_dtype_ok(g->compute)) {
+  if (!gemm_dtype_ok(g->ab_dtype) || !gemm_dtype_ok(g->c_dtype) ||
+      !(gemm_dtype_ok(g->compute) || g->compute == TP_I8)) {
     cpu_set_error(d, TP_ERROR_UNAVAILABLE,
-                  "cpu gemm: types A/B %d, C %d, compute %d are not supported (f32, bf16, f16)",
+                  "cpu gemm: types A/B %d, C %d, compute %d are not supported (f32, bf16, f16; "
+                  "compute also i8)",
                   (int)g->ab_dtype, (int)g->c_dtype, (int)g->compute);
     return;
   }
@@ -651,6 +636,15 @@ static void gemm_checked(tp_backend_dev *d, const tp_gemm_args *g) {
                   "cpu gemm: row stride too small (lda=%d needs >= %d, ldb=%d needs >= %d, "
                   "ldc=%d needs >= %d)",
                   g->lda, need_a, g->ldb, need_b, g->ldc, n);
+    return;
+  }
+  if (g->compute == TP_I8) {
+    /* activations x a weight (A [m, k], B stored [n, k]); any other layout
+     * is computed in f32, the more precise answer */
+    if (cpu_gemm_i8(d, g)) return;
+    tp_gemm_args f = *g;
+    f.compute = TP_F32;
+    cpu_gemm(d, &f);
     return;
   }
   if (g->ab_dtype != TP_F32 || g->c_dtype != TP_F32) {
